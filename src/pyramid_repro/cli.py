@@ -1,0 +1,59 @@
+"""`pyramid-repro <command>`: the suite's command line. Snakemake rules call these commands.
+
+Each command lives in its own module and exposes ``main(argv) -> int``; they are imported lazily so
+`pyramid-repro --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("pyramid_repro.commands.config_cmd", "print the resolved config (and its hash) of a profile/experiment"),
+    "schema": ("pyramid_repro.commands.config_cmd", "print the JSON schema generated from the typed config"),
+    "make-dataset": ("pyramid_repro.data.build", "render the synthetic world (or check a real manifest)"),
+    "train-vae": ("pyramid_repro.vae.train", "train the causal 3D VAE (resumable)"),
+    "eval-vae": ("pyramid_repro.vae.evaluate", "PSNR/SSIM of the VAE on held-out clips + reconstruction grid"),
+    "encode-latents": ("pyramid_repro.vae.cache", "encode the dataset once into the normalised latent cache"),
+    "train-dit": ("pyramid_repro.train.dit", "train one DiT curriculum stage of one experiment (resumable)"),
+    "sample": ("pyramid_repro.eval.sample", "sample a prompt suite from a checkpoint into videos"),
+    "score": ("pyramid_repro.eval.score", "score sampled videos with a backend -> metrics/<backend>.json"),
+    "train-probe": ("pyramid_repro.eval.probe", "train the offline probe network on real synthetic frames"),
+    "report": ("pyramid_repro.report.render", "render reports/ tables and plots"),
+    "audit": ("pyramid_repro.report.audit", "GPU-hour audit: the paper's Table 4 arithmetic and this run's ledger"),
+    "compare": ("pyramid_repro.report.compare", "sample, score and compare a new checkpoint with the paper"),
+    "tokens": ("pyramid_repro.commands.tokens", "token arithmetic of the pyramid vs full sequence"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: pyramid-repro <command> [options]   (pyramid-repro <command> --help for details)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"pyramid-repro: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    entry = getattr(module, "main_" + name.replace("-", "_"), None) or module.main
+    from pyramid_repro.config import ConfigError
+
+    try:
+        return int(entry(rest) or 0)
+    except ConfigError as e:
+        print(f"pyramid-repro {name}: configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

