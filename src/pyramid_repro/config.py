@@ -134,6 +134,12 @@ class PyramidConfig:
     history_corruption: list[float] = field(default_factory=lambda: [0.0, 1.0 / 3.0])  # sigma_c ~ U[a, b]
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
+    def stage_steps(self, first_frame: bool = True) -> list[int]:
+        """Euler steps per pyramid stage. With a single stage (the full-sequence baseline) the profile's
+        per-stage counts are summed, so the baseline gets as many Euler steps as the pyramid."""
+        steps = self.sampler.steps_first_frame if first_frame else self.sampler.steps_later_frames
+        return [sum(steps)] if self.stages == 1 and len(steps) != 1 else list(steps)
+
 
 @dataclass
 class ModelConfig:
@@ -219,7 +225,8 @@ class ComputeConfig:
 class Config:
     profile: str = "tiny"
     seed: int = 0
-    results: str = "results"
+    results: str = "results"  # artifacts go to <results>/<profile>/...
+    reports: str = "reports"  # rendered tables and plots
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     pyramid: PyramidConfig = field(default_factory=PyramidConfig)
@@ -420,6 +427,8 @@ def resolve_tree(
     tree = _read_yaml(ppath)
     _schema_check(tree, str(ppath))
     tree["profile"] = profile
+    # replication/config.yaml's other keys (results/reports folders) apply to every profile
+    tree = deep_merge(tree, {k: v for k, v in root_cfg.items() if k != "profile"})
     if experiment is not None:
         from pyramid_repro.experiments import experiment_overrides
 
@@ -465,7 +474,7 @@ def check_consistency(cfg: Config) -> None:
     if len(p.stage_weights) != p.stages:
         errs.append(f"pyramid.stage_weights has {len(p.stage_weights)} entries, expected {p.stages}")
     for key in ("steps_first_frame", "steps_later_frames"):
-        if len(getattr(p.sampler, key)) != p.stages:
+        if len(getattr(p.sampler, key)) != p.stages and p.stages != 1:
             errs.append(f"pyramid.sampler.{key} needs {p.stages} entries (one per pyramid stage)")
     if p.end_sigmas and p.end_sigmas[-1] != 0.0:
         errs.append("pyramid.end_sigmas: the last stage must end at sigma 0 (clean data)")

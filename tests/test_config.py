@@ -1,0 +1,126 @@
+"""Configuration: profiles load, the schema is generated from the typed tree, bad input is named."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pyramid_repro.cli import main as cli_main
+from pyramid_repro.config import (
+    PROFILES,
+    ConfigError,
+    load_config,
+    load_config_file,
+    parse_override,
+    save_config,
+    schema_path,
+    schema_yaml,
+)
+from pyramid_repro.experiments import experiments, get_experiment
+
+
+def test_schema_file_is_the_generated_one():
+    assert schema_path().read_text() == schema_yaml(), (
+        "replication/schemas/config.schema.yaml is stale: run `pyramid-repro schema > "
+        "replication/schemas/config.schema.yaml`"
+    )
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("experiment", [None, *experiments()])
+def test_every_profile_and_experiment_loads(profile, experiment):
+    cfg = load_config(profile, experiment=experiment)
+    assert cfg.profile == profile
+    assert len(cfg.train.curriculum) == 3
+    assert [s.kind for s in cfg.train.curriculum] == ["image", "video", "video"]
+
+
+def test_default_profile_is_tiny():
+    assert load_config().profile == "tiny"
+
+
+def test_paper_profile_has_table4_hyperparameters():
+    cfg = load_config("paper")
+    steps = [s.steps for s in cfg.train.curriculum]
+    batch = [s.batch_size for s in cfg.train.curriculum]
+    hours = [s.paper_hours for s in cfg.train.curriculum]
+    assert steps == [50_000, 200_000, 50_000] and batch == [1536, 768, 384] and hours == [12, 90, 60]
+    assert (cfg.model.depth, cfg.model.hidden_size, cfg.model.num_heads, cfg.model.patch_size) == (24, 1536, 24, 2)
+    assert (cfg.vae.spatial_compression, cfg.vae.temporal_compression, cfg.vae.latent_channels) == (8, 8, 16)
+
+
+def test_misspelt_key_is_rejected_and_named(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", {"vae": {"trian": {"steps": 3}}})
+    assert "vae.trian" in str(e.value) and "train" in str(e.value)
+
+
+def test_misspelt_key_in_a_profile_file_names_file_and_key(tmp_path, monkeypatch):
+    import shutil
+
+    from pyramid_repro.config import repo_root
+
+    shutil.copytree(repo_root() / "replication", tmp_path / "replication")
+    prof = tmp_path / "replication" / "profiles" / "tiny.yaml"
+    tree = yaml.safe_load(prof.read_text())
+    tree["model"]["hiden_size"] = 64
+    prof.write_text(yaml.safe_dump(tree))
+    monkeypatch.setenv("PYRAMID_REPRO_ROOT", str(tmp_path))
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny")
+    msg = str(e.value)
+    assert "model.hiden_size" in msg and str(prof) in msg
+
+
+def test_wrong_type_is_rejected_with_the_key():
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", {"model": {"depth": "four"}})
+    assert "model.depth" in str(e.value)
+
+
+def test_unknown_profile_lists_the_choices():
+    with pytest.raises(ConfigError) as e:
+        load_config("huge")
+    assert "huge" in str(e.value) and "tiny" in str(e.value)
+
+
+def test_inconsistent_values_are_named():
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", {"pyramid": {"end_sigmas": [0.667, 0.334]}})
+    assert "pyramid.end_sigmas" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", {"data": {"height": 30}})
+    assert "divisible" in str(e.value)
+
+
+def test_experiments_change_only_their_keys():
+    base = load_config("tiny").to_dict()
+    fs = load_config("tiny", experiment="fullseq")
+    assert fs.pyramid.stages == 1 and fs.pyramid.end_sigmas == [0.0]
+    bi = load_config("tiny", experiment="bidirectional").to_dict()
+    diff = {k for k in base if base[k] != bi[k]}
+    assert diff == {"model"} and bi["model"]["attention"] == "bidirectional"
+    assert get_experiment("no_corrective_noise").trains is False
+    assert get_experiment("no_corrective_noise").checkpoint_from == "pyramid"
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        get_experiment("nope")
+
+
+def test_override_parsing_and_roundtrip(tmp_path):
+    assert parse_override("vae.train.steps=100") == {"vae": {"train": {"steps": 100}}}
+    with pytest.raises(ConfigError):
+        parse_override("novalue")
+    cfg = load_config("smoke", parse_override("seed=7"))
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config_file(tmp_path / "c.yaml")
+    assert again == cfg and again.config_hash() == cfg.config_hash()
+
+
+def test_config_hash_changes_with_a_value():
+    assert load_config("tiny").config_hash() != load_config("tiny", {"seed": 1}).config_hash()
+
+
+def test_cli_reports_config_errors(capsys):
+    assert cli_main(["config", "--profile", "tiny", "--set", "modle.depth=2"]) == 2
+    assert "modle" in capsys.readouterr().err
+    assert cli_main(["--help"]) == 0
