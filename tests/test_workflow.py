@@ -1,0 +1,109 @@
+"""The Snakemake workflow: dry runs of every profile, the smoke profile end to end, single-ablation reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    env = {**os.environ, "PYRAMID_REPRO_ROOT": str(ROOT)}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def planned_jobs(out: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    m = re.search(r"Job stats:\n(.*?)\ntotal\s+\d+", out, re.S)
+    assert m, f"no job stats in snakemake output:\n{out[-3000:]}"
+    rows = [ln.split() for ln in m.group(1).splitlines()[2:] if ln.strip()]
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def test_lint_is_clean():
+    r = snakemake("--lint")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+
+
+def test_dry_run_tiny_plans_every_experiment():
+    r = snakemake("-n", "reports/table1.pdf")
+    assert r.returncode == 0, r.stderr[-4000:]
+    jobs = planned_jobs(r.stdout)
+    from pyramid_repro.experiments import experiments, training_experiments
+
+    assert jobs["train_dit"] == 3 * len(training_experiments())
+    assert jobs["sample"] == len(experiments())
+
+
+def test_dry_run_paper_on_slurm_lists_three_stages_per_experiment_with_gpus():
+    r = snakemake("-n", "--profile", "workflows/profiles/slurm", "--config", "profile=paper", "--",
+                  "reports/table1.pdf")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    from pyramid_repro.experiments import training_experiments
+
+    assert planned_jobs(r.stdout)["train_dit"] == 3 * len(training_experiments())
+    for exp in training_experiments():
+        for stage in ("image", "video_lowres", "video_highres"):
+            assert f"results/paper/{exp}/dit/{stage}/done.json" in r.stdout
+    assert "gpus=8" in r.stdout and "nodes=16" in r.stdout
+
+
+def test_unknown_profile_fails_at_once():
+    r = snakemake("-n", "--config", "profile=huge")
+    assert r.returncode != 0 and "huge" in (r.stdout + r.stderr)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The whole workflow on the smoke profile, into a temporary results/ and reports/ folder."""
+    base = tmp_path_factory.mktemp("smoke")
+    args = ["--cores", "2", "--config", "profile=smoke", f"results={base}/results", f"reports={base}/reports"]
+    r = snakemake(*args, "--", f"{base}/reports/table1.pdf")
+    log = (r.stdout + r.stderr)[-8000:]
+    assert r.returncode == 0, log
+    return base
+
+
+def test_smoke_workflow_end_to_end(smoke_run: Path):
+    reports = smoke_run / "reports"
+    for name in ("table1.pdf", "table1.csv", "table1.md"):
+        assert (reports / name).is_file(), f"missing {name}"
+    from pyramid_repro.experiments import experiments
+
+    for exp in experiments():
+        metrics = list((smoke_run / "results" / "smoke" / exp / "metrics").glob("*.json"))
+        assert metrics, f"no metrics for {exp}"
+        for m in metrics:
+            data = json.loads(m.read_text())
+            assert data["backend"] and data["profile"] == "smoke" and data["config_hash"]
+
+
+def test_single_ablation_rerun_plans_only_that_ablation(smoke_run: Path):
+    base = smoke_run
+    args = ["-n", "--config", "profile=smoke", f"results={base}/results", f"reports={base}/reports"]
+    target = f"{base}/results/smoke/bidirectional/dit/image/done.json"
+    r = snakemake(*args, "--forcerun", target, "--", f"{base}/reports/table1.pdf")
+    assert r.returncode == 0, r.stderr[-4000:]
+    planned = set(re.findall(r"results/smoke/([a-z_]+)/", r.stdout))
+    assert planned == {"bidirectional"}, f"dry run touches other experiments: {planned}"
+    jobs = planned_jobs(r.stdout)
+    assert jobs["train_dit"] == 3 and jobs["sample"] == 1
+
+
+def test_config_change_reruns_only_affected_rules(smoke_run: Path):
+    base = smoke_run
+    args = ["-n", "--config", "profile=smoke", f"results={base}/results", f"reports={base}/reports",
+            "eval={'samples_per_prompt': 2}"]
+    r = snakemake(*args, "--", f"{base}/reports/table1.pdf")
+    assert r.returncode == 0, r.stderr[-4000:]
+    jobs = planned_jobs(r.stdout)
+    assert "train_dit" not in jobs and "train_vae" not in jobs and "make_dataset" not in jobs
+    assert jobs.get("sample", 0) >= 1
