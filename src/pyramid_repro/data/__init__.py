@@ -1,0 +1,1 @@
+"""Data: the synthetic video world, real-clip manifests, video IO and datasets."""

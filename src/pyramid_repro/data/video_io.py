@@ -1,0 +1,63 @@
+"""Video files on disk: lossless RGB H.264 in mp4 through PyAV (small frames keep their exact colours)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class VideoReadError(RuntimeError):
+    """A video file is missing, undecodable or has no frames. The message names the file."""
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
+    """Write uint8 frames (T, H, W, 3) as lossless RGB H.264 (libx264rgb, crf 0) in an mp4 container."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"write_video({path}): expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t, h, w, _ = frames.shape
+    with av.open(str(path), mode="w", format="mp4") as container:
+        # deterministic bytes: no encoder threads, no wall-clock metadata
+        container.metadata.clear()
+        stream = container.add_stream("libx264rgb", rate=int(fps), options={"crf": "0", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "rgb24"
+        stream.thread_count = 1
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def read_video(path: str | Path) -> tuple[np.ndarray, float]:
+    """Decode every frame of a video file -> (uint8 frames (T, H, W, 3), fps)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"{path}: file not found")
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.base_rate or 0) or 0.0
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    except (av.error.FFmpegError, IndexError, ValueError) as e:
+        raise VideoReadError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise VideoReadError(f"{path}: no video frames")
+    return np.stack(frames), fps
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """PNG/JPEG -> uint8 (H, W, 3)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError(f"{path}: file not found")
+    try:
+        return np.asarray(Image.open(path).convert("RGB"))
+    except Exception as e:  # PIL raises several types for broken files
+        raise VideoReadError(f"{path}: cannot decode image ({e})") from e

@@ -1,0 +1,146 @@
+"""Synthetic world and real-clip manifests: determinism, factors, rendering, decoding and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyramid_repro.config import load_config
+from pyramid_repro.data.build import build_synthetic, main as make_dataset
+from pyramid_repro.data.datasets import BadVideoError, ClipDataset, check_manifest, sample_indices
+from pyramid_repro.data.synthetic import (
+    BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, Factors, caption, factors_from_spec, render_clip, sample_factors,
+)
+from pyramid_repro.data.video_io import VideoReadError, read_video, write_video
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_same_seed_gives_byte_identical_manifest_and_files(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for out, seed in ((a, "0"), (b, "0"), (c, "1")):
+        assert make_dataset(["--profile", "smoke", "--set", f"seed={seed}", "--out", str(out)]) == 0
+    assert _sha(a / "manifest.csv") == _sha(b / "manifest.csv")
+    assert _sha(a / "videos" / "train_000000.mp4") == _sha(b / "videos" / "train_000000.mp4")
+    assert _sha(a / "manifest.csv") != _sha(c / "manifest.csv")
+    df = pd.read_csv(a / "manifest.csv")
+    cfg = load_config("smoke")
+    s = cfg.data.synthetic
+    assert (df.kind == "video").sum() == s.n_train + s.n_val + s.n_test and (df.kind == "image").sum() == s.n_images
+    assert set(df.split) == {"train", "val", "test"}
+
+
+def test_factors_cover_the_vocabulary_and_captions_name_them():
+    rng = np.random.default_rng(0)
+    fs = [sample_factors(rng, frames=17) for _ in range(400)]
+    assert {o.shape for f in fs for o in f.objects} == set(SHAPES) and len(SHAPES) >= 4
+    assert {o.colour for f in fs for o in f.objects} == set(COLOURS) and len(COLOURS) >= 6
+    assert {len(f.objects) for f in fs} == {1, 2, 3}
+    assert {f.direction for f in fs} == set(DIRECTIONS) | {"static"}
+    assert {f.pan for f in fs} == {"none", "left", "right"} and {f.texture for f in fs} == {"none", "stripes", "checker"}
+    for f in fs:
+        cap = caption(f)
+        assert all(o.colour in cap and o.shape in cap for o in f.objects)
+        assert f.background in cap and (f.relation is None or f.relation in cap)
+        assert Factors.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+
+
+def _centroid(frame: np.ndarray, rgb) -> np.ndarray:
+    mask = np.abs(frame.astype(int) - np.array(rgb)).sum(-1) < 30
+    assert mask.sum() > 10, "object colour not found in the frame"
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean(), ys.mean()])
+
+
+@pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
+def test_objects_move_in_the_stated_direction(direction):
+    f = factors_from_spec("square", "red", direction=direction, speed="fast", background="gray")
+    clip = render_clip(f, 32, 32, 17)
+    move = _centroid(clip[-1], COLOURS["red"]) - _centroid(clip[0], COLOURS["red"])
+    dx, dy = DIRECTIONS[direction]
+    assert move @ np.array([dx, dy]) > 4.0  # pixels along the stated direction
+    assert abs(move @ np.array([dy, dx])) < 1.0  # nothing across it
+
+
+def test_static_clip_is_static_and_objects_have_their_colour():
+    f = factors_from_spec("circle", "blue", direction="static", background="white")
+    clip = render_clip(f, 32, 32, 9)
+    assert np.array_equal(clip[0], clip[-1])
+    bg = np.array(BACKGROUNDS["white"])
+    assert (np.abs(clip[0].astype(int) - bg).sum(-1) < 5).mean() > 0.5
+
+
+def test_relation_holds_in_pixels():
+    f = factors_from_spec("square", "red", relation="to the left of", other_shape="circle", other_colour="green")
+    frame = render_clip(f, 32, 32, 1)[0]
+    assert _centroid(frame, COLOURS["red"])[0] < _centroid(frame, COLOURS["green"])[0] - 4
+
+
+def test_bad_spec_is_named():
+    with pytest.raises(ValueError, match="shape='hexagon'"):
+        factors_from_spec("hexagon", "red")
+
+
+def test_video_roundtrip_is_lossless(tmp_path):
+    x = (np.random.default_rng(0).random((5, 16, 24, 3)) * 255).astype(np.uint8)
+    write_video(tmp_path / "v.mp4", x, 8)
+    y, fps = read_video(tmp_path / "v.mp4")
+    assert fps == 8 and np.array_equal(x, y)
+
+
+def test_sample_indices_resample_by_time():
+    assert sample_indices(48, 24.0, 4, 8.0).tolist() == [0, 3, 6, 9]
+    with pytest.raises(BadVideoError, match="too short"):
+        sample_indices(5, 8.0, 9, 8.0)
+
+
+@pytest.fixture
+def real_manifest(tmp_path):
+    """Small 'real' clips: a 24 fps 48x64 clip, a too-short one, a broken file and a missing one."""
+    rng = np.random.default_rng(0)
+    write_video(tmp_path / "good.mp4", (rng.random((40, 48, 64, 3)) * 255).astype(np.uint8), 24)
+    write_video(tmp_path / "short.mp4", (rng.random((3, 48, 64, 3)) * 255).astype(np.uint8), 24)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    rows = [("good.mp4", "a clip"), ("short.mp4", "short"), ("broken.mp4", "broken"), ("missing.mp4", "gone")]
+    pd.DataFrame(rows, columns=["path", "caption"]).to_csv(tmp_path / "m.csv", index=False)
+    return tmp_path / "m.csv"
+
+
+def test_real_clip_is_resampled_and_center_cropped(real_manifest):
+    ds = ClipDataset(real_manifest, None, None, 32, 32, 9, 8, on_bad_video="skip")
+    assert len(ds) == 1 and len(ds.skipped) == 3
+    item = ds[0]
+    assert item["video"].shape == (3, 9, 32, 32) and item["video"].min() >= -1 and item["video"].max() <= 1
+    reasons = " ".join(s["error"] for s in ds.skipped)
+    assert "too short" in reasons and "cannot decode" in reasons and "not found" in reasons
+
+
+@pytest.mark.parametrize("name,problem", [("broken.mp4", "cannot decode"), ("missing.mp4", "not found"),
+                                          ("short.mp4", "too short")])
+def test_bad_video_is_a_clear_error(real_manifest, name, problem):
+    df = pd.read_csv(real_manifest)
+    df = df[df.path == name]
+    df.to_csv(real_manifest, index=False)
+    ds = ClipDataset(real_manifest, None, None, 32, 32, 9, 8, on_bad_video="error")
+    with pytest.raises(BadVideoError) as e:
+        ds[0]
+    assert name in str(e.value) and problem in str(e.value)
+    with pytest.raises(BadVideoError, match=name):
+        check_manifest(real_manifest, "error", frames=9, fps=8)
+
+
+def test_synthetic_dataset_items(tmp_path):
+    cfg = load_config("smoke", {"results": str(tmp_path)})
+    out = cfg.results_dir("data")
+    build_synthetic(cfg, out).to_csv(out / "manifest.csv", index=False)
+    vids = ClipDataset.from_config(cfg, "train", "video")
+    imgs = ClipDataset.from_config(cfg, "train", "image")
+    assert vids[0]["video"].shape == (3, cfg.data.frames, cfg.data.height, cfg.data.width)
+    assert imgs[0]["video"].shape == (3, 1, cfg.data.height, cfg.data.width)
+    assert vids[0]["factors"]["objects"]
