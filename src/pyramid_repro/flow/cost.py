@@ -1,0 +1,96 @@
+"""Cost accounting (PAPER.md section 4): tokens, model evaluations and analytic FLOPs.
+
+Pure functions over a schedule and sizes; the trainer's ledger, the `tokens` command, the GPU-hour projection
+and the benchmarks all use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyramid_repro.flow.temporal import history_stages
+
+
+def latent_frames(pixel_frames: int, temporal_compression: int) -> int:
+    """1 + k*T pixel frames -> 1 + k latent frames (the first frame is encoded alone)."""
+    if (pixel_frames - 1) % temporal_compression:
+        raise ValueError(f"{pixel_frames} frames is not 1 + k * {temporal_compression}")
+    return 1 + (pixel_frames - 1) // temporal_compression
+
+
+def tokens_per_frame(height: int, width: int, patch: int) -> int:
+    """Tokens of one latent frame of size height x width with square patches."""
+    if height % patch or width % patch:
+        raise ValueError(f"latent {height}x{width} not divisible by patch {patch}")
+    return (height // patch) * (width // patch)
+
+
+def stage_tokens(height: int, width: int, patch: int, stages: int) -> list[int]:
+    """Tokens per latent frame at every pyramid stage, coarsest first."""
+    return [tokens_per_frame(height >> (stages - 1 - k), width >> (stages - 1 - k), patch) for k in range(stages)]
+
+
+def pyramid_sample_tokens(height: int, width: int, patch: int, frames: int, stages: int, stage: int,
+                          temporal_pyramid: bool = True) -> int:
+    """Video tokens of one training sample whose last of `frames` latent frames is learnt at `stage`."""
+    per = stage_tokens(height, width, patch, stages)
+    hist = history_stages(frames - 1, stage, stages, temporal_pyramid)
+    return per[stage] + sum(per[h] for h in hist)
+
+
+def expected_training_tokens(height: int, width: int, patch: int, frames: int, stages: int,
+                             weights: list[float] | None = None, temporal_pyramid: bool = True) -> float:
+    """Expected video tokens per training sample under the stage-sampling weights (uniform by default)."""
+    w = weights or [1.0] * stages
+    tot = sum(w)
+    return sum(wk / tot * pyramid_sample_tokens(height, width, patch, frames, stages, k, temporal_pyramid)
+               for k, wk in enumerate(w))
+
+
+def fullseq_training_tokens(height: int, width: int, patch: int, frames: int) -> int:
+    """Full-sequence flow matching: every latent frame at full resolution."""
+    return frames * tokens_per_frame(height, width, patch)
+
+
+@dataclass(frozen=True)
+class GenerationCost:
+    evaluations: int  # model forward passes (with CFG each counts twice)
+    tokens: int  # video tokens processed, summed over all forward passes
+
+
+def pyramid_generation_cost(height: int, width: int, patch: int, frames: int, stages: int,
+                            steps_first: list[int], steps_later: list[int], cfg: bool = True,
+                            temporal_pyramid: bool = True, kv_cache: bool = False) -> GenerationCost:
+    """Autoregressive generation through the pyramid. With a history KV cache, history tokens are computed once
+    per frame and stage instead of once per Euler step."""
+    per = stage_tokens(height, width, patch, stages)
+    mult = 2 if cfg else 1
+    evals = tokens = 0
+    for f in range(frames):
+        steps = steps_first if f == 0 else steps_later
+        for k in range(stages):
+            hist = sum(per[h] for h in history_stages(f, k, stages, temporal_pyramid))
+            evals += mult * steps[k]
+            tokens += mult * (steps[k] * per[k] + (hist if kv_cache else steps[k] * hist))
+    return GenerationCost(evals, tokens)
+
+
+def fullseq_generation_cost(height: int, width: int, patch: int, frames: int, steps: int,
+                            cfg: bool = True) -> GenerationCost:
+    mult = 2 if cfg else 1
+    return GenerationCost(mult * steps, mult * steps * fullseq_training_tokens(height, width, patch, frames))
+
+
+def transformer_forward_flops(tokens: float, depth: int, hidden: int, mlp_ratio: float = 4.0,
+                              attn_tokens: float | None = None) -> float:
+    """Analytic forward FLOPs of a (MM-)DiT on a sequence: per block 2*(4 + 2*mlp_ratio) d^2 per token for the
+    projections and MLP, plus 4 n^2 d for QK^T and AV (multiply-adds count 2)."""
+    n = tokens if attn_tokens is None else attn_tokens
+    dense = 2.0 * (4.0 + 2.0 * mlp_ratio) * hidden * hidden * tokens
+    attention = 4.0 * tokens * n * hidden
+    return depth * (dense + attention)
+
+
+def training_flops(tokens: float, depth: int, hidden: int, mlp_ratio: float = 4.0) -> float:
+    """Forward + backward of one sample: 3x the forward FLOPs."""
+    return 3.0 * transformer_forward_flops(tokens, depth, hidden, mlp_ratio)
