@@ -1,0 +1,113 @@
+"""Generation with a trained DiT (PAPER.md sections 2-3): autoregressive through the spatial pyramid with the
+compressed history (pyramid experiments), or the whole clip at once (full-sequence baseline).
+
+Text-to-video starts from noise for the first latent frame; image-to-video takes a given first latent frame.
+Classifier-free guidance batches the conditional and unconditional passes into one forward, with separate scales
+for the first frame and later frames (PAPER.md section 3.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from pyramid_repro.config import Config
+from pyramid_repro.flow import PyramidSchedule, build_history, guided, sample
+
+
+@dataclass
+class TextCondition:
+    """Encoded prompts: tokens (B, L, D), mask (B, L) bool, pooled (B, P)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def cat(self, other: "TextCondition") -> "TextCondition":
+        return TextCondition(torch.cat([self.tokens, other.tokens]), torch.cat([self.mask, other.mask]),
+                             torch.cat([self.pooled, other.pooled]))
+
+    def index(self, idx: torch.Tensor | slice | list[int]) -> "TextCondition":
+        return TextCondition(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+    def repeat(self, n: int) -> "TextCondition":
+        return TextCondition(self.tokens.expand(n, -1, -1), self.mask.expand(n, -1), self.pooled.expand(n, -1))
+
+
+def model_velocity(model: torch.nn.Module, current: torch.Tensor, timestep: torch.Tensor, text: TextCondition,
+                   history: list[torch.Tensor], full_size: tuple[int, int]) -> torch.Tensor:
+    """One DiT call: velocity for `current` (B, C, T, h, w) given history frames (oldest first) and text."""
+    return model(history=history, current=current, timestep=timestep, tokens=text.tokens, text_mask=text.mask,
+                 pooled=text.pooled, full_size=full_size)
+
+
+def _cfg_velocity(model: torch.nn.Module, text: TextCondition, empty: TextCondition, scale: float,
+                  history_for_stage: Callable[[int], list[torch.Tensor]], full_size: tuple[int, int]):
+    """Velocity callable for flow.sample with classifier-free guidance in one batched forward."""
+    B = len(text)
+    both = text.cat(empty.repeat(B)) if scale != 1.0 else text
+
+    def velocity(x: torch.Tensor, timestep: torch.Tensor, stage: int) -> torch.Tensor:
+        hist = history_for_stage(stage)
+        if scale == 1.0:
+            return model_velocity(model, x, timestep, both, hist, full_size)
+        v = model_velocity(model, torch.cat([x, x]), torch.cat([timestep, timestep]), both,
+                           [torch.cat([h, h]) for h in hist], full_size)
+        vc, vu = v[:B], v[B:]
+        return guided(lambda *_: vc, lambda *_: vu, scale)(x, timestep, stage)
+
+    return velocity
+
+
+@torch.no_grad()
+def generate_latents(model: torch.nn.Module, cfg: Config, text: TextCondition, empty: TextCondition,
+                     latent_frames: int, latent_size: tuple[int, int], generator: torch.Generator | None = None,
+                     first_frame: torch.Tensor | None = None,
+                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Normalised latents (B, C, T, H, W) for the prompts in `text`.
+
+    Pyramid (cfg.pyramid.stages > 1): frame by frame; each frame runs the pyramid sampler (per-stage Euler
+    steps, jump renoising with corrective noise unless switched off) with the clean history of the frames
+    generated so far, compressed by the temporal pyramid as in training. `first_frame` (B, C, H, W) makes it
+    image-to-video. Full sequence (stages == 1): all frames at once with one Euler loop.
+    """
+    p = cfg.pyramid
+    schedule = PyramidSchedule.from_config(p)
+    B, C = len(text), cfg.vae.latent_channels
+    H, W = latent_size
+    dev = text.tokens.device
+    kw = dict(generator=generator, corrective_noise=p.corrective_noise, renoise=p.renoise,
+              min_sigma=p.sampler.min_sigma, device=dev)
+    if schedule.stages == 1:
+        vel = _cfg_velocity(model, text, empty, p.sampler.guidance_video, lambda k: [], (H, W))
+        out = sample(vel, (B, C, latent_frames, H, W), schedule, p.stage_steps(True), **kw)
+        if progress:
+            progress(latent_frames)
+        return out
+    frames: list[torch.Tensor] = []
+    for f in range(latent_frames):
+        if f == 0 and first_frame is not None:
+            frames.append(first_frame.to(dev))
+        else:
+            past = torch.stack(frames, dim=2) if frames else None
+            cache: dict[int, list[torch.Tensor]] = {}
+
+            def history_for_stage(k: int, past=past, cache=cache) -> list[torch.Tensor]:
+                if past is None:
+                    return []
+                if k not in cache:  # clean history at inference (corruption is a training-time augmentation)
+                    cache[k] = [h.latent for h in build_history(past, k, schedule.stages, p.temporal_pyramid)]
+                return cache[k]
+
+            scale = p.sampler.guidance_first_frame if f == 0 else p.sampler.guidance_video
+            vel = _cfg_velocity(model, text, empty, scale, history_for_stage, (H, W))
+            x = sample(vel, (B, C, 1, H, W), schedule, p.stage_steps(f == 0), **kw)
+            frames.append(x[:, :, 0])
+        if progress:
+            progress(1)
+    return torch.stack(frames, dim=2)

@@ -1,0 +1,63 @@
+"""Training sequences as the paper builds them (PAPER.md sections 3 and 9).
+
+A batch of clean, normalised latent clips (B, C, T, H, W) becomes one stage-homogeneous training batch:
+
+* pyramid (K > 1 stages): a stage k ~ stage weights and a frame j ~ U{0..T-1} are drawn per batch. Frame j is the
+  frame being learnt, put on stage k's flow path (`flow.training_path`); frames 0..j-1 are its history,
+  compressed by the temporal pyramid (newest at stage k's resolution, the one before one stage coarser, all older
+  at the coarsest) and corrupted with sigma_c ~ U[history_corruption] (`flow.build_history`). This matches the
+  official trainer, which learns the last unit of clips whose length varies from step to step so that the token
+  count stays roughly constant; one difference we choose: all samples of a batch share (k, j) so the batch packs
+  into dense tensors (the official code splits a batch across stages by rank instead).
+* full sequence (K = 1): every frame at full resolution on one flow path with its own t per sample, no history;
+  the model sees all T frames at once (its attention mask comes from `model.attention`).
+
+Images are clips with T = 1 (stage 1 of the curriculum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from pyramid_repro.config import PyramidConfig
+from pyramid_repro.flow import PyramidSchedule, build_history, sample_stage, training_path
+
+
+@dataclass
+class TrainBatch:
+    history: list[torch.Tensor]  # oldest first, each (B, C, h_i, w_i)
+    current: torch.Tensor  # (B, C, T_cur, h, w) noisy input at the stage resolution
+    target: torch.Tensor  # velocity target, same shape as current
+    timestep: torch.Tensor  # (B,) global timestep the model is conditioned on
+    stage: int
+    frame: int  # index of the first current frame in the clip
+    history_stages: list[int] = field(default_factory=list)
+
+    @property
+    def video_tokens(self) -> int:
+        """Latent positions (before patching) the model processes for this batch: history + current."""
+        B = self.current.shape[0]
+        hist = sum(h.shape[-2] * h.shape[-1] for h in self.history)
+        cur = self.current.shape[2] * self.current.shape[-2] * self.current.shape[-1]
+        return B * (hist + cur)
+
+
+def make_batch(latents: torch.Tensor, schedule: PyramidSchedule, pyramid: PyramidConfig,
+               generator: torch.Generator | None = None) -> TrainBatch:
+    """Build one training batch from clean latents (B, C, T, H, W); see the module docstring."""
+    if latents.dim() != 5:
+        raise ValueError(f"latents must be (B, C, T, H, W), got shape {tuple(latents.shape)}")
+    B, _, T = latents.shape[:3]
+    if schedule.stages == 1:
+        s = training_path(latents, schedule, 0, generator)
+        return TrainBatch([], s.x_t, s.target, s.timestep, 0, 0)
+    weights = pyramid.stage_weights or [1.0] * schedule.stages
+    stage = sample_stage(weights, generator)
+    frame = int(torch.randint(0, T, (1,), generator=generator).item())
+    hist = build_history(latents[:, :, :frame], stage, schedule.stages, pyramid.temporal_pyramid,
+                         tuple(pyramid.history_corruption), generator) if frame > 0 else []
+    s = training_path(latents[:, :, frame], schedule, stage, generator)
+    return TrainBatch([h.latent for h in hist], s.x_t.unsqueeze(2), s.target.unsqueeze(2), s.timestep, stage, frame,
+                      [h.stage for h in hist])
