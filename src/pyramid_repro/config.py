@@ -104,6 +104,8 @@ class VAEConfig:
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     eval_clips: int = 16
+    train_frames: int = 0  # frames per training clip (1 + k*T); 0 = data.frames. The VAE is causal-convolutional
+    # in time, so short clips train it for any length (the tiny profile uses this to fit 2 CPU cores)
     encode_chunk_frames: int = 0  # 0 = whole clip at once; else causal chunks of this many latent frames
     tile_size: int = 0  # 0 = no spatial tiling
 
@@ -490,6 +492,8 @@ def check_consistency(cfg: Config) -> None:
     factor = v.spatial_compression * 2 ** (p.stages - 1) * m.patch_size
     shapes = [("data", cfg.data.height, cfg.data.width, cfg.data.frames)]
     shapes += [(f"train.curriculum[{i}]", s.height, s.width, s.frames) for i, s in enumerate(cfg.train.curriculum)]
+    if v.train_frames:
+        shapes.append(("vae.train_frames", cfg.data.height, cfg.data.width, v.train_frames))
     for where, h, w, t in shapes:
         if h % factor or w % factor:
             errs.append(

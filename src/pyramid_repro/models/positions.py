@@ -1,0 +1,86 @@
+"""Position encodings and the attention mask (PAPER.md section 3).
+
+Spatial: 2D sin-cos on coordinates of the full-resolution patch grid.
+* current frames at a coarse stage are *extrapolated*: integer coordinates of the centred crop of the full grid,
+  i.e. exactly what a full-resolution grid of that smaller size has (same frequencies, no rescaling);
+* history frames are *interpolated*: the full grid's extent resampled to the frame's size, so a compressed history
+  frame lines up spatially with the current frame.
+Temporal: 1D rotary embedding (RoPE) of the frame index on queries and keys.
+Mask: blockwise causal — a video token sees text and every token of its own and earlier frames; text tokens see
+text only (so nothing a video token reads can depend on a later frame). `bidirectional` lets video see all video.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def extrapolated_coords(h: int, w: int, full_h: int, full_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h*w,) row and column coordinates: the centred h x w crop of the full_h x full_w integer grid."""
+    r = torch.arange(h, dtype=torch.float64) + (full_h - h) / 2.0
+    c = torch.arange(w, dtype=torch.float64) + (full_w - w) / 2.0
+    rr, cc = torch.meshgrid(r, c, indexing="ij")
+    return rr.flatten(), cc.flatten()
+
+
+def interpolated_coords(h: int, w: int, full_h: int, full_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h*w,) coordinates of an h x w grid covering the full grid's extent (cell centres, bilinear-aligned)."""
+    r = (torch.arange(h, dtype=torch.float64) + 0.5) * (full_h / h) - 0.5
+    c = (torch.arange(w, dtype=torch.float64) + 0.5) * (full_w / w) - 0.5
+    rr, cc = torch.meshgrid(r, c, indexing="ij")
+    return rr.flatten(), cc.flatten()
+
+
+def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N,) positions -> (N, dim) [sin, cos] at frequencies 1 / 10000^(2i/dim) (DiT / MAE)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    out = pos[:, None] * omega[None]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def sincos_2d(rows: torch.Tensor, cols: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, dim) 2D sin-cos embedding: half the channels for rows, half for columns."""
+    if dim % 4:
+        raise ValueError(f"2D sin-cos needs a hidden size divisible by 4, got {dim}")
+    return torch.cat([sincos_1d(rows, dim // 2), sincos_1d(cols, dim // 2)], dim=1).float()
+
+
+def spatial_embedding(h: int, w: int, full_h: int, full_w: int, dim: int, interpolate: bool) -> torch.Tensor:
+    fn = interpolated_coords if interpolate else extrapolated_coords
+    return sincos_2d(*fn(h, w, full_h, full_w), dim)
+
+
+def rope_angles(frame_index: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (N, head_dim) of a 1D rotary embedding of the frame index (pairs rotated together)."""
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    ang = frame_index.float()[:, None] * freqs[None]
+    ang = torch.repeat_interleave(ang, 2, dim=1)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, heads, N, head_dim) by per-token angles; tokens with angle 0 (text) are unchanged."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    rot = torch.stack([-x2, x1], dim=-1).flatten(-2)
+    return x * cos + rot * sin
+
+
+def attention_mask(frame_of_token: torch.Tensor, text_valid: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Boolean (B, 1, N, N) mask, True = may attend. Token order: L text tokens then video tokens.
+
+    frame_of_token: (N_video,) frame index of each video token; text_valid: (B, L) False for padding.
+    """
+    B, L = text_valid.shape
+    f = frame_of_token
+    Nv = f.shape[0]
+    vv = (f[None, :] <= f[:, None]) if causal else torch.ones(Nv, Nv, dtype=torch.bool, device=f.device)
+    top = torch.cat([torch.ones(L, L, dtype=torch.bool, device=f.device),
+                     torch.zeros(L, Nv, dtype=torch.bool, device=f.device)], dim=1)  # text sees text only
+    bottom = torch.cat([torch.ones(Nv, L, dtype=torch.bool, device=f.device), vv], dim=1)
+    m = torch.cat([top, bottom], dim=0)[None].expand(B, -1, -1).clone()
+    keys_ok = torch.cat([text_valid, torch.ones(B, Nv, dtype=torch.bool, device=f.device)], dim=1)
+    m &= keys_ok[:, None, :]
+    # a padded text query still needs one visible key to avoid NaNs: let it see itself
+    eye = torch.eye(L + Nv, dtype=torch.bool, device=f.device)[None]
+    m |= eye
+    return m[:, None]

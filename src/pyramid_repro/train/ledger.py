@@ -1,0 +1,86 @@
+"""The GPU-hour ledger (DESIGN.md "Provenance and accounting"): one CSV row per training job and stage.
+
+`LedgerRecorder` times a job and appends its row when the job ends (also when it fails, with what it did);
+`read_ledgers` collects every ledger of a results tree for the audit.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyramid_repro.config import Config
+from pyramid_repro.provenance import device_name, git_commit, utc_now
+
+LEDGER_FIELDS = [
+    "experiment", "stage", "start_utc", "end_utc", "wall_seconds", "device_name", "device_count", "nodes",
+    "device_hours", "steps", "samples", "tokens", "flops", "commit", "config_hash", "profile", "resumed_from_step",
+    "status",
+]
+
+
+def device_count() -> int:
+    if torch.cuda.is_available():
+        import os
+
+        return int(os.environ.get("WORLD_SIZE", torch.cuda.device_count()))
+    return 1
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one row (header written for a new file); unknown keys are an error."""
+    extra = set(row) - set(LEDGER_FIELDS)
+    if extra:
+        raise KeyError(f"ledger row has unknown fields {sorted(extra)}; expected {LEDGER_FIELDS}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LEDGER_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in LEDGER_FIELDS})
+
+
+class LedgerRecorder:
+    """Context manager timing one job: `with LedgerRecorder(path, cfg, experiment=..., stage=...) as led:
+    ...; led.update(steps=..., samples=..., tokens=..., flops=...)`."""
+
+    def __init__(self, path: Path, cfg: Config, experiment: str, stage: str, resumed_from_step: int = 0):
+        self.path, self.cfg = Path(path), cfg
+        self.row: dict[str, Any] = {"experiment": experiment, "stage": stage, "resumed_from_step": resumed_from_step,
+                                    "steps": 0, "samples": 0, "tokens": 0, "flops": 0.0}
+
+    def update(self, **counts: Any) -> None:
+        self.row.update(counts)
+
+    def __enter__(self) -> "LedgerRecorder":
+        self._t0 = time.time()
+        self.row["start_utc"] = utc_now()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        wall = time.time() - self._t0
+        n, nodes = device_count(), self.cfg.compute.nodes if torch.cuda.is_available() else 1
+        self.row.update({
+            "end_utc": utc_now(), "wall_seconds": round(wall, 3), "device_name": device_name(),
+            "device_count": n, "nodes": nodes, "device_hours": wall * n / 3600.0, "commit": git_commit(),
+            "config_hash": self.cfg.config_hash(), "profile": self.cfg.profile,
+            "status": "ok" if exc_type is None else f"failed: {exc_type.__name__}",
+        })
+        append_row(self.path, self.row)
+
+
+def read_ledgers(pattern: str):
+    """Every ledger CSV matching a glob (recursive `**` allowed) as one pandas DataFrame."""
+    import pandas as pd
+
+    files = sorted(glob.glob(pattern, recursive=True))
+    if not files:
+        return pd.DataFrame(columns=LEDGER_FIELDS)
+    return pd.concat([pd.read_csv(f).assign(ledger=f) for f in files], ignore_index=True)

@@ -1,0 +1,18 @@
+"""Causal 3D video VAE (PAPER.md section 4): model, losses, training, evaluation and the normalised latent cache.
+
+Public API: CausalVideoVAE, build_vae, load_vae(dir), encode_video(vae, video, norm), decode_latents(vae, latents),
+LatentDataset(cache_dir, stage_name, split).
+"""
+
+from pyramid_repro.vae.model import CausalVideoVAE, build_vae
+
+__all__ = ["CausalVideoVAE", "build_vae", "load_vae", "decode_latents", "encode_video", "LatentDataset",
+           "Normalization"]
+
+
+def __getattr__(name):  # lazy: the cache/normalisation helpers pull in data/ and safetensors
+    if name in ("load_vae", "decode_latents", "encode_video", "LatentDataset", "Normalization"):
+        from pyramid_repro.vae import cache
+
+        return getattr(cache, name)
+    raise AttributeError(name)
