@@ -8,7 +8,7 @@ import json
 
 from snakemake.utils import min_version, validate
 
-from pyramid_repro.config import resolve_tree
+from pyramid_repro.config import load_config
 from pyramid_repro.experiments import experiments, training_experiments
 
 min_version("9.0")
@@ -22,7 +22,7 @@ validate(config, "replication/schemas/config.schema.yaml")
 PROFILE = config["profile"]
 # Everything in `config` besides `profile` overrides the profile (e.g. --config results=/tmp/r).
 USER_OVERRIDES = {k: v for k, v in config.items() if k != "profile"}
-CFG = resolve_tree(PROFILE, USER_OVERRIDES)
+CFG = load_config(PROFILE, USER_OVERRIDES).to_dict()  # defaults filled in, validated
 RES = f"{CFG['results']}/{PROFILE}"
 REPORTS = CFG["reports"]
 EXPERIMENTS = list(experiments())
@@ -56,12 +56,12 @@ def compute(key, default=None):
     return CFG["compute"].get(key, default)
 
 
-import os
-
-for _rules in ("data", "vae", "dit", "sample", "evaluate", "report"):
-    if os.path.exists(f"workflows/rules/{_rules}.smk"):  # TEMPORARY while the rule files land
-
-        include: f"workflows/rules/{_rules}.smk"
+include: "workflows/rules/data.smk"
+include: "workflows/rules/vae.smk"
+include: "workflows/rules/dit.smk"
+include: "workflows/rules/sample.smk"
+include: "workflows/rules/evaluate.smk"
+include: "workflows/rules/report.smk"
 
 
 rule all:

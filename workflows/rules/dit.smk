@@ -32,6 +32,7 @@ rule train_dit:
     input:
         latents=lambda wc: f"{RES}/latents/{wc.stage}/index.json",
         vae=f"{RES}/vae/final/normalization.json",
+        probe=f"{RES}/probe/probe.json",  # FID-vs-compute points during training
         previous=_previous_stage,
     output:
         done=f"{RES}/{{experiment}}/dit/{{stage}}/done.json",

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import zlib
+
 import numpy as np
 
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle", "cross")
@@ -146,7 +148,9 @@ def factors_from_spec(shape: str, colour: str, direction: str = "static", speed:
             raise ValueError(f"factors_from_spec: {name}={value!r}; expected one of {list(vocab)}")
     if direction != "static" and direction not in DIRECTIONS:
         raise ValueError(f"factors_from_spec: direction={direction!r}; expected static or one of {list(DIRECTIONS)}")
-    rng = np.random.default_rng(abs(hash((shape, colour, direction, background, relation))) % 2**32)
+    # zlib.crc32, not hash(): str hashes are salted per process, and ground truth must not change between runs
+    key = "|".join(map(str, (shape, colour, direction, background, relation, other_shape, other_colour)))
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
     f = Factors(objects=[], direction=direction, speed="static" if direction == "static" else speed,
                 relation=relation, background=background)
     vx, vy = f.velocity

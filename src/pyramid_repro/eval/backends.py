@@ -1,0 +1,233 @@
+"""Scoring backends, one interface: `score(video_dir, samples, prompts, cfg) -> dict` of the metrics JSON.
+
+* `synthetic` (offline, "synthetic proxy (not VBench)"): VBench-analogue dimensions read against the synthetic
+  world's known factors with the probe network and the world's known palette:
+  object_class / color / multiple_objects (probe detections per frame), spatial_relationship (centroids of the
+  prompted colours), dynamic_degree (is the prompted object displaced), motion_smoothness (VBench's idea with
+  linear frame interpolation instead of a learnt interpolator: odd frames predicted from their neighbours),
+  subject_consistency (cosine similarity of probe features to the first and previous frame),
+  background_consistency (border pixels vs the first frame), temporal_flickering (VBench's formula:
+  (255 - mean |frame difference|) / 255 on static prompts). Aggregated the way VBench aggregates, over the
+  dimensions present; the rest are listed as missing.
+* `fid-probe` (offline): Fréchet distance (clean-fid's frechet_distance) between probe features of generated
+  frames and of real held-out frames.
+* `clean-fid`: FID with clean-fid's Inception from a local file (eval.inception_path); never downloads.
+* `vbench`: the official VBench in its own environment (eval/vbench.py).
+* `evalcrafter`: EvalCrafter's metrics from a local installation (eval.evalcrafter_path).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.eval import vbench as vb
+
+LABELS = {
+    "synthetic": "synthetic proxy (not VBench)",
+    "fid-probe": "probe-feature FID (offline proxy, not Inception FID)",
+    "clean-fid": "FID (clean-fid, Inception)",
+    "vbench": "VBench (official)",
+    "evalcrafter": "EvalCrafter (official)",
+}
+
+
+def frames_to_tensor(video: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def colour_mask(video: np.ndarray, colour: str, tol: float = 60.0) -> np.ndarray:
+    """(T, H, W) pixels within `tol` (RGB distance) of a palette colour."""
+    from pyramid_repro.data.synthetic import COLOURS
+
+    ref = np.array(COLOURS[colour], dtype=np.float32)
+    return np.linalg.norm(video.astype(np.float32) - ref, axis=-1) < tol
+
+
+def centroids(mask: np.ndarray) -> np.ndarray:
+    """(T, 2) centroid (x, y) in pixels per frame; NaN where the mask is empty."""
+    T, H, W = mask.shape
+    ys, xs = np.mgrid[0:H, 0:W]
+    n = mask.sum((1, 2)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = (mask * xs).sum((1, 2)) / n
+        cy = (mask * ys).sum((1, 2)) / n
+    return np.stack([cx, cy], 1)
+
+
+def flicker_score(video: np.ndarray) -> float:
+    """VBench temporal flickering: (255 - mean absolute difference of consecutive frames) / 255."""
+    d = np.abs(np.diff(video.astype(np.float32), axis=0)).mean() if len(video) > 1 else 0.0
+    return float((255.0 - d) / 255.0)
+
+
+def motion_smoothness_score(video: np.ndarray) -> float:
+    """Odd frames predicted by linear interpolation of their neighbours; 1 - mean abs error / 255."""
+    v = video.astype(np.float32)
+    if len(v) < 3:
+        return 1.0
+    pred = 0.5 * (v[0:-2:2] + v[2::2])
+    return float(1.0 - np.abs(pred - v[1:-1:2]).mean() / 255.0)
+
+
+def background_consistency_score(video: np.ndarray, border: int = 2) -> float:
+    v = video.astype(np.float32)
+    m = np.zeros(v.shape[1:3], dtype=bool)
+    m[:border], m[-border:], m[:, :border], m[:, -border:] = True, True, True, True
+    b = v[:, m]
+    return float(1.0 - np.abs(b[1:] - b[:1]).mean() / 255.0) if len(v) > 1 else 1.0
+
+
+def subject_consistency_score(features: torch.Tensor) -> float:
+    """VBench's form: mean over frames of (cos(f_t, f_0) + cos(f_t, f_{t-1})) / 2, on probe features."""
+    f = torch.nn.functional.normalize(features, dim=1)
+    if len(f) < 2:
+        return 1.0
+    s = ((f[1:] @ f[0]).clamp(0, 1) + (f[1:] * f[:-1]).sum(1).clamp(0, 1)) / 2
+    return float(s.mean())
+
+
+def relation_holds(video: np.ndarray, factors: dict) -> float:
+    """Fraction of frames where object 0 (by colour) stands in the prompted relation to object 1."""
+    from pyramid_repro.data.synthetic import RELATIONS
+
+    o = factors["objects"]
+    a, b = centroids(colour_mask(video, o[0]["colour"])), centroids(colour_mask(video, o[1]["colour"]))
+    dx, dy = RELATIONS[factors["relation"]]
+    d = (a - b) @ np.array([dx, dy])
+    ok = np.where(np.isnan(d), False, d > 0)
+    return float(ok.mean())
+
+
+def is_dynamic(video: np.ndarray, factors: dict, min_shift: float = 1.5) -> float:
+    """1 if the prompted object's centroid moves at least `min_shift` pixels between first and last frame."""
+    c = centroids(colour_mask(video, factors["objects"][0]["colour"]))
+    good = ~np.isnan(c).any(1)
+    if good.sum() < 2:
+        return 0.0
+    first, last = c[good][0], c[good][-1]
+    return float(np.linalg.norm(last - first) >= min_shift)
+
+
+def synthetic_dimensions(videos: list[np.ndarray], prompts: list, probe) -> dict[str, float]:
+    """Mean of each dimension over the videos whose prompt serves it."""
+    from pyramid_repro.eval.probe import _vocab
+
+    shapes, colours, _ = _vocab()
+    per: dict[str, list[float]] = {}
+    for v, p in zip(videos, prompts):
+        f = p.factors
+        x = frames_to_tensor(v)
+        with torch.no_grad():
+            out = probe(x)
+        sh, co = out["shapes"] > 0, out["colours"] > 0
+        o = f["objects"]
+        for dim in p.dimensions:
+            if dim == "object_class":
+                s = float(sh[:, shapes.index(o[0]["shape"])].float().mean())
+            elif dim == "color":
+                s = float(co[:, colours.index(o[0]["colour"])].float().mean())
+            elif dim == "multiple_objects":
+                ok = torch.ones(len(x), dtype=torch.bool)
+                for obj in o:
+                    ok &= sh[:, shapes.index(obj["shape"])] & co[:, colours.index(obj["colour"])]
+                s = float(ok.float().mean())
+            elif dim == "spatial_relationship":
+                s = relation_holds(v, f)
+            elif dim == "dynamic_degree":
+                s = is_dynamic(v, f)
+            elif dim == "motion_smoothness":
+                s = motion_smoothness_score(v)
+            elif dim == "subject_consistency":
+                s = subject_consistency_score(out["features"])
+            elif dim == "background_consistency":
+                s = background_consistency_score(v)
+            elif dim == "temporal_flickering":
+                s = flicker_score(v)
+            else:
+                continue
+            per.setdefault(dim, []).append(s)
+    return {d: float(np.mean(s)) for d, s in per.items()}
+
+
+def probe_features(probe, videos: list[np.ndarray] | torch.Tensor) -> np.ndarray:
+    feats = []
+    with torch.no_grad():
+        for v in videos:
+            x = frames_to_tensor(v) if isinstance(v, np.ndarray) else v
+            feats.append(probe.features(x))
+    return torch.cat(feats).double().numpy()
+
+
+def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
+    from cleanfid.fid import frechet_distance
+
+    path = cfg.results_dir("probe", "real_stats.npz")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: real-frame statistics missing; run `pyramid-repro train-probe`")
+    real = np.load(path)
+    sigma = np.cov(feats, rowvar=False) if len(feats) > 1 else np.zeros_like(real["sigma"])
+    return float(frechet_distance(feats.mean(0), sigma, real["mu"], real["sigma"]))
+
+
+def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
+    """Probe FID of generated videos/frames (N, 3, T, H, W) in [-1, 1] (all frames) vs real held-out frames."""
+    from pyramid_repro.eval.probe import load_probe
+
+    probe = load_probe(cfg)
+    frames = videos.transpose(1, 2).reshape(-1, *videos.shape[1:2], *videos.shape[-2:])
+    return frechet_to_real(probe_features(probe, [frames]), cfg)
+
+
+def inception_fid(videos: list[np.ndarray], cfg: Config) -> float:
+    """FID with clean-fid's Inception, loaded from eval.inception_path (a TorchScript file); never downloads."""
+    p = cfg.eval.inception_path
+    if not p or not Path(p).is_file():
+        raise ConfigError(f"eval.inception_path={p!r}: the clean-fid backend needs clean-fid's Inception weights "
+                          "(inception-2015-12-05.pt) as a local file; they are never downloaded")
+    raise ConfigError("clean-fid backend: real-frame Inception statistics of the dataset are not computed in this "
+                      "version; use the fid-probe backend (offline proxy)")
+
+
+def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
+    """Metrics of one backend: {"dimensions", "aggregate", "fid", "extra"} (without provenance)."""
+    if backend == "synthetic":
+        if any(p.factors is None for p in prompts):
+            raise ConfigError("the synthetic backend needs prompts with ground-truth factors (eval.suite: synthetic)")
+        from pyramid_repro.eval.probe import load_probe
+
+        dims = synthetic_dimensions(videos, prompts, load_probe(cfg))
+        agg = vb.aggregate(dims)
+        return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")},
+                "fid": None, "extra": {"missing_vbench_dimensions": agg["missing"]}}
+    if backend == "fid-probe":
+        from pyramid_repro.eval.probe import load_probe
+
+        fid = frechet_to_real(probe_features(load_probe(cfg), videos), cfg)
+        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"frames": int(sum(len(v) for v in videos))}}
+    if backend == "clean-fid":
+        return {"dimensions": {}, "aggregate": {}, "fid": inception_fid(videos, cfg), "extra": {}}
+    if backend == "vbench":
+        out = Path(video_dir) / "vbench_out"
+        cmd = vb.vbench_command(cfg, Path(video_dir), out,
+                                Path(__file__).resolve().parents[3] / "replication/prompts/vbench/VBench_full_info.json")
+        subprocess.run(cmd, check=True)
+        dims = vb.parse_results(out / "results_eval_results.json")
+        agg = vb.aggregate(dims)
+        return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")}, "fid": None,
+                "extra": {"missing_vbench_dimensions": agg["missing"]}}
+    if backend == "evalcrafter":
+        root = cfg.eval.evalcrafter_path
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"eval.evalcrafter_path={root!r}: EvalCrafter (code + models) must be installed locally")
+        res = Path(root) / "results.json"
+        if not res.is_file():
+            raise ConfigError(f"{res}: run EvalCrafter on {video_dir} first; this backend reads its results.json")
+        return {"dimensions": json.loads(res.read_text()), "aggregate": {}, "fid": None, "extra": {}}
+    raise ConfigError(f"unknown backend {backend!r}; expected one of {sorted(LABELS)}")

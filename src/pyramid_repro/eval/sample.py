@@ -1,0 +1,145 @@
+"""`pyramid-repro sample`: generate a prompt suite's videos with an experiment's final DiT checkpoint.
+
+Writes, VBench-style, <out>/<prompt text>-<sample index>.mp4 for every prompt and sample, a samples.json index
+({"suite", "experiment", "samples": [{prompt_id, prompt, sample_index, seed, path}]}) with provenance, and a
+contact-sheet PNG (frames of the first prompts over time) for looking at the result. Inference-only experiments
+(e.g. no_corrective_noise) sample the checkpoint of `checkpoint_from` under their own sampler settings.
+Each batch's generator is seeded from its first (prompt, sample); samples.json records that seed and the batch
+size, which together reproduce every video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.data.video_io import write_video
+from pyramid_repro.eval.generate import TextCondition, generate_latents
+from pyramid_repro.experiments import get_experiment
+from pyramid_repro.provenance import provenance, write_json
+
+
+def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
+    """Deterministic seed of one (prompt, sample), independent of which other prompts are sampled."""
+    h = hashlib.sha256(f"{seed}/{prompt_id}/{sample_index}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def video_filename(prompt: str, sample_index: int) -> str:
+    """VBench's naming: '<prompt>-<index>.mp4' (path separators and control characters replaced)."""
+    safe = re.sub(r"[/\\\x00-\x1f]", "_", prompt).strip()[:180]
+    return f"{safe}-{sample_index}.mp4"
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    v = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return v.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def contact_sheet(videos: list[np.ndarray], captions: list[str], path: Path, max_frames: int = 9) -> None:
+    """Rows = videos, columns = frames evenly spaced in time; caption left of each row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(videos)
+    T = videos[0].shape[0]
+    cols = np.linspace(0, T - 1, min(max_frames, T)).round().astype(int)
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.2 * len(cols) + 3, 1.25 * n), squeeze=False)
+    for r, (v, c) in enumerate(zip(videos, captions)):
+        for j, t in enumerate(cols):
+            ax = axes[r][j]
+            ax.imshow(v[t], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t={t}", fontsize=7)
+        axes[r][0].set_ylabel(c[:60], rotation=0, ha="right", va="center", fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, checkpoint: Path | None = None,
+        batch_size: int = 16) -> Path:
+    """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json."""
+    from pyramid_repro.eval.prompts import load_suite
+    from pyramid_repro.train.dit import final_model_dir, load_dit_for_sampling
+    from pyramid_repro.vae import decode_latents, load_vae
+
+    exp = get_experiment(experiment)
+    res = Path(cfg.results) / cfg.profile
+    out = out or res / experiment / "samples" / suite
+    ckpt = checkpoint or final_model_dir(res, exp.checkpoint_from or experiment, cfg.train.curriculum[-1].name)
+    model, encoder = load_dit_for_sampling(ckpt, cfg)
+    vae = load_vae(res / "vae" / "final")
+    prompts = load_suite(suite, cfg)
+    if cfg.eval.max_prompts:
+        prompts = prompts[: cfg.eval.max_prompts]
+    if not prompts:
+        raise ConfigError(f"prompt suite '{suite}' is empty (eval.suite / eval.max_prompts)")
+    jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
+    last = cfg.train.curriculum[-1]
+    s, T = cfg.vae.spatial_compression, cfg.vae.temporal_compression
+    latent_frames = 1 + (last.frames - 1) // T
+    size = (last.height // s, last.width // s)
+    empty = TextCondition(*encoder.encode([""]))
+    out.mkdir(parents=True, exist_ok=True)
+    records, sheet = [], []
+    with tqdm(total=len(jobs), desc=f"sample {experiment}", unit="video") as bar:
+        for b in range(0, len(jobs), batch_size):
+            chunk = jobs[b: b + batch_size]
+            text = TextCondition(*encoder.encode([p.text for p, _ in chunk]))
+            # one generator per batch, seeded from its first sample: deterministic for a fixed batch size
+            seed = sample_seed(cfg.seed, chunk[0][0].id, chunk[0][1])
+            g = torch.Generator().manual_seed(seed)
+            lat = generate_latents(model, cfg, text, empty, latent_frames, size, g)
+            videos = decode_latents(vae, lat)
+            for (p, i), v in zip(chunk, videos):
+                frames = to_uint8(v)
+                name = video_filename(p.text, i)
+                write_video(out / name, frames, fps=cfg.data.fps)
+                records.append({"prompt_id": p.id, "prompt": p.text, "sample_index": i,
+                                "seed": seed, "batch_size": batch_size, "path": name})
+                if i == 0 and len(sheet) < 12:
+                    sheet.append((frames, p.text))
+            bar.update(len(chunk))
+    contact_sheet([f for f, _ in sheet], [c for _, c in sheet], out / "contact_sheet.png")
+    index = out / "samples.json"
+    write_json(index, {"suite": suite, "experiment": experiment, "checkpoint": str(ckpt), "samples": records,
+                       "provenance": provenance(cfg, experiment=experiment)})
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="pyramid-repro sample",
+        description="Generate the prompt suite's videos with an experiment's final checkpoint (VBench file "
+        "layout: <prompt>-<index>.mp4 + samples.json + contact_sheet.png).",
+    )
+    add_config_args(ap)
+    ap.add_argument("--suite", help="prompt suite (default: eval.suite)")
+    ap.add_argument("--out", type=Path, help="output folder (default results/<profile>/<experiment>/samples/<suite>)")
+    ap.add_argument("--checkpoint", type=Path, help="a DiT checkpoint folder instead of the experiment's own")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args(argv)
+    if not args.experiment:
+        ap.error("--experiment is required")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    path = run(cfg, args.experiment, args.suite or cfg.eval.suite, args.out, args.checkpoint, args.batch_size)
+    print(f"wrote {path}")
+    return 0

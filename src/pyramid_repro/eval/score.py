@@ -1,0 +1,62 @@
+"""`pyramid-repro score`: score an experiment's sampled videos with one backend ->
+results/<profile>/<experiment>/metrics/<backend>.json (backend name and label, provenance, n_videos)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.config import Config
+from pyramid_repro.data.video_io import read_video
+from pyramid_repro.eval.backends import LABELS, score
+from pyramid_repro.eval.prompts import load_suite
+from pyramid_repro.provenance import provenance, write_json
+
+
+def score_experiment(cfg: Config, experiment: str, backend: str, videos: Path | None = None,
+                     out: Path | None = None) -> dict:
+    suite = cfg.eval.suite
+    videos = videos or cfg.results_dir(experiment, "samples", suite)
+    index = videos / "samples.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index}: no samples index; run `pyramid-repro sample --experiment {experiment}`")
+    samples = json.loads(index.read_text())["samples"]
+    by_id = {p.id: p for p in load_suite(suite, cfg)}
+    vids, prompts = [], []
+    for s in samples:
+        if s["prompt_id"] not in by_id:
+            raise KeyError(f"{index}: prompt_id {s['prompt_id']!r} is not in suite {suite!r}")
+        vids.append(read_video(videos / s["path"])[0])
+        prompts.append(by_id[s["prompt_id"]])
+    result = score(backend, vids, prompts, cfg, videos)
+    prov = provenance(cfg, backend=backend, experiment=experiment)
+    doc = {"backend": backend, "label": LABELS[backend], "experiment": experiment, "profile": cfg.profile,
+           "config_hash": cfg.config_hash(), "commit": prov.get("commit"), "created_utc": prov.get("created_utc"),
+           "suite": suite, "n_videos": len(vids), **result, "provenance": prov}
+    write_json(out or cfg.results_dir(experiment, "metrics", f"{backend}.json"), doc)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pyramid-repro score",
+                                 description="Score an experiment's sampled videos with one backend (synthetic, "
+                                 "fid-probe, clean-fid, vbench, evalcrafter) -> metrics/<backend>.json")
+    add_config_args(ap)
+    ap.add_argument("--backend", required=True, choices=sorted(LABELS))
+    ap.add_argument("--videos", type=Path, help="video folder with samples.json (default: the experiment's samples)")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not args.experiment:
+        ap.error("--experiment is required")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    doc = score_experiment(config_from_args(args), args.experiment, args.backend, args.videos, args.out)
+    agg = doc.get("aggregate") or {}
+    print(f"{args.experiment} [{doc['label']}]: " + ", ".join(f"{k} {v:.2f}" for k, v in agg.items() if v is not None)
+          + (f" FID {doc['fid']:.3f}" if doc.get("fid") is not None else ""))
+    return 0

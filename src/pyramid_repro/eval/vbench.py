@@ -1,0 +1,104 @@
+"""VBench: its aggregation (PAPER.md section 8, from VBench's own scoring scripts) and the official runner.
+
+`aggregate` turns raw dimension scores in [0, 1] into VBench's Quality / Semantic / Total in percent: each score is
+normalised (s - Min) / (Max - Min), Quality is the weighted mean of the 7 quality dimensions, Semantic of the 9
+semantic ones (weight 1, dynamic degree 0.5), Total = (4 Quality + Semantic) / 5. With a subset of dimensions
+(e.g. the synthetic proxy) the same formula runs over the dimensions present and the result names what is missing.
+
+The official VBench pins transformers 4.33 / numpy < 2, so it runs in its own environment
+(workflows/envs/vbench.yaml; eval.vbench_env = that environment's python) and needs a GPU and its weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pyramid_repro.config import Config, ConfigError
+
+NORMALIZE: dict[str, tuple[float, float]] = {  # (Min, Max) of VBench's scoring script
+    "subject_consistency": (0.1462, 1.0),
+    "background_consistency": (0.2615, 1.0),
+    "temporal_flickering": (0.6293, 1.0),
+    "motion_smoothness": (0.706, 0.9975),
+    "dynamic_degree": (0.0, 1.0),
+    "aesthetic_quality": (0.0, 1.0),
+    "imaging_quality": (0.0, 1.0),
+    "object_class": (0.0, 1.0),
+    "multiple_objects": (0.0, 1.0),
+    "human_action": (0.0, 1.0),
+    "color": (0.0, 1.0),
+    "spatial_relationship": (0.0, 1.0),
+    "scene": (0.0, 0.8222),
+    "appearance_style": (0.0009, 0.2855),
+    "temporal_style": (0.0, 0.364),
+    "overall_consistency": (0.0, 0.364),
+}
+QUALITY = ["subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
+           "aesthetic_quality", "imaging_quality", "dynamic_degree"]
+SEMANTIC = ["object_class", "multiple_objects", "human_action", "color", "spatial_relationship", "scene",
+            "appearance_style", "temporal_style", "overall_consistency"]
+WEIGHTS = {d: (0.5 if d == "dynamic_degree" else 1.0) for d in NORMALIZE}
+QUALITY_WEIGHT, SEMANTIC_WEIGHT = 4.0, 1.0
+
+
+def normalized(dimension: str, score: float) -> float:
+    lo, hi = NORMALIZE[dimension]
+    return (score - lo) / (hi - lo)
+
+
+def aggregate(scores: dict[str, float]) -> dict:
+    """VBench's Quality / Semantic / Total (percent) from raw dimension scores in [0, 1]."""
+    unknown = sorted(set(scores) - set(NORMALIZE))
+    if unknown:
+        raise ValueError(f"unknown VBench dimension(s) {unknown}; expected names from {sorted(NORMALIZE)}")
+    for d, s in scores.items():
+        if not 0.0 <= s <= 1.0:
+            raise ValueError(f"VBench dimension {d}={s}: raw scores are in [0, 1] (divide percentages by 100)")
+
+    def group(dims):
+        present = [d for d in dims if d in scores]
+        if not present:
+            return None
+        return sum(WEIGHTS[d] * normalized(d, scores[d]) for d in present) / sum(WEIGHTS[d] for d in present)
+
+    q, s = group(QUALITY), group(SEMANTIC)
+    if q is not None and s is not None:
+        total = (QUALITY_WEIGHT * q + SEMANTIC_WEIGHT * s) / (QUALITY_WEIGHT + SEMANTIC_WEIGHT)
+    else:
+        total = q if s is None else s
+    pct = lambda v: None if v is None else 100.0 * v  # noqa: E731
+    return {"total": pct(total), "quality": pct(q), "semantic": pct(s),
+            "missing": [d for d in QUALITY + SEMANTIC if d not in scores]}
+
+
+def vbench_command(cfg: Config, videos: Path, out: Path, full_info: Path) -> list[str]:
+    """The command line that runs official VBench (standard mode, all 16 dimensions) on a video folder."""
+    if not cfg.eval.vbench_env:
+        raise ConfigError("eval.vbench_env is not set: the vbench backend needs the python of an environment "
+                          "with vbench 0.1.5 (create it from workflows/envs/vbench.yaml)")
+    py = Path(cfg.eval.vbench_env)
+    if not py.is_file():
+        raise ConfigError(f"eval.vbench_env={str(py)!r}: no such python executable")
+    if not cfg.eval.vbench_weights or not Path(cfg.eval.vbench_weights).is_dir():
+        raise ConfigError(f"eval.vbench_weights={cfg.eval.vbench_weights!r}: folder of VBench's model weights not "
+                          "found (VBench's own download step; never run by this suite)")
+    script = ("import sys, torch; from vbench import VBench; "
+              "VBench(torch.device('cuda'), sys.argv[1], sys.argv[2]).evaluate(videos_path=sys.argv[3], "
+              "name='results', dimension_list=None, local=True, mode='vbench_standard')")
+    return [str(py), "-c", script, str(full_info), str(out), str(videos)]
+
+
+def parse_results(path: Path) -> dict[str, float]:
+    """VBench's <name>_eval_results.json ({dimension: [mean, per-video list]}) -> {dimension: mean}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: VBench results file not found")
+    data = json.loads(path.read_text())
+    out = {}
+    for dim, val in data.items():
+        score = val[0] if isinstance(val, (list, tuple)) else val
+        if not isinstance(score, (int, float)):
+            raise ValueError(f"{path}: dimension {dim!r} has no numeric mean score (got {type(score).__name__})")
+        out[dim] = float(score)
+    return out

@@ -1,0 +1,46 @@
+# Scoring: the probe network (offline backends) and one metrics JSON per experiment and backend.
+BACKENDS = CFG["eval"]["backends"]
+
+
+rule train_probe:
+    input:
+        manifest=f"{RES}/data/manifest.csv",
+    output:
+        f"{RES}/probe/probe.json",
+    params:
+        data=section("data"),
+    threads: compute("cpus_per_job", 2)
+    resources:
+        mem_mb=compute("mem_mb", 4000),
+        runtime=30,
+    log:
+        f"{RES}/logs/train_probe.log",
+    benchmark:
+        f"{RES}/benchmarks/train_probe.tsv"
+    shell:
+        "pyramid-repro train-probe {CONFIG_ARGS} --threads {threads} > {log} 2>&1"
+
+
+rule score:
+    input:
+        samples=f"{RES}/{{experiment}}/samples/{SUITE}/samples.json",
+        probe=f"{RES}/probe/probe.json",
+    output:
+        f"{RES}/{{experiment}}/metrics/{{backend}}.json",
+    params:
+        eval=section("eval"),
+    wildcard_constraints:
+        experiment="|".join(EXPERIMENTS),
+        backend="|".join(BACKENDS),
+    threads: compute("cpus_per_job", 2)
+    resources:
+        mem_mb=compute("mem_mb", 4000),
+        runtime=30,
+        gpus=1 if "vbench" in BACKENDS else 0,
+    log:
+        f"{RES}/logs/score/{{experiment}}_{{backend}}.log",
+    benchmark:
+        f"{RES}/benchmarks/score_{{experiment}}_{{backend}}.tsv"
+    shell:
+        "pyramid-repro score {CONFIG_ARGS} --experiment {wildcards.experiment} --backend {wildcards.backend} "
+        "--threads {threads} > {log} 2>&1"
