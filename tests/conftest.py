@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import subprocess
+import sys
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,3 +19,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYRAMID_REPRO_ROOT": str(ROOT)})
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The whole workflow on the smoke profile, into a temporary results/ and reports/ folder."""
+    base = tmp_path_factory.mktemp("smoke")
+    args = ["--cores", "2", "--config", "profile=smoke", f"results={base}/results", f"reports={base}/reports"]
+    r = snakemake(*args, "--", f"{base}/reports/table1.pdf")
+    log = (r.stdout + r.stderr)[-8000:]
+    assert r.returncode == 0, log
+    return base
+
+

@@ -9,7 +9,10 @@ from pyramid_repro.train.sequences import make_batch
 
 
 def _cfg(experiment="pyramid", **sampler):
-    cfg = load_config("tiny", {"pyramid": {"sampler": sampler}} if sampler else None, experiment)
+    over = {"vae": {"latent_channels": 4}}
+    if sampler:
+        over["pyramid"] = {"sampler": sampler}
+    cfg = load_config("tiny", over, experiment)
     return cfg
 
 
@@ -57,7 +60,7 @@ class Recorder(torch.nn.Module):
         super().__init__()
         self.calls = []
 
-    def forward(self, history, current, timestep, tokens, text_mask, pooled, full_size):
+    def forward(self, history, current, timestep, tokens, text_mask, pooled, full_size, context=None):
         self.calls.append(([tuple(h.shape[-2:]) for h in history], tuple(current.shape), current.shape[0]))
         return current - pooled.mean(1).view(-1, 1, 1, 1, 1)
 

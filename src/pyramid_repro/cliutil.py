@@ -21,7 +21,18 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+
+
+def config_from_args(args: argparse.Namespace, require_experiment: bool = False) -> Config:
+    """The resolved config of the command line; also applies --threads when the command has it."""
+    if require_experiment and not getattr(args, "experiment", None):
+        raise SystemExit(f"{getattr(args, 'prog', 'pyramid-repro')}: error: --experiment is required")
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     over: dict = {}
     for item in args.overrides or []:
         over = deep_merge(over, parse_override(item))

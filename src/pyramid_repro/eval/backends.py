@@ -185,14 +185,41 @@ def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
     return frechet_to_real(probe_features(probe, [frames]), cfg)
 
 
+def inception_features(videos: list[np.ndarray], path: str | None, batch: int = 64) -> np.ndarray:
+    """2048-d pool features of every frame with clean-fid's Inception (TorchScript `inception-2015-12-05.pt`) from
+    a local file (eval.inception_path); frames resized to 299x299 (bicubic, antialiased). Never downloads."""
+    if not path or not Path(path).is_file() or Path(path).name != "inception-2015-12-05.pt":
+        raise ConfigError(f"eval.inception_path={path!r}: the clean-fid backend needs clean-fid's Inception weights "
+                          "as a local file named inception-2015-12-05.pt; they are never downloaded")
+    from cleanfid.inception_torchscript import InceptionV3W
+
+    model = InceptionV3W(str(Path(path).parent), download=False, resize_inside=False)
+    frames = np.concatenate(videos)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(frames), batch):
+            x = torch.from_numpy(np.ascontiguousarray(frames[i: i + batch])).permute(0, 3, 1, 2).float()
+            x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bicubic", antialias=True).clamp(0, 255)
+            out.append(model(x))
+    return torch.cat(out).double().numpy()
+
+
 def inception_fid(videos: list[np.ndarray], cfg: Config) -> float:
-    """FID with clean-fid's Inception, loaded from eval.inception_path (a TorchScript file); never downloads."""
-    p = cfg.eval.inception_path
-    if not p or not Path(p).is_file():
-        raise ConfigError(f"eval.inception_path={p!r}: the clean-fid backend needs clean-fid's Inception weights "
-                          "(inception-2015-12-05.pt) as a local file; they are never downloaded")
-    raise ConfigError("clean-fid backend: real-frame Inception statistics of the dataset are not computed in this "
-                      "version; use the fid-probe backend (offline proxy)")
+    """Inception FID of generated frames against the frames of the held-out (test split) real clips."""
+    from cleanfid.fid import frechet_distance
+
+    from pyramid_repro.data.datasets import ClipDataset
+
+    fake = inception_features(videos, cfg.eval.inception_path)
+    stats = cfg.results_dir("inception_real_stats.npz")
+    if not stats.is_file():
+        ds = ClipDataset.from_config(cfg, "test", "video")
+        real = [((ds[i]["video"].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy() for i in range(len(ds))]
+        f = inception_features(real, cfg.eval.inception_path)
+        stats.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(stats, mu=f.mean(0), sigma=np.cov(f, rowvar=False))
+    r = np.load(stats)
+    return float(frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), r["mu"], r["sigma"]))
 
 
 def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:

@@ -40,24 +40,35 @@ class TextCondition:
 
 
 def model_velocity(model: torch.nn.Module, current: torch.Tensor, timestep: torch.Tensor, text: TextCondition,
-                   history: list[torch.Tensor], full_size: tuple[int, int]) -> torch.Tensor:
-    """One DiT call: velocity for `current` (B, C, T, h, w) given history frames (oldest first) and text."""
+                   history: list[torch.Tensor], full_size: tuple[int, int], context=None) -> torch.Tensor:
+    """One DiT call: velocity for `current` (B, C, T, h, w) given history frames (oldest first) and text, or
+    given the cached keys/values of text + history (`context`)."""
     return model(history=history, current=current, timestep=timestep, tokens=text.tokens, text_mask=text.mask,
-                 pooled=text.pooled, full_size=full_size)
+                 pooled=text.pooled, full_size=full_size, context=context)
 
 
 def _cfg_velocity(model: torch.nn.Module, text: TextCondition, empty: TextCondition, scale: float,
-                  history_for_stage: Callable[[int], list[torch.Tensor]], full_size: tuple[int, int]):
-    """Velocity callable for flow.sample with classifier-free guidance in one batched forward."""
+                  history_for_stage: Callable[[int], list[torch.Tensor]], full_size: tuple[int, int],
+                  kv_cache: bool = False):
+    """Velocity callable for flow.sample with classifier-free guidance in one batched forward. With `kv_cache`
+    the text + history keys/values are computed once per stage and reused by every Euler step."""
     B = len(text)
     both = text.cat(empty.repeat(B)) if scale != 1.0 else text
+    contexts: dict[int, object] = {}
 
     def velocity(x: torch.Tensor, timestep: torch.Tensor, stage: int) -> torch.Tensor:
         hist = history_for_stage(stage)
+        if scale != 1.0:
+            hist = [torch.cat([h, h]) for h in hist]
+            x, timestep = torch.cat([x, x]), torch.cat([timestep, timestep])
+        ctx = None
+        if kv_cache:
+            if stage not in contexts:
+                contexts[stage] = model.encode_context(hist, both.tokens, both.mask, both.pooled, full_size)
+            ctx = contexts[stage]
+        v = model_velocity(model, x, timestep, both, hist, full_size, ctx)
         if scale == 1.0:
-            return model_velocity(model, x, timestep, both, hist, full_size)
-        v = model_velocity(model, torch.cat([x, x]), torch.cat([timestep, timestep]), both,
-                           [torch.cat([h, h]) for h in hist], full_size)
+            return v
         vc, vu = v[:B], v[B:]
         return guided(lambda *_: vc, lambda *_: vu, scale)(x, timestep, stage)
 
@@ -68,13 +79,14 @@ def _cfg_velocity(model: torch.nn.Module, text: TextCondition, empty: TextCondit
 def generate_latents(model: torch.nn.Module, cfg: Config, text: TextCondition, empty: TextCondition,
                      latent_frames: int, latent_size: tuple[int, int], generator: torch.Generator | None = None,
                      first_frame: torch.Tensor | None = None,
-                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
+                     progress: Callable[[int], None] | None = None, kv_cache: bool = False) -> torch.Tensor:
     """Normalised latents (B, C, T, H, W) for the prompts in `text`.
 
     Pyramid (cfg.pyramid.stages > 1): frame by frame; each frame runs the pyramid sampler (per-stage Euler
     steps, jump renoising with corrective noise unless switched off) with the clean history of the frames
     generated so far, compressed by the temporal pyramid as in training. `first_frame` (B, C, H, W) makes it
-    image-to-video. Full sequence (stages == 1): all frames at once with one Euler loop.
+    image-to-video. Full sequence (stages == 1): all frames at once with one Euler loop. `kv_cache` reuses the
+    history's keys/values across the Euler steps of a frame's stage (same result to float tolerance).
     """
     p = cfg.pyramid
     schedule = PyramidSchedule.from_config(p)
@@ -105,7 +117,7 @@ def generate_latents(model: torch.nn.Module, cfg: Config, text: TextCondition, e
                 return cache[k]
 
             scale = p.sampler.guidance_first_frame if f == 0 else p.sampler.guidance_video
-            vel = _cfg_velocity(model, text, empty, scale, history_for_stage, (H, W))
+            vel = _cfg_velocity(model, text, empty, scale, history_for_stage, (H, W), kv_cache)
             x = sample(vel, (B, C, 1, H, W), schedule, p.stage_steps(f == 0), **kw)
             frames.append(x[:, :, 0])
         if progress:

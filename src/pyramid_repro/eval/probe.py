@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.provenance import provenance, write_json
 
@@ -148,10 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "backends `synthetic` and `fid-probe`); writes results/<profile>/probe/.")
     add_config_args(ap)
     ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--threads", type=int, default=0)
+    add_threads_arg(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     info = train_probe(config_from_args(args), steps=args.steps)
     print(json.dumps(info["heldout_accuracy"], indent=2))
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.eval.generate import TextCondition, generate_latents
@@ -132,14 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", help="prompt suite (default: eval.suite)")
     ap.add_argument("--out", type=Path, help="output folder (default results/<profile>/<experiment>/samples/<suite>)")
     ap.add_argument("--checkpoint", type=Path, help="a DiT checkpoint folder instead of the experiment's own")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    add_threads_arg(ap)
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args(argv)
-    if not args.experiment:
-        ap.error("--experiment is required")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, require_experiment=True)
     path = run(cfg, args.experiment, args.suite or cfg.eval.suite, args.out, args.checkpoint, args.batch_size)
     print(f"wrote {path}")
     return 0

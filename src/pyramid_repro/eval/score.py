@@ -7,9 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.data.video_io import read_video
 from pyramid_repro.eval.backends import LABELS, score
@@ -49,13 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", required=True, choices=sorted(LABELS))
     ap.add_argument("--videos", type=Path, help="video folder with samples.json (default: the experiment's samples)")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--threads", type=int, default=0)
+    add_threads_arg(ap)
     args = ap.parse_args(argv)
-    if not args.experiment:
-        ap.error("--experiment is required")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    doc = score_experiment(config_from_args(args), args.experiment, args.backend, args.videos, args.out)
+    doc = score_experiment(config_from_args(args, require_experiment=True), args.experiment, args.backend, args.videos, args.out)
     agg = doc.get("aggregate") or {}
     print(f"{args.experiment} [{doc['label']}]: " + ", ".join(f"{k} {v:.2f}" for k, v in agg.items() if v is not None)
           + (f" FID {doc['fid']:.3f}" if doc.get("fid") is not None else ""))

@@ -10,6 +10,8 @@ history resolutions and current size, so the sequence packs into dense tensors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,7 +25,24 @@ from pyramid_repro.models.positions import apply_rope, attention_mask, rope_angl
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """adaLN: shift/scale per sample (B, H) or per token (B, N, H)."""
+    if shift.dim() == 2:
+        shift, scale = shift[:, None], scale[:, None]
+    return x * (1 + scale) + shift
+
+
+def _gate(g: torch.Tensor) -> torch.Tensor:
+    return g[:, None] if g.dim() == 2 else g
+
+
+@dataclass
+class ContextCache:
+    """Per-layer keys/values of the context (text + history tokens) for the history KV cache (issue [I])."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    frame_of_token: torch.Tensor  # frame index of each history token
+    text_valid: torch.Tensor  # (B, L)
+    n_frames: int  # number of history frames
 
 
 class StreamWeights(nn.Module):
@@ -57,22 +76,44 @@ class MMDiTBlock(nn.Module):
                             three=3, h=self.heads)
         return s.q_norm(q), s.k_norm(k), v
 
-    def forward(self, txt: torch.Tensor, vid: torch.Tensor, c: torch.Tensor, mask: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        L = txt.shape[1]
-        mt = self.txt.ada(c).chunk(6, dim=1)
-        mv = self.vid.ada(c).chunk(6, dim=1)
-        qt, kt, vt = self._qkv(self.txt, txt, mt[0], mt[1])
+    def _video_mods(self, n: int, n_ctx: int, c_ctx: torch.Tensor, c_cur: torch.Tensor) -> list[torch.Tensor]:
+        """Per-token modulation: the first n_ctx (history) tokens from the context conditioning, the rest from
+        the current timestep's."""
+        mh, mc = self.vid.ada(c_ctx).chunk(6, dim=1), self.vid.ada(c_cur).chunk(6, dim=1)
+        if n_ctx == 0:
+            return list(mc)
+        if n_ctx == n:
+            return list(mh)
+        return [torch.cat([a[:, None].expand(-1, n_ctx, -1), b[:, None].expand(-1, n - n_ctx, -1)], dim=1)
+                for a, b in zip(mh, mc)]
+
+    def forward(self, txt: torch.Tensor | None, vid: torch.Tensor, c_ctx: torch.Tensor, c_cur: torch.Tensor,
+                n_hist: int, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                record: list | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """txt may be None when the context comes from `past` (cached keys/values of text + history)."""
+        L = 0 if txt is None else txt.shape[1]
+        mv = self._video_mods(vid.shape[1], n_hist, c_ctx, c_cur)
         qv, kv, vv = self._qkv(self.vid, vid, mv[0], mv[1])
         cos, sin = rope
         qv, kv = apply_rope(qv, cos, sin), apply_rope(kv, cos, sin)
-        q, k, v = torch.cat([qt, qv], 2), torch.cat([kt, kv], 2), torch.cat([vt, vv], 2)
+        if txt is not None:
+            mt = self.txt.ada(c_ctx).chunk(6, dim=1)
+            qt, kt, vt = self._qkv(self.txt, txt, mt[0], mt[1])
+            q, k, v = torch.cat([qt, qv], 2), torch.cat([kt, kv], 2), torch.cat([vt, vv], 2)
+        else:
+            q, k, v = qv, kv, vv
+        if record is not None:
+            record.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         o = rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "b h n d -> b n (h d)")
         ot, ov = o[:, :L], o[:, L:]
-        txt = txt + mt[2][:, None] * self.txt.proj(ot)
-        txt = txt + mt[5][:, None] * self.txt.mlp(modulate(self.txt.norm2(txt), mt[3], mt[4]))
-        vid = vid + mv[2][:, None] * self.vid.proj(ov)
-        vid = vid + mv[5][:, None] * self.vid.mlp(modulate(self.vid.norm2(vid), mv[3], mv[4]))
+        if txt is not None:
+            txt = txt + _gate(mt[2]) * self.txt.proj(ot)
+            txt = txt + _gate(mt[5]) * self.txt.mlp(modulate(self.txt.norm2(txt), mt[3], mt[4]))
+        vid = vid + _gate(mv[2]) * self.vid.proj(ov)
+        vid = vid + _gate(mv[5]) * self.vid.mlp(modulate(self.vid.norm2(vid), mv[3], mv[4]))
         return txt, vid
 
 
@@ -104,45 +145,90 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         p = self.config.patch_size
         return self.patch(rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p))
 
+    def _conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context, current) conditioning vectors: the context (text + history) is conditioned as clean (t = 0),
+        the frames being denoised on their timestep. Under the causal mask the context then never depends on
+        the current frame or its timestep, which is what makes the history KV cache exact."""
+        p = self.pooled_emb(pooled)
+        c_cur = self.time_emb(self.time_proj(timestep).to(p.dtype)) + p
+        c_ctx = self.time_emb(self.time_proj(torch.zeros_like(timestep)).to(p.dtype)) + p
+        return c_ctx, c_cur
+
+    def _history_tokens(self, history: list[torch.Tensor], FH: int, FW: int) -> tuple[list, list]:
+        p, dim = self.config.patch_size, self.config.hidden_size
+        parts, frames = [], []
+        for i, hf in enumerate(history):
+            gh, gw = hf.shape[-2] // p, hf.shape[-1] // p
+            parts.append(self._tokens(hf) + spatial_embedding(gh, gw, FH, FW, dim, True).to(hf.device, hf.dtype))
+            frames.append(torch.full((gh * gw,), i, device=hf.device))
+        return parts, frames
+
     def forward(self, history: list[torch.Tensor], current: torch.Tensor, timestep: torch.Tensor,
-                tokens: torch.Tensor, text_mask: torch.Tensor, pooled: torch.Tensor,
-                full_size: tuple[int, int]) -> torch.Tensor:
+                tokens: torch.Tensor | None, text_mask: torch.Tensor | None, pooled: torch.Tensor,
+                full_size: tuple[int, int], context: ContextCache | None = None) -> torch.Tensor:
         """Velocity for `current`.
 
         history: list of (B, C, h_i, w_i) latent frames, oldest first (frame indices 0..n-1), may be empty.
         current: (B, C, T, h, w) noisy frame(s) at the stage resolution, frame indices n..n+T-1.
         timestep: (B,) global timestep in [0, 1000]; tokens (B, L, D_txt); text_mask (B, L) bool; pooled (B, P).
         full_size: (H, W) of the full-resolution latent (positions are coordinates of its patch grid).
+        context: keys/values of text + history from `encode_context` (then history/tokens are not used).
         """
-        p = self.config.patch_size
+        p, dim = self.config.patch_size, self.config.hidden_size
         B, C, T, h, w = current.shape
         FH, FW = full_size[0] // p, full_size[1] // p
-        dim = self.config.hidden_size
         dev = current.device
-        parts, frames = [], []
-        for i, hf in enumerate(history):
-            gh, gw = hf.shape[-2] // p, hf.shape[-1] // p
-            parts.append(self._tokens(hf) + spatial_embedding(gh, gw, FH, FW, dim, True).to(dev, hf.dtype))
-            frames.append(torch.full((gh * gw,), i, device=dev))
-        n = len(history)
+        n = context.n_frames if context is not None else len(history)
         cur_pos = spatial_embedding(h // p, w // p, FH, FW, dim, False).to(dev, current.dtype)
-        for t in range(T):
-            parts.append(self._tokens(current[:, :, t]) + cur_pos)
-            frames.append(torch.full((cur_pos.shape[0],), n + t, device=dev))
-        vid = torch.cat(parts, dim=1)
-        frame_of_token = torch.cat(frames)
-        txt = self.text_proj(tokens)
-        c = self.time_emb(self.time_proj(timestep).to(txt.dtype)) + self.pooled_emb(pooled)
-        mask = attention_mask(frame_of_token, text_mask.bool(), causal=self.config.causal)
+        cur = torch.cat([self._tokens(current[:, :, t]) + cur_pos for t in range(T)], dim=1)
+        cur_frames = torch.arange(n, n + T, device=dev).repeat_interleave(cur_pos.shape[0])
+        c_ctx, c_cur = self._conditioning(timestep, pooled)
         hd = dim // self.config.num_heads
-        cos, sin = rope_angles(frame_of_token, hd)
-        # RoPE acts on video tokens only (text queries/keys are concatenated before rotation is applied)
-        rope = (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype))
-        for blk in self.blocks:
-            txt, vid = blk(txt, vid, c, mask, rope)
-        shift, scale = self.final_ada(c).chunk(2, dim=1)
-        out = self.final(modulate(self.final_norm(vid[:, -T * cur_pos.shape[0]:]), shift, scale))
+        if context is None:
+            parts, frames = self._history_tokens(history, FH, FW)
+            vid = torch.cat(parts + [cur], dim=1)
+            frame_of_token = torch.cat(frames + [cur_frames])
+            txt = self.text_proj(tokens)
+            mask = attention_mask(frame_of_token, text_mask.bool(), causal=self.config.causal)
+            cos, sin = rope_angles(frame_of_token, hd)
+            n_hist = vid.shape[1] - cur.shape[1]
+            for blk in self.blocks:
+                txt, vid = blk(txt, vid, c_ctx, c_cur, n_hist, mask, (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype)))
+            vid = vid[:, n_hist:]
+        else:
+            if not self.config.causal:
+                raise ValueError("the history KV cache needs causal attention (model.attention: causal)")
+            all_frames = torch.cat([context.frame_of_token, cur_frames])
+            L, Nc = context.text_valid.shape[1], len(context.frame_of_token)
+            mask = attention_mask(all_frames, context.text_valid, causal=True)[:, :, L + Nc:]
+            cos, sin = rope_angles(cur_frames, hd)
+            vid = cur
+            for blk, past in zip(self.blocks, context.kv):
+                _, vid = blk(None, vid, c_ctx, c_cur, 0, mask, (cos.to(dev, vid.dtype), sin.to(dev, vid.dtype)), past)
+        shift, scale = self.final_ada(c_cur).chunk(2, dim=1)
+        out = self.final(modulate(self.final_norm(vid), shift, scale))
         return rearrange(out, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h // p, w=w // p, p=p, q=p)
+
+    @torch.no_grad()
+    def encode_context(self, history: list[torch.Tensor], tokens: torch.Tensor, text_mask: torch.Tensor,
+                       pooled: torch.Tensor, full_size: tuple[int, int]) -> ContextCache:
+        """Keys/values of text + history at every layer, computed once and reused for every denoising step of
+        the next frame (exact under the causal mask; see `_conditioning`)."""
+        p = self.config.patch_size
+        FH, FW = full_size[0] // p, full_size[1] // p
+        dev = tokens.device
+        parts, frames = self._history_tokens(history, FH, FW)
+        txt = self.text_proj(tokens)
+        vid = torch.cat(parts, dim=1) if parts else txt[:, :0]
+        frame_of_token = torch.cat(frames) if frames else torch.zeros(0, dtype=torch.long, device=dev)
+        c_ctx, _ = self._conditioning(torch.zeros(tokens.shape[0], device=dev), pooled)
+        mask = attention_mask(frame_of_token, text_mask.bool(), causal=True)
+        cos, sin = rope_angles(frame_of_token, self.config.hidden_size // self.config.num_heads)
+        kv: list = []
+        for blk in self.blocks:
+            txt, vid = blk(txt, vid, c_ctx, c_ctx, vid.shape[1], mask, (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype)),
+                           record=kv)
+        return ContextCache(kv, frame_of_token, text_mask.bool(), len(history))
 
 
 def build_dit(cfg, text_dim: int, pooled_dim: int) -> PyramidDiT:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError, CurriculumStage, save_config
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.flow import PyramidSchedule, cost
@@ -114,7 +113,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from pyramid_repro.train.ledger import LedgerRecorder
     from pyramid_repro.train.runtime import check_finite, make_accelerator
-    from pyramid_repro.vae import LatentDataset, load_vae
+    from pyramid_repro.vae import LatentDataset
 
     res = Path(cfg.results) / cfg.profile
     idx, st = _stage(cfg, stage_name)
@@ -172,7 +171,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     if step0 == 0 and fid_path.exists():
         fid_path.unlink()
 
-    with LedgerRecorder(res / experiment / "dit" / stage_name / "ledger.csv", cfg, experiment=experiment,
+    with LedgerRecorder(out / "ledger.csv", cfg, experiment=experiment,
                         stage=stage_name, resumed_from_step=step0) as ledger:
         t_start = time.time()
         bar = tqdm(range(step0, stop), initial=step0, total=steps, desc=f"{experiment}/{stage_name}")
@@ -305,17 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_config_args(ap)
     ap.add_argument("--stage", help="curriculum stage name (train.curriculum[].name)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    add_threads_arg(ap)
     ap.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (tests, debugging)")
     ap.add_argument("--collect-fid-curve", action="store_true", help="write the experiment's fid_curve.csv")
     ap.add_argument("--out", type=Path, help="stage folder (default results/<profile>/<experiment>/dit/<stage>) "
                     "or, with --collect-fid-curve, the CSV to write")
     args = ap.parse_args(argv)
-    if not args.experiment:
-        ap.error("--experiment is required")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, require_experiment=True)
     if args.collect_fid_curve:
         res = Path(cfg.results) / cfg.profile
         print(f"wrote {collect_fid_curve(cfg, args.experiment, args.out or res / args.experiment / 'fid_curve.csv')}")

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.provenance import provenance, write_json
 
@@ -188,10 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "(results/<profile>/latents/<stage>/ shards + index.json).")
     add_config_args(ap)
     ap.add_argument("--stage", action="append", help="only these stages (default: every curriculum stage)")
-    ap.add_argument("--threads", type=int, default=0)
+    add_threads_arg(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     vae = load_vae(cfg.results_dir("vae", "final"), cfg.vae.encode_chunk_frames)
     for st in cfg.train.curriculum:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.provenance import provenance, write_json
 
@@ -94,10 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                                  description="PSNR/SSIM of the trained VAE on held-out (test split) clips -> "
                                  "results/<profile>/vae/eval.json + reconstructions.png")
     add_config_args(ap)
-    ap.add_argument("--threads", type=int, default=0)
+    add_threads_arg(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     r = evaluate(config_from_args(args))
     print(f"VAE on {r['n_clips']} held-out clips: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, save_config
 from pyramid_repro.provenance import provenance, write_json
 from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -144,11 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "checkpoint); writes results/<profile>/vae/.")
     add_config_args(ap)
     ap.add_argument("--out", type=Path, help="output folder (default results/<profile>/vae)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    add_threads_arg(ap)
     ap.add_argument("--max-steps", type=int, help="stop after this many steps, leaving a checkpoint (tests)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     t0 = time.time()
     out = train_vae(config_from_args(args), args.out, args.max_steps)
     print(f"VAE training done in {time.time() - t0:.1f} s: {out}")

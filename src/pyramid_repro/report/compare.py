@@ -1,0 +1,116 @@
+"""`pyramid-repro compare`: measure a new DiT checkpoint against the paper and this run's `pyramid`.
+
+Checks that the checkpoint fits the profile (latent channels, patch size, text dimensions: a mismatch is an error
+naming the config key and both values), samples the profile's prompt suite with it under the `pyramid` sampler
+settings, scores it with the chosen backend, and prints/renders a table with its row and the deltas to the
+paper's Pyramid Flow row (only for a backend that is VBench) and to this run's `pyramid` (same backend).
+Sampling and scoring are injectable (`sample_fn`, `score_fn`) so the comparison logic is tested without a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from pyramid_repro.cliutil import add_config_args, config_from_args
+from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.report.paper import load_paper_table
+
+METRICS = ("total", "quality", "semantic", "fid")
+
+
+def check_compatible(checkpoint: Path, cfg: Config, text_dim: int | None = None,
+                     pooled_dim: int | None = None) -> dict:
+    """The checkpoint's config.json against the profile; returns it. Raises ConfigError naming the mismatch."""
+    f = Path(checkpoint) / "config.json"
+    if not f.is_file():
+        raise ConfigError(f"{checkpoint}: not a DiT checkpoint folder (no config.json; expected a folder written "
+                          "by save_pretrained, e.g. results/<profile>/pyramid/dit/<stage>/final)")
+    c = json.loads(f.read_text())
+    wanted = {"in_channels": ("vae.latent_channels", cfg.vae.latent_channels),
+              "patch_size": ("model.patch_size", cfg.model.patch_size)}
+    if text_dim is not None:
+        wanted["text_dim"] = ("text_encoder (token dimension)", text_dim)
+    if pooled_dim is not None:
+        wanted["pooled_dim"] = ("text_encoder (pooled dimension)", pooled_dim)
+    for key, (cfg_key, value) in wanted.items():
+        if key in c and c[key] != value:
+            raise ConfigError(f"{f}: {key}={c[key]} but profile '{cfg.profile}' has {cfg_key}={value}; compare "
+                              "a checkpoint with the profile it was trained for (--profile)")
+    return c
+
+
+def _row(name: str, doc: dict | None) -> dict:
+    if doc is None:
+        return {"model": name}
+    agg = doc.get("aggregate") or {}
+    return {"model": name, "backend": doc.get("backend"), "total": agg.get("total"), "quality": agg.get("quality"),
+            "semantic": agg.get("semantic"), "fid": doc.get("fid")}
+
+
+def comparison_table(new: dict, ours: dict | None, backend: str, name: str) -> pd.DataFrame:
+    """Rows: the paper's Pyramid Flow (VBench), this run's pyramid, the new checkpoint, and the deltas."""
+    p = load_paper_table("table1").set_index("model").loc["Pyramid Flow (ours)"]
+    paper = {"model": "Pyramid Flow (paper, VBench)", "backend": "vbench (paper)", "total": p.total,
+             "quality": p.quality, "semantic": p.semantic, "fid": None}
+    rows = [paper, _row("pyramid (this run)", ours), _row(name, new)]
+    n = rows[-1]
+    if ours is not None:
+        rows.append({"model": f"Δ {name} − pyramid (this run)", "backend": backend,
+                     **{k: (n[k] - rows[1][k]) if n.get(k) is not None and rows[1].get(k) is not None else None
+                        for k in METRICS}})
+    if backend == "vbench":
+        rows.append({"model": f"Δ {name} − paper", "backend": backend,
+                     **{k: (n[k] - paper[k]) if n.get(k) is not None and paper.get(k) is not None else None
+                        for k in METRICS}})
+    return pd.DataFrame(rows)
+
+
+def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None,
+            sample_fn: Callable[[Config, Path, Path], Path] | None = None,
+            score_fn: Callable[[Config, Path, str, Path], dict] | None = None) -> pd.DataFrame:
+    from pyramid_repro.eval.sample import run as sample_run
+    from pyramid_repro.eval.score import score_experiment
+
+    name = name or Path(checkpoint).resolve().name
+    check_compatible(checkpoint, cfg)
+    work = cfg.results_dir("compare", name)
+    videos = work / "samples"
+    sample_fn = sample_fn or (lambda c, ck, out: sample_run(c, "pyramid", c.eval.suite, out, ck))
+    score_fn = score_fn or (lambda c, vids, b, out: score_experiment(c, "pyramid", b, vids, out))
+    sample_fn(cfg, Path(checkpoint), videos)
+    new = score_fn(cfg, videos, backend, work / f"{backend}.json")
+    ours_f = cfg.results_dir("pyramid", "metrics", f"{backend}.json")
+    ours = json.loads(ours_f.read_text()) if ours_f.is_file() else None
+    table = comparison_table(new, ours, backend, name)
+    out = Path(cfg.reports)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"compare_{name}.csv", index=False)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pyramid-repro compare",
+                                 description="Sample and score a DiT checkpoint, then set it against the paper and "
+                                 "this run's pyramid (reports/compare_<name>.csv).")
+    add_config_args(ap)
+    ap.add_argument("--checkpoint", type=Path, required=True, help="folder with config.json (save_pretrained)")
+    ap.add_argument("--backend", default=None, help="scoring backend (default: the profile's first backend)")
+    ap.add_argument("--name", help="label of the checkpoint in the table (default: folder name)")
+    args = ap.parse_args(argv)
+    cfg = config_from_args(args)
+    table = compare(cfg, args.checkpoint, args.backend or cfg.eval.backends[0], args.name)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Checkpoint comparison (profile {cfg.profile})")
+    for c in table.columns:
+        t.add_column(str(c))
+    for r in table.itertuples(index=False):
+        t.add_row(*["" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
+    Console(width=160).print(t)
+    return 0

@@ -1,0 +1,106 @@
+"""Reports: the paper's numbers as data, the GPU-hour audit, table rendering from metrics JSON, FID speed-up."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyramid_repro.config import load_config
+from pyramid_repro.report import audit
+from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
+from pyramid_repro.report.render import convergence_speedup, first_crossing, render_table1, smooth
+
+PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "PAPER.md"
+
+
+def test_paper_tables_match_paper_md():
+    text = PAPER.read_text() if PAPER.is_file() else None
+    t1 = load_paper_table("table1")
+    assert len(t1) == 11 and t1["source"].str.contains("Table 1").all()
+    if text:
+        for r in t1.itertuples():
+            assert f"| {r.model} | {r.total:.2f} | {r.quality:.2f} | {r.semantic:.2f} |" in text, r.model
+        for r in load_paper_table("table5").itertuples():
+            name = r.dimension.replace("_", " ")
+            m = re.search(rf"{name} ([0-9]+(?:\.[0-9]+)?)", text.replace("\n", " "))
+            assert m and float(m.group(1)) == r.score, name
+    with pytest.raises(KeyError, match="unknown paper table"):
+        load_paper_table("table9")
+
+
+def test_audit_paper_arithmetic(capsys):
+    pa = paper_a100_hours()
+    assert pa["total"] == 20736 and pa["per_stage"] == [1536, 11520, 7680]
+    assert audit.main(["--paper"]) == 0
+    assert "20,736" in capsys.readouterr().out
+    proj = audit.paper_projection(pd.DataFrame())
+    assert len(proj) == 3 and (proj["projected_a100_hours"] > 0).all()
+
+
+def test_table1_rows_come_from_metrics_json(tmp_path):
+    cfg = load_config("smoke", {"results": str(tmp_path / "results"), "reports": str(tmp_path / "reports")})
+    doc = {"backend": "synthetic", "label": "synthetic proxy (not VBench)", "experiment": "pyramid",
+           "profile": "smoke", "config_hash": "abc", "commit": "x", "created_utc": "now",
+           "dimensions": {"motion_smoothness": 0.98, "dynamic_degree": 0.5},
+           "aggregate": {"total": 70.5, "quality": 80.25, "semantic": 31.5}, "fid": None, "n_videos": 7}
+    f = tmp_path / "results" / "smoke" / "pyramid" / "metrics" / "synthetic.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps(doc))
+    out = tmp_path / "reports"
+    out.mkdir()
+    render_table1(cfg, out)
+    df = pd.read_csv(out / "table1.csv")
+    assert (df["section"] == "paper (VBench)").sum() == 11
+    ours = df[df["model"] == "pyramid"].iloc[0]
+    assert ours["backend"] == "synthetic" and "not VBench" in ours["section"]
+    assert (ours["total"], ours["quality"], ours["semantic"], ours["n_videos"]) == (70.5, 80.25, 31.5, 7)
+    assert ours["motion_smoothness"] == pytest.approx(98.0) and ours["dynamic_degree"] == pytest.approx(50.0)
+    assert (out / "table1.pdf").stat().st_size > 1000 and "not VBench" in (out / "table1.md").read_text()
+
+
+def test_table1_without_metrics_says_so(tmp_path):
+    cfg = load_config("smoke", {"results": str(tmp_path / "r")})
+    render_table1(cfg, tmp_path)
+    assert len(pd.read_csv(tmp_path / "table1.csv")) == 11
+    assert "only the paper's rows" in (tmp_path / "table1.md").read_text()
+
+
+def test_convergence_speedup():
+    x = np.arange(1, 11, dtype=float)
+    pyr = 100.0 / x  # reaches FID 20 at x = 5
+    base = 100.0 / (x / 3.0)  # the same curve three times slower: reaches 33.3 at x = 9
+    r = convergence_speedup(x, base, x, pyr)
+    assert r["target"] == pytest.approx(smooth(base)[-1])
+    assert r["speedup"] == pytest.approx(3.0, rel=0.05)
+    assert first_crossing(x, pyr, 1.0) is None
+    assert convergence_speedup(x, [], x, pyr)["speedup"] is None
+
+
+def test_compare_checks_shapes_and_computes_deltas(tmp_path):
+    from pyramid_repro.config import ConfigError
+    from pyramid_repro.report.compare import check_compatible, compare
+
+    cfg = load_config("smoke", {"results": str(tmp_path / "r"), "reports": str(tmp_path / "rep")})
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "config.json").write_text(json.dumps({"in_channels": 16, "patch_size": 1}))
+    with pytest.raises(ConfigError, match="in_channels=16 .*vae.latent_channels=4"):
+        check_compatible(ck, cfg)
+    (ck / "config.json").write_text(json.dumps({"in_channels": 4, "patch_size": 1}))
+    ours = {"backend": "synthetic", "aggregate": {"total": 60.0, "quality": 70.0, "semantic": 20.0}, "fid": None}
+    f = tmp_path / "r" / "smoke" / "pyramid" / "metrics" / "synthetic.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps(ours))
+    calls = []
+    table = compare(cfg, ck, "synthetic", "new",
+                    sample_fn=lambda c, p, out: calls.append(("sample", p)),
+                    score_fn=lambda c, v, b, out: {"backend": b, "aggregate": {"total": 65.0, "quality": 71.0,
+                                                                               "semantic": 45.0}, "fid": None})
+    assert calls == [("sample", ck)]
+    delta = table[table["model"].str.startswith("Δ new − pyramid")].iloc[0]
+    assert (delta["total"], delta["quality"], delta["semantic"]) == (5.0, 1.0, 25.0)
+    assert not table["model"].str.contains("− paper").any()  # a proxy is never differenced against VBench
+    assert (tmp_path / "rep" / "compare_new.csv").is_file()
