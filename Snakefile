@@ -4,12 +4,13 @@
 #   snakemake -n --profile workflows/profiles/slurm --config profile=paper reports/table1.pdf
 # Configuration is data: replication/config.yaml selects the profile (replication/profiles/<name>.yaml);
 # experiments (pyramid, fullseq, ablations) are replication/experiments.yaml.
-import json
+import os
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from pyramid_repro.config import load_config
-from pyramid_repro.experiments import experiments, training_experiments
+from pyramid_repro.cliutil import OVERRIDES_ENV
+from pyramid_repro.workflow import Plan, coerce_cli_values
 
 min_version("9.0")
 
@@ -17,43 +18,18 @@ min_version("9.0")
 configfile: "replication/config.yaml"
 
 
+coerce_cli_values(config)
 validate(config, "replication/schemas/config.schema.yaml")
 
-PROFILE = config["profile"]
-# Everything in `config` besides `profile` overrides the profile (e.g. --config results=/tmp/r).
-USER_OVERRIDES = {k: v for k, v in config.items() if k != "profile"}
-CFG = load_config(PROFILE, USER_OVERRIDES).to_dict()  # defaults filled in, validated
-RES = f"{CFG['results']}/{PROFILE}"
-REPORTS = CFG["reports"]
-EXPERIMENTS = list(experiments())
-TRAINED = training_experiments()
-CURRICULUM = [stage["name"] for stage in CFG["train"]["curriculum"]]
-
-
-def _flatten(prefix, value):
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _flatten(f"{prefix}.{k}" if prefix else k, v)
-    else:
-        yield prefix, value
-
-
-# Passed to every `pyramid-repro` call so the CLI resolves exactly the config Snakemake resolved.
-CONFIG_ARGS = f"--profile {PROFILE} " + " ".join(
-    f"--set '{k}={json.dumps(v)}'" for k, v in _flatten("", USER_OVERRIDES)
-)
-
-
-def section(*keys):
-    """JSON of a config section: used as `params` so that changing it reruns the rules that read it."""
-    node = CFG
-    for k in keys:
-        node = node[k]
-    return json.dumps(node, sort_keys=True)
-
-
-def compute(key, default=None):
-    return CFG["compute"].get(key, default)
+PLAN = Plan(config)
+CFG, PROFILE, RES, REPORTS = PLAN.cfg, PLAN.profile, PLAN.res, PLAN.reports
+EXPERIMENTS, TRAINED, CURRICULUM = PLAN.experiments, PLAN.trained, PLAN.curriculum
+SUITE, BACKENDS = PLAN.suite, PLAN.backends
+# The jobs resolve the same config: the profile is on their command line, the --config overrides reach them
+# through the environment (so an override reruns only the rules whose `params` sections it changes).
+os.environ[OVERRIDES_ENV] = PLAN.overrides_json
+# documents the software of every rule (used with --use-conda); the default run uses the installed package
+ENV = str(Path(workflow.basedir) / "environment.yml")
 
 
 include: "workflows/rules/data.smk"

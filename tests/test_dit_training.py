@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CURRICULUM = ("train.curriculum=[{name: image, kind: image, height: 16, width: 16, frames: 1, steps: %d, "
@@ -52,13 +53,13 @@ def test_resume_after_kill_equals_uninterrupted_and_ledger(smoke_run: Path, tmp_
     for key in ("experiment", "stage", "wall_seconds", "device_name", "device_hours", "steps", "samples", "tokens",
                 "flops", "commit", "config_hash", "profile"):
         assert rows[0][key] != "", key
-    done = json.loads((full / "done.json").read_text())
-    assert done["last_loss"] < done["first_loss"], "training did not lower the loss"
+    # the stage of each step is random and the stages' losses differ in scale: compare long windows
+    assert np.mean(a[-40:]) < np.mean(a[:40]), "training did not lower the loss"
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(smoke_run: Path, tmp_path: Path):
     out = tmp_path / "nan"
-    r = subprocess.run(_cmd(smoke_run, out, 200, "--set", "train.lr=1e30", "--set", "train.ckpt_every=1",
+    r = subprocess.run(_cmd(smoke_run, out, 200, "--set", "train.lr=1.0e+30", "--set", "train.ckpt_every=1",
                             "--set", "train.grad_clip=0"), capture_output=True, text=True, timeout=600)
     assert r.returncode != 0
     assert "non-finite loss" in r.stderr and "last good checkpoint" in r.stderr

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
-from pyramid_repro.config import Config, deep_merge, load_config, parse_override
+from pyramid_repro.config import Config, ConfigError, deep_merge, load_config, parse_override
+
+
+# JSON of config overrides applied before --set: how the Snakemake workflow hands its --config to every job
+OVERRIDES_ENV = "PYRAMID_REPRO_OVERRIDES"
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +40,12 @@ def config_from_args(args: argparse.Namespace, require_experiment: bool = False)
 
         torch.set_num_threads(args.threads)
     over: dict = {}
+    env = os.environ.get(OVERRIDES_ENV)
+    if env:
+        try:
+            over = json.loads(env)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"environment variable {OVERRIDES_ENV}: not valid JSON ({e})") from None
     for item in args.overrides or []:
         over = deep_merge(over, parse_override(item))
     return load_config(args.profile, over, getattr(args, "experiment", None))

@@ -6,7 +6,7 @@ rule make_dataset:
         manifest=f"{RES}/data/manifest.csv",
         info=f"{RES}/data/dataset.json",
     params:
-        data=section("data"),
+        data=PLAN.section("data"),
         seed=CFG["seed"],
     threads: 2
     resources:
@@ -16,5 +16,7 @@ rule make_dataset:
         f"{RES}/logs/make_dataset.log",
     benchmark:
         f"{RES}/benchmarks/make_dataset.tsv"
+    conda:
+        ENV
     shell:
-        "pyramid-repro make-dataset {CONFIG_ARGS} --out {RES}/data > {log} 2>&1"
+        f"pyramid-repro make-dataset --profile {PROFILE} --out $(dirname {{output.manifest}}) > {{log}} 2>&1"

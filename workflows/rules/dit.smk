@@ -4,61 +4,39 @@
 # so a rerun resumes; they are not declared outputs for that reason).
 
 
-def _stage_index(stage):
-    return CURRICULUM.index(stage)
-
-
-def _previous_stage(wildcards):
-    i = _stage_index(wildcards.stage)
-    return [] if i == 0 else [f"{RES}/{wildcards.experiment}/dit/{CURRICULUM[i - 1]}/done.json"]
-
-
-def _stage_cfg(stage):
-    return json.dumps(CFG["train"]["curriculum"][_stage_index(stage)], sort_keys=True)
-
-
-def launcher(threads, resources):
-    """CPU: run the command directly. GPUs: `accelerate launch` with processes/nodes from the resources."""
-    gpus, nodes = int(resources.get("gpus", 0) or 0), int(resources.get("nodes", 1) or 1)
-    if gpus <= 0:
-        return "pyramid-repro"
-    return (
-        f"accelerate launch --num_processes {gpus * nodes} --num_machines {nodes} --mixed_precision bf16 "
-        "-m pyramid_repro.cli"
-    )
-
-
 rule train_dit:
     input:
         latents=lambda wc: f"{RES}/latents/{wc.stage}/index.json",
         vae=f"{RES}/vae/final/normalization.json",
         probe=f"{RES}/probe/probe.json",  # FID-vs-compute points during training
-        previous=_previous_stage,
+        previous=lambda wc: PLAN.previous_stage(wc.experiment, wc.stage),
     output:
         done=f"{RES}/{{experiment}}/dit/{{stage}}/done.json",
     params:
-        stage=lambda wc: _stage_cfg(wc.stage),
-        model=section("model"),
-        pyramid=section("pyramid"),
-        train=lambda wc: json.dumps({k: v for k, v in CFG["train"].items() if k != "curriculum"}, sort_keys=True),
-        experiment=lambda wc: json.dumps(experiments()[wc.experiment].overrides, sort_keys=True),
-        launch=lambda wc, threads, resources: launcher(threads, resources),
+        stage=lambda wc: PLAN.stage_cfg(wc.stage),
+        model=PLAN.section("model"),
+        pyramid=PLAN.section("pyramid"),
+        train=PLAN.train_cfg(),
+        experiment=lambda wc: PLAN.experiment_overrides(wc.experiment),
+        launch=lambda wc, resources: PLAN.launcher(resources),
     wildcard_constraints:
         experiment="|".join(TRAINED),
         stage="|".join(CURRICULUM),
-    threads: compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job", 2)
     resources:
-        mem_mb=compute("mem_mb", 4000),
-        runtime=compute("runtime_min", 60),
-        gpus=compute("gpus_per_job", 0),
-        nodes=compute("nodes", 1),
+        mem_mb=PLAN.compute("mem_mb", 4000),
+        runtime=PLAN.compute("runtime_min", 60),
+        gpus=PLAN.compute("gpus_per_job", 0),
+        nodes=PLAN.compute("nodes", 1),
     log:
         f"{RES}/logs/train_dit/{{experiment}}_{{stage}}.log",
     benchmark:
         f"{RES}/benchmarks/train_dit_{{experiment}}_{{stage}}.tsv"
+    conda:
+        ENV
     shell:
-        "{params.launch} train-dit {CONFIG_ARGS} --experiment {wildcards.experiment} --stage {wildcards.stage} "
-        "--threads {threads} > {log} 2>&1"
+        f"{{params.launch}} train-dit --profile {PROFILE} --experiment {{wildcards.experiment}} --stage {{wildcards.stage}} "
+        f"--threads {{threads}} > {{log}} 2>&1"
 
 
 rule fid_curve:
@@ -77,6 +55,8 @@ rule fid_curve:
         f"{RES}/logs/fid_curve/{{experiment}}.log",
     benchmark:
         f"{RES}/benchmarks/fid_curve_{{experiment}}.tsv"
+    conda:
+        ENV
     shell:
-        "pyramid-repro train-dit {CONFIG_ARGS} --experiment {wildcards.experiment} --collect-fid-curve "
-        "--out {output} > {log} 2>&1"
+        f"pyramid-repro train-dit --profile {PROFILE} --experiment {{wildcards.experiment}} --collect-fid-curve "
+        f"--out {{output}} > {{log}} 2>&1"

@@ -1,5 +1,4 @@
 # Scoring: the probe network (offline backends) and one metrics JSON per experiment and backend.
-BACKENDS = CFG["eval"]["backends"]
 
 
 rule train_probe:
@@ -8,17 +7,19 @@ rule train_probe:
     output:
         f"{RES}/probe/probe.json",
     params:
-        data=section("data"),
-    threads: compute("cpus_per_job", 2)
+        data=PLAN.section("data"),
+    threads: PLAN.compute("cpus_per_job", 2)
     resources:
-        mem_mb=compute("mem_mb", 4000),
+        mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=30,
+    conda:
+        ENV
     log:
         f"{RES}/logs/train_probe.log",
     benchmark:
         f"{RES}/benchmarks/train_probe.tsv"
     shell:
-        "pyramid-repro train-probe {CONFIG_ARGS} --threads {threads} > {log} 2>&1"
+        f"pyramid-repro train-probe --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
 
 
 rule score:
@@ -28,19 +29,21 @@ rule score:
     output:
         f"{RES}/{{experiment}}/metrics/{{backend}}.json",
     params:
-        eval=section("eval"),
+        eval=PLAN.section("eval"),
     wildcard_constraints:
         experiment="|".join(EXPERIMENTS),
         backend="|".join(BACKENDS),
-    threads: compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job", 2)
     resources:
-        mem_mb=compute("mem_mb", 4000),
+        mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=30,
         gpus=1 if "vbench" in BACKENDS else 0,
+    conda:
+        ENV
     log:
         f"{RES}/logs/score/{{experiment}}_{{backend}}.log",
     benchmark:
         f"{RES}/benchmarks/score_{{experiment}}_{{backend}}.tsv"
     shell:
-        "pyramid-repro score {CONFIG_ARGS} --experiment {wildcards.experiment} --backend {wildcards.backend} "
-        "--threads {threads} > {log} 2>&1"
+        f"pyramid-repro score --profile {PROFILE} --experiment {{wildcards.experiment}} --backend {{wildcards.backend}} "
+        f"--threads {{threads}} > {{log}} 2>&1"

@@ -3,7 +3,7 @@
 
 rule report:
     input:
-        metrics=[f"{RES}/{e}/metrics/{b}.json" for e in EXPERIMENTS for b in CFG["eval"]["backends"]],
+        metrics=[f"{RES}/{e}/metrics/{b}.json" for e in EXPERIMENTS for b in BACKENDS],
         fid=[f"{RES}/{e}/fid_curve.csv" for e in TRAINED],
         vae_eval=f"{RES}/vae/eval.json",
     output:
@@ -18,9 +18,11 @@ rule report:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        ENV
     log:
         f"{RES}/logs/report.log",
     benchmark:
         f"{RES}/benchmarks/report.tsv"
     shell:
-        "pyramid-repro report {CONFIG_ARGS} --out {REPORTS} > {log} 2>&1"
+        f"pyramid-repro report --profile {PROFILE} --out $(dirname {{output.table1}}) > {{log}} 2>&1"

@@ -7,19 +7,21 @@ rule train_vae:
     output:
         norm=f"{RES}/vae/final/normalization.json",
     params:
-        vae=section("vae"),
-        data=section("data"),
-    threads: compute("cpus_per_job", 2)
+        vae=PLAN.section("vae"),
+        data=PLAN.section("data"),
+    threads: PLAN.compute("cpus_per_job", 2)
     resources:
-        mem_mb=compute("mem_mb", 4000),
-        runtime=compute("runtime_min", 60),
-        gpus=compute("gpus_per_job", 0),
+        mem_mb=PLAN.compute("mem_mb", 4000),
+        runtime=PLAN.compute("runtime_min", 60),
+        gpus=PLAN.compute("gpus_per_job", 0),
     log:
         f"{RES}/logs/train_vae.log",
     benchmark:
         f"{RES}/benchmarks/train_vae.tsv"
+    conda:
+        ENV
     shell:
-        "pyramid-repro train-vae {CONFIG_ARGS} --threads {threads} > {log} 2>&1"
+        f"pyramid-repro train-vae --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
 
 
 rule eval_vae:
@@ -28,17 +30,19 @@ rule eval_vae:
     output:
         f"{RES}/vae/eval.json",
     params:
-        vae=section("vae"),
-    threads: compute("cpus_per_job", 2)
+        vae=PLAN.section("vae"),
+    threads: PLAN.compute("cpus_per_job", 2)
     resources:
-        mem_mb=compute("mem_mb", 4000),
+        mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=30,
     log:
         f"{RES}/logs/eval_vae.log",
     benchmark:
         f"{RES}/benchmarks/eval_vae.tsv"
+    conda:
+        ENV
     shell:
-        "pyramid-repro eval-vae {CONFIG_ARGS} --threads {threads} > {log} 2>&1"
+        f"pyramid-repro eval-vae --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
 
 
 rule encode_latents:
@@ -47,15 +51,17 @@ rule encode_latents:
     output:
         [f"{RES}/latents/{s}/index.json" for s in CURRICULUM],
     params:
-        curriculum=section("train", "curriculum"),
-    threads: compute("cpus_per_job", 2)
+        curriculum=PLAN.section("train", "curriculum"),
+    threads: PLAN.compute("cpus_per_job", 2)
     resources:
-        mem_mb=compute("mem_mb", 4000),
-        runtime=compute("runtime_min", 60),
-        gpus=min(1, compute("gpus_per_job", 0)),
+        mem_mb=PLAN.compute("mem_mb", 4000),
+        runtime=PLAN.compute("runtime_min", 60),
+        gpus=min(1, PLAN.compute("gpus_per_job", 0)),
     log:
         f"{RES}/logs/encode_latents.log",
     benchmark:
         f"{RES}/benchmarks/encode_latents.tsv"
+    conda:
+        ENV
     shell:
-        "pyramid-repro encode-latents {CONFIG_ARGS} --threads {threads} > {log} 2>&1"
+        f"pyramid-repro encode-latents --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"

@@ -226,8 +226,8 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     final.save_pretrained(out / "final")
     save_config(cfg, out / "final" / "train_config.yaml")
     write_json(out / "done.json", {"experiment": experiment, "stage": stage_name, "steps": steps,
-                                   "first_loss": trace[0] if trace else None,
-                                   "last_loss": sum(trace[-10:]) / max(1, len(trace[-10:])),
+                                   "first_loss_mean10": sum(trace[:10]) / max(1, len(trace[:10])),
+                                   "last_loss_mean10": sum(trace[-10:]) / max(1, len(trace[-10:])),
                                    "samples": stats["samples"], "tokens": stats["tokens"], "flops": stats["flops"],
                                    "provenance": provenance(cfg, experiment=experiment)})
     return out
