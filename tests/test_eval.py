@@ -128,3 +128,27 @@ def test_clean_fid_backend_loads_local_inception_only(tmp_path):
     rng = np.random.default_rng(0)
     a = be.inception_features([rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)], str(path))
     assert a.shape == (5, 2048)
+
+
+def test_probe_reads_shape_and_colour_of_real_frames(smoke_run: Path):
+    """Held-out accuracy of the probe the smoke workflow trained (the tiny profile's probe reaches 95.6% shape and
+    100% colour on single-object frames; smoke trains it briefly on very few 16x16 frames)."""
+    info = json.loads((smoke_run / "results" / "smoke" / "probe" / "probe.json").read_text())
+    acc = info["heldout_accuracy"]
+    assert {"shape", "colour", "shape_set", "colour_set", "count", "background"} <= set(acc)
+    assert acc["colour"] > 0.3 and acc["background"] > 0.5  # well above chance (1/6, 1/4)
+
+
+@pytest.mark.slow
+def test_tiny_probe_accuracy_at_least_95_percent(tmp_path):
+    """Acceptance of issue F on the embedded default profile (about 90 s on 2 cores)."""
+    import subprocess
+    import sys
+
+    from pyramid_repro.eval.probe import train_probe
+
+    cfg = load_config("tiny", {"results": str(tmp_path)})
+    subprocess.run([sys.executable, "-m", "pyramid_repro.cli", "make-dataset", "--profile", "tiny", "--set",
+                    f"results={tmp_path}"], check=True, capture_output=True)
+    acc = train_probe(cfg)["heldout_accuracy"]
+    assert acc["shape"] >= 0.95 and acc["colour"] >= 0.95, acc

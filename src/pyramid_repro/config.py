@@ -205,6 +205,7 @@ class EvalConfig:
     samples_per_prompt: int = 5
     max_prompts: int = 0  # 0 = the whole suite
     backends: list[str] = field(default_factory=lambda: ["synthetic", "fid-probe"])
+    probe_steps: int = 1500  # training steps of the probe network behind the offline backends
     vbench_env: str | None = None  # python of an environment with VBench installed
     vbench_weights: str | None = None
     inception_path: str | None = None

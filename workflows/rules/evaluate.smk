@@ -8,6 +8,7 @@ rule train_probe:
         f"{RES}/probe/probe.json",
     params:
         data=PLAN.section("data"),
+        steps=CFG["eval"]["probe_steps"],
     threads: PLAN.compute("cpus_per_job", 2)
     resources:
         mem_mb=PLAN.compute("mem_mb", 4000),

@@ -86,25 +86,32 @@ def _frames(cfg: Config, split: str, per_clip: int, rng: np.random.Generator):
 
 
 def accuracies(model: ProbeNet, x: torch.Tensor, y: dict) -> dict[str, float]:
+    """Held-out accuracies. `shape`/`colour`: the most likely shape/colour on single-object frames (what the
+    object_class and color dimensions read); `*_set`: exact match of the predicted set on every frame."""
     with torch.no_grad():
         out = model(x)
+    single = y["count"] == 0
     return {
-        "shape": float(((out["shapes"] > 0).float() == y["shapes"]).all(1).float().mean()),
-        "colour": float(((out["colours"] > 0).float() == y["colours"]).all(1).float().mean()),
+        "shape": float((out["shapes"][single].argmax(1) == y["shapes"][single].argmax(1)).float().mean()),
+        "colour": float((out["colours"][single].argmax(1) == y["colours"][single].argmax(1)).float().mean()),
+        "shape_set": float(((out["shapes"] > 0).float() == y["shapes"]).all(1).float().mean()),
+        "colour_set": float(((out["colours"] > 0).float() == y["colours"]).all(1).float().mean()),
         "count": float((out["count"].argmax(1) == y["count"]).float().mean()),
         "background": float((out["background"].argmax(1) == y["background"]).float().mean()),
     }
 
 
-def train_probe(cfg: Config, out: Path | None = None, steps: int = 600, batch: int = 64) -> dict:
+def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, batch: int = 64) -> dict:
     out = out or cfg.results_dir("probe")
     out.mkdir(parents=True, exist_ok=True)
+    steps = steps or cfg.eval.probe_steps
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     x, y = _frames(cfg, "train", 3, rng)
     xv, yv = _frames(cfg, "test", 4, rng)
     model = ProbeNet()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(cfg.seed)
     for step in tqdm(range(steps), desc="train probe"):
         idx = torch.randint(0, len(x), (batch,), generator=g)
@@ -115,6 +122,7 @@ def train_probe(cfg: Config, out: Path | None = None, steps: int = 600, batch: i
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
     model.eval()
     acc = accuracies(model, xv, yv)
     from safetensors.torch import save_file
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Train the probe CNN on real synthetic-world frames (offline scoring "
                                  "backends `synthetic` and `fid-probe`); writes results/<profile>/probe/.")
     add_config_args(ap)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, help="training steps (default: eval.probe_steps)")
     add_threads_arg(ap)
     args = ap.parse_args(argv)
     info = train_probe(config_from_args(args), steps=args.steps)
