@@ -28,32 +28,78 @@ def paper_table() -> pd.DataFrame:
     return t4[["stage", "data", "steps", "batch", "hours", "gpus", "a100_hours", "computed_a100_hours"]]
 
 
-def ledger_summary(cfg: Config) -> pd.DataFrame:
-    from pyramid_repro.train.ledger import read_ledgers
+def read_ledger_rows(cfg: Config) -> pd.DataFrame:
+    """Every ledger row of this profile (results/<profile>/**/ledger*.csv: the VAE's and each DiT stage's)."""
+    try:
+        from pyramid_repro.train.ledger import read_ledgers
+    except ImportError:  # the trainer's module is optional for the audit: same CSV format
+        read_ledgers = None
+    pattern = str(cfg.results_dir() / "**" / "ledger*.csv")
+    if read_ledgers is not None:
+        return read_ledgers(pattern)
+    files = sorted(glob.glob(pattern, recursive=True))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
-    df = read_ledgers(str(cfg.results_dir() / "**" / "ledger*.csv"))
+
+def summarise_ledger(df: pd.DataFrame) -> pd.DataFrame:
+    """Ledger rows summed per experiment, stage and device type (jobs = rows, i.e. resumed jobs count apart)."""
     if df.empty:
-        return df
-    g = df.groupby(["experiment", "stage", "device_name"], as_index=False)
+        return pd.DataFrame(columns=["experiment", "stage", "device_name", "jobs", "wall_seconds", "device_hours",
+                                     "steps", "samples", "tokens", "flops"])
+    missing = {"experiment", "stage", "device_name", "wall_seconds", "device_hours"} - set(df.columns)
+    if missing:
+        raise ValueError(f"ledger CSV lacks columns {sorted(missing)} (see train/ledger.py LEDGER_FIELDS)")
+    df = df.copy()
+    for c in ("steps", "samples", "tokens", "flops"):
+        df[c] = pd.to_numeric(df.get(c, 0), errors="coerce").fillna(0)
+    g = df.groupby(["experiment", "stage", "device_name"], as_index=False, sort=False)
     return g.agg(jobs=("wall_seconds", "size"), wall_seconds=("wall_seconds", "sum"),
                  device_hours=("device_hours", "sum"), steps=("steps", "sum"), samples=("samples", "sum"),
                  tokens=("tokens", "sum"), flops=("flops", "sum"))
 
 
+def ledger_summary(cfg: Config) -> pd.DataFrame:
+    """This run's ledger summed per experiment, stage and device type."""
+    return summarise_ledger(read_ledger_rows(cfg))
+
+
+def measured_throughput(summary: pd.DataFrame) -> dict:
+    """Tokens and FLOPs per device-second over the DiT jobs of this run (rows with tokens > 0; the VAE has none).
+    Returns {} when nothing was measured."""
+    if summary.empty:
+        return {}
+    dit = summary[(summary["tokens"] > 0) & (summary["device_hours"] > 0)]
+    if dit.empty:
+        return {}
+    secs = float(dit["device_hours"].sum()) * 3600.0
+    return {"device": ", ".join(sorted(set(map(str, dit["device_name"])))), "device_seconds": secs,
+            "tokens_per_device_second": float(dit["tokens"].sum()) / secs,
+            "flops_per_device_second": float(dit["flops"].sum()) / secs}
+
+
 def benchmark_summary(cfg: Config) -> pd.DataFrame:
+    """Snakemake benchmark files (results/<profile>/benchmarks/*.tsv: s, h:m:s, max_rss, ...): one row per rule
+    job with its wall seconds, CPU seconds and peak memory."""
     rows = []
     for f in sorted(glob.glob(str(cfg.results_dir("benchmarks") / "*.tsv"))):
         b = pd.read_csv(f, sep="\t")
-        rows.append({"rule": Path(f).stem, "seconds": float(b["s"].sum()), "max_rss_mb": float(b["max_rss"].max())})
-    return pd.DataFrame(rows)
+        if "s" not in b.columns:
+            raise ValueError(f"{f}: not a Snakemake benchmark file (no 's' column; columns {list(b.columns)})")
+        rows.append({"job": Path(f).stem, "seconds": float(b["s"].sum()),
+                     "cpu_seconds": float(pd.to_numeric(b.get("cpu_time", 0), errors="coerce").fillna(0).sum()),
+                     "max_rss_mb": float(pd.to_numeric(b.get("max_rss", 0), errors="coerce").fillna(0).max())})
+    return pd.DataFrame(rows, columns=["job", "seconds", "cpu_seconds", "max_rss_mb"])
 
 
 def paper_projection(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper profile's training FLOPs per stage (analytic, from its curriculum and the token accounting) and
-    the A100-hours they need at the assumed MFU, beside Table 4."""
+    """The paper profile's training FLOPs per stage (analytic: its curriculum x flow/cost.py token accounting x
+    6 * params-style FLOPs per token) and the A100-hours they need at the assumed MFU, beside Table 4; with this
+    run's measured FLOP/s per device (from `summary`, a ledger summary) also the device-hours the paper profile
+    would take on this run's device."""
     from pyramid_repro.flow import cost
 
     paper = load_config("paper")
+    thr = measured_throughput(summary)
     rows = []
     for st, t4 in zip(paper.train.curriculum, paper_table().itertuples()):
         s, p = paper.vae.spatial_compression, paper.model.patch_size
@@ -62,10 +108,44 @@ def paper_projection(summary: pd.DataFrame) -> pd.DataFrame:
         toks = cost.expected_training_tokens(h, w, p, n, paper.pyramid.stages, paper.pyramid.stage_weights)
         toks += paper.text_encoder.max_tokens
         flops = cost.training_flops(toks, paper.model.depth, paper.model.hidden_size) * st.steps * st.batch_size
-        rows.append({"stage": st.name, "tokens_per_sample": toks, "train_flops": flops,
-                     "projected_a100_hours": flops / (A100_BF16_PEAK * ASSUMED_MFU) / 3600.0,
-                     "paper_a100_hours": t4.a100_hours})
+        row = {"stage": st.name, "tokens_per_sample": toks, "train_flops": flops,
+               "projected_a100_hours": flops / (A100_BF16_PEAK * ASSUMED_MFU) / 3600.0,
+               "paper_a100_hours": t4.a100_hours}
+        if thr:
+            row["projected_hours_on_this_device"] = flops / thr["flops_per_device_second"] / 3600.0
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFrame,
+                benchmarks: pd.DataFrame) -> pd.DataFrame:
+    """The whole audit as one long CSV: section, item, quantity, value, unit."""
+    pa = paper_a100_hours()
+    rows = [("paper Table 4", f"stage {r.stage} ({r.data})", "A100-hours", float(r.gpus * r.hours), "A100-h")
+            for r in paper.itertuples()]
+    rows += [("paper Table 4", "total (128 A100 x (12 + 90 + 60) h)", "A100-hours", pa["total"], "A100-h"),
+             ("paper claim", "20.7k A100 GPU hours", "A100-hours", pa["claim"], "A100-h"),
+             ("paper, excluded", "VAE: about 3 days on 32 A100", "A100-hours", pa["vae_a100_hours_estimate"],
+              "A100-h"),
+             ("baseline claim", "Open-Sora 1.2 (more than)", "GPU-hours", pa["open_sora_1_2_claim"], "GPU-h")]
+    for r in ledger.itertuples():
+        item = f"{r.experiment}/{r.stage} [{r.device_name}]"
+        rows += [("this run (ledger)", item, "device_hours", float(r.device_hours), "device-h"),
+                 ("this run (ledger)", item, "wall_seconds", float(r.wall_seconds), "s"),
+                 ("this run (ledger)", item, "tokens", float(r.tokens), "tokens"),
+                 ("this run (ledger)", item, "flops", float(r.flops), "FLOP")]
+    if not ledger.empty:
+        rows.append(("this run (ledger)", "total", "device_hours", float(ledger["device_hours"].sum()), "device-h"))
+    for r in benchmarks.itertuples():
+        rows += [("this run (Snakemake benchmarks)", r.job, "seconds", r.seconds, "s"),
+                 ("this run (Snakemake benchmarks)", r.job, "max_rss_mb", r.max_rss_mb, "MB")]
+    for r in projection.itertuples():
+        rows.append(("projection (paper profile)", r.stage, f"A100-hours at {ASSUMED_MFU:.0%} MFU of "
+                     f"{A100_BF16_PEAK / 1e12:.0f} TFLOP/s", float(r.projected_a100_hours), "A100-h"))
+        if hasattr(r, "projected_hours_on_this_device"):
+            rows.append(("projection (paper profile)", r.stage, "device-hours at this run's measured FLOP/s",
+                         float(r.projected_hours_on_this_device), "device-h"))
+    return pd.DataFrame(rows, columns=["section", "item", "quantity", "value", "unit"])
 
 
 def _print(title: str, df: pd.DataFrame) -> None:
@@ -100,7 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print(f"This run (profile {cfg.profile}): ledger per experiment and stage", led)
         print(f"total device-hours of this run: {led['device_hours'].sum():.4f}")
+    bench = benchmark_summary(cfg)
+    if not bench.empty:
+        _print("Snakemake benchmarks (wall seconds per job)", bench)
+        print(f"total benchmarked wall time: {bench['seconds'].sum():.1f} s")
+    thr = measured_throughput(led)
     proj = paper_projection(led)
+    print(f"assumptions: A100 peak {A100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16, MFU {ASSUMED_MFU:.0%}; FLOPs per "
+          "training token from flow/cost.py (analytic), tokens per sample from the paper profile's curriculum")
+    if thr:
+        print(f"measured on {thr['device']}: {thr['tokens_per_device_second']:,.1f} tokens/s, "
+              f"{thr['flops_per_device_second'] / 1e9:,.2f} GFLOP/s per device")
     _print(f"Projection of the paper profile (analytic FLOPs at {ASSUMED_MFU:.0%} MFU of "
            f"{A100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16)", proj)
     from pyramid_repro.report.render import render_gpu_hours

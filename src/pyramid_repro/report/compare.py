@@ -41,7 +41,47 @@ def check_compatible(checkpoint: Path, cfg: Config, text_dim: int | None = None,
         if key in c and c[key] != value:
             raise ConfigError(f"{f}: {key}={c[key]} but profile '{cfg.profile}' has {cfg_key}={value}; compare "
                               "a checkpoint with the profile it was trained for (--profile)")
+    tc = Path(checkpoint) / "train_config.yaml"
+    if tc.is_file():
+        check_train_config(tc, cfg)
     return c
+
+
+# config keys that fix the shapes of a DiT checkpoint or what its inputs mean: they must equal the profile's
+ARCHITECTURE_KEYS = ("model.depth", "model.hidden_size", "model.num_heads", "model.patch_size", "model.mlp_ratio",
+                     "model.qk_norm", "vae.latent_channels", "vae.spatial_compression", "vae.temporal_compression",
+                     "text_encoder.kind", "text_encoder.max_tokens")
+
+
+def _get(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+def check_train_config(path: Path, cfg: Config, keys: tuple[str, ...] = ARCHITECTURE_KEYS) -> None:
+    """The resolved Config saved beside a checkpoint (train_config.yaml) against the profile: every key of `keys`
+    must match, else ConfigError naming the key and both values."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    ours = cfg.to_dict()
+    for key in keys:
+        a, b = _get(saved, key), _get(ours, key)
+        if a is _MISSING:
+            continue  # older checkpoints may not record every key; config.json still guards the shapes
+        if a != b:
+            raise ConfigError(f"{path}: {key}={a!r} but profile '{cfg.profile}' has {key}={b!r}; the checkpoint "
+                              "was trained for a different model/VAE/text encoder (pass its --profile/--set)")
 
 
 def _row(name: str, doc: dict | None) -> dict:
@@ -90,7 +130,18 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
     out = Path(cfg.reports)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"compare_{name}.csv", index=False)
+    render_comparison(table, cfg, out / f"compare_{name}.pdf")
     return table
+
+
+def render_comparison(table: pd.DataFrame, cfg: Config, path: Path) -> Path:
+    """The comparison table as a PDF with the run's provenance footer."""
+    from pyramid_repro.report.render import _draw_table, footer
+
+    _draw_table(table, f"Checkpoint comparison (profile {cfg.profile})", Path(path),
+                "Deltas to the paper only for VBench scores; proxy backends are compared with this run's pyramid only.",
+                footer(cfg))
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,10 +24,9 @@ from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.experiments import experiments
 from pyramid_repro.provenance import git_commit, utc_now
+from pyramid_repro.report.convergence import (  # noqa: F401  (re-exported)
+    PAPER_SPEEDUP, convergence_speedup, describe, first_crossing, smooth, speedup_table)
 from pyramid_repro.report.paper import load_paper_table
-
-PAPER_SPEEDUP = 3.0  # PAPER.md section 7: FID converges about 3x faster with the spatial pyramid
-
 
 def _plt():
     import matplotlib
@@ -137,77 +136,110 @@ def render_table5(cfg: Config, out: Path) -> Path:
     return out / "table5.pdf"
 
 
-def smooth(y: np.ndarray, k: int = 3) -> np.ndarray:
-    """Running minimum of a centred moving average: a monotone 'best FID so far' curve."""
-    if len(y) == 0:
-        return y
-    k = max(1, min(k, len(y)))
-    ma = np.convolve(np.pad(y, (k // 2, k - 1 - k // 2), mode="edge"), np.ones(k) / k, mode="valid")
-    return np.minimum.accumulate(ma)
-
-
-def first_crossing(x: np.ndarray, fid: np.ndarray, target: float) -> float | None:
-    """Smallest x at which the smoothed FID reaches `target` (linear interpolation), or None if never."""
-    s = smooth(np.asarray(fid, dtype=float))
-    idx = np.nonzero(s <= target)[0]
-    if len(idx) == 0:
+def render_table6(cfg: Config, out: Path) -> Path | None:
+    """Table 6 (EvalCrafter raw metrics): the paper's column and one per `evalcrafter*` metrics JSON of this run
+    (raw metrics read from its `dimensions`, else `extra`); None when no EvalCrafter metrics exist."""
+    ec = [m for m in load_metrics(cfg) if str(m["backend"]).startswith("evalcrafter")]
+    if not ec:
         return None
-    i = idx[0]
-    if i == 0:
-        return float(x[0])
-    x0, x1, y0, y1 = x[i - 1], x[i], s[i - 1], s[i]
-    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
+    t6 = load_paper_table("table6").rename(columns={"score": "paper"})
+    for m in ec:
+        raw = {**(m.get("extra") or {}), **(m.get("dimensions") or {})}
+        t6[f"{m['experiment']} ({m['backend']})"] = t6["metric"].map(lambda k: raw.get(k, np.nan))
+    t6.drop(columns=["source"]).to_csv(out / "table6.csv", index=False)
+    _draw_table(t6.drop(columns=["source"]), "Table 6: EvalCrafter raw metrics, paper vs this run",
+                out / "table6.pdf", "Paper: Table 6 of arXiv 2410.05954. Empty cell = metric not measured.",
+                footer(cfg))
+    return out / "table6.pdf"
 
 
-def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid) -> dict:
-    """Speed-up = compute the baseline needs to reach a common target FID / compute the pyramid needs. Target =
-    the worse of the two curves' best smoothed FIDs, so both reach it if they reach anything."""
-    if len(base_fid) == 0 or len(pyr_fid) == 0:
-        return {"target": None, "speedup": None, "reason": "missing curve"}
-    target = max(smooth(np.asarray(base_fid, float))[-1], smooth(np.asarray(pyr_fid, float))[-1])
-    xb = first_crossing(np.asarray(base_x, float), base_fid, target)
-    xp = first_crossing(np.asarray(pyr_x, float), pyr_fid, target)
-    if xb is None or xp is None or xp <= 0:
-        return {"target": target, "speedup": None, "reason": "not reached"}
-    return {"target": target, "speedup": xb / xp, "baseline_x": xb, "pyramid_x": xp}
-
-
-def render_fid(cfg: Config, out: Path) -> Path | None:
+def load_fid_curves(cfg: Config) -> dict[str, pd.DataFrame]:
+    """results/<profile>/<experiment>/fid_curve.csv of every experiment that has one (non-empty)."""
     curves = {}
     for name in experiments():
         f = cfg.results_dir(name, "fid_curve.csv")
         if f.is_file():
             df = pd.read_csv(f)
+            missing = {"samples_seen", "fid"} - set(df.columns)
+            if missing:
+                raise ValueError(f"{f}: FID curve lacks columns {sorted(missing)}; expected step, samples_seen, "
+                                 "tokens_seen, flops, device_hours, fid, backend")
             if len(df):
                 curves[name] = df
+    return curves
+
+
+def render_fid(cfg: Config, out: Path) -> Path | None:
+    """FID vs training samples, FLOPs and device-hours for every trained experiment, with the measured speed-up
+    of `pyramid` over `fullseq` (report/convergence.py) beside the paper's "about 3x" (PAPER.md section 7)."""
+    curves = load_fid_curves(cfg)
     if not curves:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    axes_cols = [c for c in ("samples_seen", "flops", "device_hours") if all(c in d for d in curves.values())]
+    fig, axes = plt.subplots(1, len(axes_cols), figsize=(5.2 * len(axes_cols), 4.8), squeeze=False)
+    labels = {"samples_seen": "training samples seen", "flops": "training FLOPs (analytic)",
+              "device_hours": "device-hours (ledger clock)"}
+    backend = ", ".join(sorted({str(b) for d in curves.values() for b in d.get("backend", pd.Series(["?"]))}))
     for name, df in curves.items():
-        for ax, col in zip(axes, ("samples_seen", "flops")):
-            ax.plot(df[col], df["fid"], marker="o", ms=3, label=name, lw=2 if name in ("pyramid", "fullseq") else 1)
-    axes[0].set_xlabel("training samples seen")
-    axes[1].set_xlabel("training FLOPs (analytic)")
-    axes[1].set_xscale("log")
-    for ax in axes:
-        ax.set_ylabel("probe FID of generated first frames (lower is better)")
+        main_ = name in ("pyramid", "fullseq")
+        for ax, col in zip(axes[0], axes_cols):
+            ax.plot(df[col], df["fid"], marker="o", ms=3, label=name, lw=2.2 if main_ else 1,
+                    ls="-" if main_ else "--", alpha=1.0 if main_ else 0.8)
+    for ax, col in zip(axes[0], axes_cols):
+        ax.set_xlabel(labels[col])
+        if col != "samples_seen":
+            ax.set_xscale("log")
+        ax.set_ylabel(f"FID ({backend}; lower is better)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    table = speedup_table(curves)
     lines = []
-    if "pyramid" in curves and "fullseq" in curves:
-        for col in ("samples_seen", "flops"):
-            r = convergence_speedup(curves["fullseq"][col], curves["fullseq"]["fid"], curves["pyramid"][col],
-                                    curves["pyramid"]["fid"])
-            sp = "not reached" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-            lines.append(f"measured speed-up to FID {r['target']:.2f} in {col}: {sp} (paper: about {PAPER_SPEEDUP:.0f}x)")
-    fig.suptitle("FID convergence: spatial pyramid vs full-sequence flow matching (fid-probe, offline proxy)")
-    fig.text(0.01, 0.01, "\n".join(lines + [footer(cfg)]), fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    if table.empty:
+        lines.append("speed-up: needs both `pyramid` and `fullseq` curves")
+    else:
+        table.to_csv(out / "fid_convergence.csv", index=False)
+        for r in table.to_dict("records"):
+            if r["target"] is None:
+                continue
+            lines.append(f"{r['axis']}: fullseq/pyramid to reach FID {r['target']:.2f} ({r['target_kind']}): "
+                         f"{describe(r)}   [paper: about {PAPER_SPEEDUP:.0f}x]")
+    fig.suptitle("FID convergence: spatial pyramid vs full-sequence flow matching and ablations")
+    fig.text(0.01, 0.01, "\n".join(lines + ["target 'common' = worse of the two best smoothed FIDs; "
+                                             "'pyramid_best' = best FID the pyramid reaches", footer(cfg)]),
+             fontsize=7, family="monospace")
+    fig.tight_layout(rect=(0, 0.04 + 0.018 * len(lines), 1, 0.95))
     fig.savefig(out / "fid_convergence.pdf")
     plt.close(fig)
     (out / "fid_convergence.txt").write_text("\n".join(lines) + "\n")
     return out / "fid_convergence.pdf"
+
+
+def frame_grid(frames: np.ndarray, n: int = 6) -> np.ndarray:
+    """n frames evenly spaced over a video (T,H,W,3 uint8) side by side: one row of the ablation grid."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T,H,W,3), got {frames.shape}")
+    idx = np.unique(np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int))
+    return np.concatenate(list(frames[idx]), axis=1)
+
+
+def sample_frames(cfg: Config, experiment: str, videos: int = 3) -> np.ndarray | None:
+    """The experiment's contact sheet (samples/<suite>/contact_sheet.png) or, without one, a grid of frames of
+    its first sample videos (samples/<suite>/*.mp4); None when it has no samples."""
+    d = cfg.results_dir(experiment, "samples", cfg.eval.suite)
+    sheet = d / "contact_sheet.png"
+    if sheet.is_file():
+        from pyramid_repro.data.video_io import read_image
+
+        return read_image(sheet)
+    mp4s = sorted(d.glob("*.mp4"))[:videos]
+    if not mp4s:
+        return None
+    from pyramid_repro.data.video_io import read_video
+
+    rows = [frame_grid(read_video(f)[0]) for f in mp4s]
+    w = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows], axis=0)
 
 
 def render_ablations(cfg: Config, out: Path) -> Path | None:
@@ -228,10 +260,7 @@ def render_ablations(cfg: Config, out: Path) -> Path | None:
             df[f"Δ {c}"] = df[c] - base[c]
     df.to_csv(out / "ablations.csv", index=False)
     plt = _plt()
-    from PIL import Image
-
-    sheets = [(n, cfg.results_dir(n, "samples", cfg.eval.suite, "contact_sheet.png")) for n in rows]
-    sheets = [(n, p) for n, p in sheets if p.is_file()]
+    sheets = [(n, img) for n in rows if (img := sample_frames(cfg, n)) is not None]
     fig = plt.figure(figsize=(13, 2.0 + 0.3 * len(df) + 2.6 * len(sheets)))
     gs = fig.add_gridspec(1 + len(sheets), 1, height_ratios=[1.2] + [2.6] * len(sheets))
     ax = fig.add_subplot(gs[0])
@@ -245,7 +274,7 @@ def render_ablations(cfg: Config, out: Path) -> Path | None:
     ax.set_title("Ablations: metrics and deltas to `pyramid` (synthetic proxy / probe FID, offline)")
     for i, (n, p) in enumerate(sheets, 1):
         a = fig.add_subplot(gs[i])
-        a.imshow(Image.open(p))
+        a.imshow(p)
         a.axis("off")
         a.set_title(f"{n}: samples over time", fontsize=8)
     fig.text(0.01, 0.005, footer(cfg), fontsize=7)
@@ -263,14 +292,22 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
     ledger = audit.ledger_summary(cfg) if ledger is None else ledger
     projection = audit.paper_projection(ledger) if projection is None else projection
     paper = audit.paper_table()
-    ledger.to_csv(out / "gpu_hours.csv", index=False)
+    audit.audit_frame(paper, ledger, projection, audit.benchmark_summary(cfg)).to_csv(out / "gpu_hours.csv",
+                                                                                   index=False)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    axes[0].bar([f"stage {s}" for s in paper["stage"]], paper["computed_a100_hours"], label="Table 4 (128 A100 x h)")
-    axes[0].bar([f"stage {i + 1}" for i in range(len(projection))], projection["projected_a100_hours"], alpha=0.6,
-                label=f"analytic projection ({audit.ASSUMED_MFU:.0%} MFU)")
+    pa = audit.paper_a100_hours()
+    names = [f"stage {s}" for s in paper["stage"]] + ["total", "VAE (excl.)", "Open-Sora 1.2"]
+    vals = list(paper["computed_a100_hours"]) + [pa["total"], pa["vae_a100_hours_estimate"],
+                                                 pa["open_sora_1_2_claim"]]
+    bars = axes[0].bar(names, vals, color=["C0"] * 3 + ["C2", "C7", "C3"], label="paper (Table 4 / text)")
+    axes[0].bar_label(bars, labels=[f"{v:,.0f}" for v in vals], fontsize=7)
+    axes[0].bar([f"stage {i + 1}" for i in range(len(projection))], projection["projected_a100_hours"], alpha=0.5,
+                color="C1", width=0.4, label=f"analytic projection ({audit.ASSUMED_MFU:.0%} MFU)")
+    axes[0].axhline(pa["claim"], color="k", ls=":", lw=1, label="claim: 20.7k")
     axes[0].set_ylabel("A100-hours")
-    axes[0].set_title(f"Paper: {paper['computed_a100_hours'].sum():,.0f} A100-hours (claim 20.7k; VAE excluded)")
+    axes[0].tick_params(axis="x", labelsize=8)
+    axes[0].set_title(f"Paper: 128 A100 x (12+90+60) h = {pa['total']:,.0f} A100-hours", fontsize=10)
     axes[0].legend(fontsize=7)
     if not ledger.empty:
         lab = ledger["experiment"] + "/" + ledger["stage"]
@@ -290,8 +327,8 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
 def render_all(cfg: Config, out: Path | None = None) -> list[Path]:
     out = Path(out or cfg.reports)
     out.mkdir(parents=True, exist_ok=True)
-    made = [render_table1(cfg, out), render_table5(cfg, out), render_fid(cfg, out), render_ablations(cfg, out),
-            render_gpu_hours(cfg, out=out)]
+    made = [render_table1(cfg, out), render_table5(cfg, out), render_table6(cfg, out), render_fid(cfg, out),
+            render_ablations(cfg, out), render_gpu_hours(cfg, out=out)]
     return [p for p in made if p is not None]
 
 

@@ -1,0 +1,110 @@
+"""FID convergence speed-up of the spatial pyramid over full-sequence flow matching (PAPER.md section 7: "FID
+converges about 3x faster with the pyramid").
+
+Pure functions on FID curves (x = training steps, samples, FLOPs or device-hours; y = FID, lower is better).
+Noisy FID points are first smoothed into a monotone "best so far" curve, then the speed-up at a target FID is
+x_baseline(target) / x_pyramid(target), each x the first crossing of the target (linear interpolation).
+Two targets are reported:
+
+* ``common``: the worse of the two curves' best smoothed FIDs -- both curves reach it by construction, so it is
+  always defined when both curves exist (the robust headline number);
+* ``pyramid_best``: the best smoothed FID the pyramid reaches -- the paper's framing ("how long does the
+  baseline need to match the pyramid"); "not reached" when the baseline never gets there, with the lower bound
+  x_baseline_last / x_pyramid(target) (the speed-up is at least that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+PAPER_SPEEDUP = 3.0  # PAPER.md section 7
+AXES = ("step", "samples_seen", "flops", "device_hours")
+
+
+def smooth(y: Sequence[float] | np.ndarray, k: int = 3) -> np.ndarray:
+    """Running minimum of a centred moving average of width k (edges padded): a monotone 'best FID so far'."""
+    y = np.asarray(y, dtype=float)
+    if len(y) == 0:
+        return y
+    if not np.all(np.isfinite(y)):
+        raise ValueError("FID curve contains NaN/inf values; drop failed evaluations before smoothing")
+    k = max(1, min(int(k), len(y)))
+    ma = np.convolve(np.pad(y, (k // 2, k - 1 - k // 2), mode="edge"), np.ones(k) / k, mode="valid")
+    return np.minimum.accumulate(ma)
+
+
+def first_crossing(x: Sequence[float] | np.ndarray, fid: Sequence[float] | np.ndarray, target: float,
+                   k: int = 3) -> float | None:
+    """Smallest x at which the smoothed FID reaches `target` (linear interpolation between points), or None."""
+    x = np.asarray(x, dtype=float)
+    s = smooth(fid, k)
+    if len(x) != len(s):
+        raise ValueError(f"x has {len(x)} points but the FID curve has {len(s)}")
+    idx = np.nonzero(s <= target)[0]
+    if len(idx) == 0:
+        return None
+    i = int(idx[0])
+    if i == 0:
+        return float(x[0])
+    x0, x1, y0, y1 = x[i - 1], x[i], s[i - 1], s[i]
+    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
+
+
+def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid, target: str | float = "common", k: int = 3) -> dict:
+    """Speed-up = x the baseline needs to reach a target FID / x the pyramid needs.
+
+    target: "common" (worse of the two best smoothed FIDs), "pyramid_best" (the pyramid's best smoothed FID) or
+    a number. Returns {"target", "speedup", "baseline_x", "pyramid_x", "reason", "lower_bound"}; speedup is None
+    with reason "not reached" when a curve never reaches the target (lower_bound then gives the least speed-up
+    consistent with the data when only the baseline misses it).
+    """
+    out = {"target": None, "speedup": None, "baseline_x": None, "pyramid_x": None, "reason": "", "lower_bound": None}
+    if len(base_fid) == 0 or len(pyr_fid) == 0:
+        return out | {"reason": "missing curve"}
+    sb, sp = smooth(base_fid, k), smooth(pyr_fid, k)
+    if target == "common":
+        tgt = float(max(sb[-1], sp[-1]))
+    elif target == "pyramid_best":
+        tgt = float(sp[-1])
+    elif isinstance(target, (int, float)):
+        tgt = float(target)
+    else:
+        raise ValueError(f"target must be 'common', 'pyramid_best' or a number, got {target!r}")
+    xb = first_crossing(base_x, base_fid, tgt, k)
+    xp = first_crossing(pyr_x, pyr_fid, tgt, k)
+    out.update(target=tgt, baseline_x=xb, pyramid_x=xp)
+    if xp is None:
+        return out | {"reason": "not reached by pyramid"}
+    if xp <= 0:
+        return out | {"reason": "pyramid reaches the target at x=0 (undefined ratio)"}
+    if xb is None:
+        return out | {"reason": "not reached by baseline", "lower_bound": float(np.asarray(base_x, float)[-1]) / xp}
+    return out | {"speedup": xb / xp, "reason": "ok"}
+
+
+def speedup_table(curves: dict[str, pd.DataFrame], baseline: str = "fullseq", pyramid: str = "pyramid",
+                  axes: Sequence[str] = AXES, k: int = 3) -> pd.DataFrame:
+    """One row per (x axis, target kind) present in both curves: target FID, x of each, speed-up or why not."""
+    if baseline not in curves or pyramid not in curves:
+        return pd.DataFrame()
+    b, p = curves[baseline], curves[pyramid]
+    rows = []
+    for ax in axes:
+        if ax not in b.columns or ax not in p.columns:
+            continue
+        for kind in ("common", "pyramid_best"):
+            r = convergence_speedup(b[ax].to_numpy(), b["fid"].to_numpy(), p[ax].to_numpy(), p["fid"].to_numpy(),
+                                    kind, k)
+            rows.append({"axis": ax, "target_kind": kind, **r, "paper_speedup": PAPER_SPEEDUP})
+    return pd.DataFrame(rows)
+
+
+def describe(row: dict | pd.Series) -> str:
+    """One line for a speed-up row: '2.4x' or 'not reached (>= 1.3x)'."""
+    if row["speedup"] is not None and not pd.isna(row["speedup"]):
+        return f"{row['speedup']:.2f}x"
+    lb = row.get("lower_bound")
+    return f"{row['reason']}" + (f" (>= {lb:.2f}x)" if lb is not None and not pd.isna(lb) else "")
