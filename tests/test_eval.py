@@ -152,3 +152,59 @@ def test_tiny_probe_accuracy_at_least_95_percent(tmp_path):
                     f"results={tmp_path}"], check=True, capture_output=True)
     acc = train_probe(cfg)["heldout_accuracy"]
     assert acc["shape"] >= 0.95 and acc["colour"] >= 0.95, acc
+
+
+# Which corruption each synthetic dimension must see (a corruption a dimension is blind to by construction, e.g.
+# shuffling the frames of a static clip, is not asserted).
+SANITY = {
+    "object_class": ("noise", "wrong"), "color": ("noise", "wrong"), "multiple_objects": ("noise", "wrong"),
+    "spatial_relationship": ("noise", "wrong"), "dynamic_degree": ("noise", "wrong"),
+    "motion_smoothness": ("noise", "shuffled"), "subject_consistency": ("noise", "shuffled"),
+    "background_consistency": ("noise",), "temporal_flickering": ("noise",),
+}
+PROBE_DIMS = {"object_class", "color", "multiple_objects", "subject_consistency"}
+
+
+def _sanity(probe, cfg, dims, size=32, frames=17, margin=0.05):
+    from pyramid_repro.data.synthetic import Factors, render_clip
+
+    prompts = load_suite("synthetic", cfg)
+    real = [render_clip(Factors.from_dict(p.factors), size, size, frames) for p in prompts]
+    rng = np.random.default_rng(0)
+    variants = {
+        "noise": [rng.integers(0, 256, v.shape, dtype=np.uint8) for v in real],
+        "shuffled": [v[rng.permutation(len(v))] for v in real],
+        # each video scored against the caption of a prompt of the same dimension but other content
+        "wrong": [real[(i + 1) % len(real)] if prompts[(i + 1) % len(real)].dimensions == p.dimensions
+                  else real[i - 1] for i, p in enumerate(prompts)],
+    }
+    good = be.synthetic_dimensions(real, prompts, probe)
+    for name, vids in variants.items():
+        bad = be.synthetic_dimensions(vids, prompts, probe)
+        for dim in dims:
+            if name in SANITY[dim]:
+                assert good[dim] > bad[dim] + margin, (dim, name, good[dim], bad[dim])
+    return good
+
+
+def test_weight_free_dimensions_rank_real_above_noise_shuffled_and_wrong_caption(smoke_run: Path):
+    from pyramid_repro.eval.probe import load_probe
+
+    cfg = load_config("smoke", {"results": str(smoke_run / "results")})
+    good = _sanity(load_probe(cfg), cfg, [d for d in SANITY if d not in PROBE_DIMS], margin=0.002)
+    assert good["temporal_flickering"] > 0.99 and good["spatial_relationship"] == 1.0
+
+
+@pytest.mark.slow
+def test_every_dimension_with_the_tiny_probe(tmp_path):
+    """All nine synthetic dimensions, including the probe-based ones, with the tiny profile's trained probe."""
+    import subprocess
+    import sys
+
+    from pyramid_repro.eval.probe import load_probe, train_probe
+
+    cfg = load_config("tiny", {"results": str(tmp_path)})
+    subprocess.run([sys.executable, "-m", "pyramid_repro.cli", "make-dataset", "--profile", "tiny", "--set",
+                    f"results={tmp_path}"], check=True, capture_output=True)
+    train_probe(cfg)
+    _sanity(load_probe(cfg), cfg, list(SANITY), margin=0.002)

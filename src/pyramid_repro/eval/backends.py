@@ -5,7 +5,8 @@
   object_class / color / multiple_objects (probe detections per frame), spatial_relationship (centroids of the
   prompted colours), dynamic_degree (is the prompted object displaced), motion_smoothness (VBench's idea with
   linear frame interpolation instead of a learnt interpolator: odd frames predicted from their neighbours),
-  subject_consistency (cosine similarity of probe features to the first and previous frame),
+  subject_consistency (cosine similarity of probe features to the first and previous frame, times the fraction of
+  frames in which the probe sees the prompted subject),
   background_consistency (border pixels vs the first frame), temporal_flickering (VBench's formula:
   (255 - mean |frame difference|) / 255 on static prompts). Aggregated the way VBench aggregates, over the
   dimensions present; the rest are listed as missing.
@@ -145,7 +146,10 @@ def synthetic_dimensions(videos: list[np.ndarray], prompts: list, probe) -> dict
             elif dim == "motion_smoothness":
                 s = motion_smoothness_score(v)
             elif dim == "subject_consistency":
-                s = subject_consistency_score(out["features"])
+                # feature consistency counts only while the prompted subject is there (the probe sees its colour):
+                # a video of noise has self-similar features but no subject
+                present = float(co[:, colours.index(o[0]["colour"])].float().mean())
+                s = present * subject_consistency_score(out["features"])
             elif dim == "background_consistency":
                 s = background_consistency_score(v)
             elif dim == "temporal_flickering":

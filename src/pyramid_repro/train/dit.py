@@ -49,10 +49,11 @@ def _stage(cfg: Config, name: str) -> tuple[int, CurriculumStage]:
     return i, cfg.train.curriculum[i]
 
 
-def step_generator(seed: int, stage_index: int, step: int) -> torch.Generator:
-    """Randomness of optimizer step `step` (data order, stage/frame, noise, dropout): a pure function of
-    (seed, stage, step), which is what makes resume == uninterrupted."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + stage_index * 100_003 + step) % (2**63))
+def step_generator(seed: int, stage_index: int, step: int, rank: int = 0) -> torch.Generator:
+    """Randomness of optimizer step `step` on process `rank` (data order, stage/frame, noise, dropout): a pure
+    function of (seed, stage, step, rank), which is what makes resume == uninterrupted; each data-parallel rank
+    draws its own share of the global batch."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + stage_index * 100_003 + step * 1009 + rank) % (2**63))
 
 
 class CaptionBank:
@@ -120,7 +121,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     out = out or stage_dir(res, experiment, stage_name)
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
-    accelerator = make_accelerator(tc.precision, max(1, st.batch_size // (st.micro_batch_size or st.batch_size)))
+    accelerator = make_accelerator(tc.precision)  # accumulation is done by hand below (stage-homogeneous batches)
     dev = accelerator.device
 
     data = LatentDataset(res / "latents", stage_name, "train")
@@ -150,7 +151,9 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
 
     schedule = PyramidSchedule.from_config(cfg.pyramid)
     micro = st.micro_batch_size or st.batch_size
-    accum = max(1, st.batch_size // micro)
+    # global batch = micro-batch x accumulation steps x data-parallel processes (Table 4's batch sizes are global)
+    accum = max(1, st.batch_size // (micro * accelerator.num_processes))
+    main_process = accelerator.is_main_process
     steps = st.steps
     stop = steps if max_steps is None else min(steps, max_steps)  # an early stop leaves a checkpoint to resume
     latent_size = tuple(latents.shape[-2:])
@@ -171,12 +174,12 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     if step0 == 0 and fid_path.exists():
         fid_path.unlink()
 
-    with LedgerRecorder(out / "ledger.csv", cfg, experiment=experiment,
+    with LedgerRecorder(out / "ledger.csv", cfg, enabled=accelerator.is_main_process, experiment=experiment,
                         stage=stage_name, resumed_from_step=step0) as ledger:
         t_start = time.time()
         bar = tqdm(range(step0, stop), initial=step0, total=steps, desc=f"{experiment}/{stage_name}")
         for step in bar:
-            g = step_generator(cfg.seed, idx, step)
+            g = step_generator(cfg.seed, idx, step, accelerator.process_index)
             model.train()
             loss_sum = 0.0
             for _ in range(accum):
@@ -208,15 +211,19 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
             trace.append(loss_sum)
             bar.set_postfix(loss=f"{loss_sum:.4f}")
             done = step + 1
-            if tc.fid_every and (done % tc.fid_every == 0 or done == steps):
+            if main_process and tc.fid_every and (done % tc.fid_every == 0 or done == steps):
                 _record_fid(fid_path, cfg, accelerator.unwrap_model(model), ema, bank, val_caps, res,
                             latent_size, prev_steps + done, prev_stats, stats, time.time() - t_start, stage_name)
-            if done % tc.ckpt_every == 0 or done == stop:
+            if main_process and (done % tc.ckpt_every == 0 or done == stop):
                 save_checkpoint(out / "checkpoints", step=done, model=accelerator.unwrap_model(model),
                                 optimizer=opt, extra={"trace": trace, "stats": stats, "ema": ema,
                                                       "lr": sched_lr.state_dict()})
-        ledger.update(steps=stop - step0, samples=stats["samples"] - job0["samples"],
-                      tokens=stats["tokens"] - job0["tokens"], flops=stats["flops"] - job0["flops"])
+        n = accelerator.num_processes  # every rank did the same amount of work
+        ledger.update(steps=stop - step0, samples=n * (stats["samples"] - job0["samples"]),
+                      tokens=n * (stats["tokens"] - job0["tokens"]), flops=n * (stats["flops"] - job0["flops"]))
+    accelerator.wait_for_everyone()
+    if not main_process:
+        return out
     _write_log(out / "train_log.csv", trace)
     if stop < steps:
         return out

@@ -51,8 +51,9 @@ class LedgerRecorder:
     """Context manager timing one job: `with LedgerRecorder(path, cfg, experiment=..., stage=...) as led:
     ...; led.update(steps=..., samples=..., tokens=..., flops=...)`."""
 
-    def __init__(self, path: Path, cfg: Config, experiment: str, stage: str, resumed_from_step: int = 0):
-        self.path, self.cfg = Path(path), cfg
+    def __init__(self, path: Path, cfg: Config, experiment: str, stage: str, resumed_from_step: int = 0,
+                 enabled: bool = True):
+        self.path, self.cfg, self.enabled = Path(path), cfg, enabled  # enabled: the main process of a job
         self.row: dict[str, Any] = {"experiment": experiment, "stage": stage, "resumed_from_step": resumed_from_step,
                                     "steps": 0, "samples": 0, "tokens": 0, "flops": 0.0}
 
@@ -65,6 +66,8 @@ class LedgerRecorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.enabled:
+            return
         wall = time.time() - self._t0
         n, nodes = device_count(), self.cfg.compute.nodes if torch.cuda.is_available() else 1
         self.row.update({
