@@ -82,7 +82,13 @@ def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid, target: str | float = 
         return out | {"reason": "pyramid reaches the target at x=0 (undefined ratio)"}
     if xb is None:
         return out | {"reason": "not reached by baseline", "lower_bound": float(np.asarray(base_x, float)[-1]) / xp}
-    return out | {"speedup": xb / xp, "reason": "ok"}
+    # a curve already at the target at its first evaluation crossed it earlier than we can see: the ratio is
+    # then only a bound (pyramid early -> at least this speed-up; baseline early -> at most)
+    p0, b0 = sp[0] <= tgt, sb[0] <= tgt
+    reason = ("ok" if not (p0 or b0) else "both at target from their first evaluation (ratio of first points)"
+              if p0 and b0 else "pyramid at target from its first evaluation (speed-up is a lower bound)" if p0
+              else "baseline at target from its first evaluation (speed-up is an upper bound)")
+    return out | {"speedup": xb / xp, "reason": reason}
 
 
 def speedup_table(curves: dict[str, pd.DataFrame], baseline: str = "fullseq", pyramid: str = "pyramid",
@@ -105,6 +111,8 @@ def speedup_table(curves: dict[str, pd.DataFrame], baseline: str = "fullseq", py
 def describe(row: dict | pd.Series) -> str:
     """One line for a speed-up row: '2.4x' or 'not reached (>= 1.3x)'."""
     if row["speedup"] is not None and not pd.isna(row["speedup"]):
-        return f"{row['speedup']:.2f}x"
+        bound = {"lower": ">= ", "upper": "<= "}
+        kind = next((k for k in bound if f"{k} bound" in str(row.get("reason", ""))), None)
+        return f"{bound[kind] if kind else ''}{row['speedup']:.2f}x"
     lb = row.get("lower_bound")
     return f"{row['reason']}" + (f" (>= {lb:.2f}x)" if lb is not None and not pd.isna(lb) else "")

@@ -80,16 +80,21 @@ def _draw_table(df: pd.DataFrame, title: str, path: Path, note: str, foot: str) 
     shown = df.copy()
     for c in shown.columns:
         if shown[c].dtype.kind == "f":
-            shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
-    fig_h = 1.6 + 0.28 * (len(shown) + 1)
+            whole = shown[c].dropna().map(float.is_integer).all() and c not in ("total", "quality", "semantic")
+            shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else f"{v:.0f}" if whole else f"{v:.2f}")
+    fig_h = 1.0 + 0.3 * (len(shown) + 1)
     fig, ax = plt.subplots(figsize=(13, fig_h))
     ax.axis("off")
     t = ax.table(cellText=shown.values, colLabels=list(shown.columns), loc="upper center", cellLoc="center")
     t.auto_set_font_size(False)
-    t.set_fontsize(7)
+    t.set_fontsize(8)
+    t.scale(1.0, 1.25)
     t.auto_set_column_width(list(range(len(shown.columns))))
     ax.set_title(title, fontsize=11)
-    fig.text(0.01, 0.02, note + "\n" + foot, fontsize=6.5, va="bottom")
+    import textwrap
+
+    ax.text(0.0, 0.0, "\n".join(textwrap.wrap(note, 170) + [foot]), fontsize=7, va="top",
+            transform=ax.transAxes)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
@@ -176,39 +181,49 @@ def render_fid(cfg: Config, out: Path) -> Path | None:
     if not curves:
         return None
     plt = _plt()
+    from matplotlib.ticker import NullFormatter
+
     axes_cols = [c for c in ("samples_seen", "flops", "device_hours") if all(c in d for d in curves.values())]
-    fig, axes = plt.subplots(1, len(axes_cols), figsize=(5.2 * len(axes_cols), 4.8), squeeze=False)
+    table = speedup_table(curves)
+    lines = []
+    if table.empty:
+        lines.append("speed-up: needs both `pyramid` and `fullseq` FID curves")
+    else:
+        table.to_csv(out / "fid_convergence.csv", index=False)
+        for (ax_name, tgt), grp in table.groupby(["axis", "target"], sort=False, dropna=False):
+            r = grp.iloc[0].to_dict()
+            if r["target"] is None or pd.isna(r["target"]):
+                lines.append(f"{ax_name:>13}: {r['reason']}")
+                continue
+            kinds = "/".join(grp["target_kind"])
+            lines.append(f"{ax_name:>13}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
+                         f"{r['target']:.2f} ({kinds}; {r['reason']})   [paper: about {PAPER_SPEEDUP:.0f}x]")
+    fig = plt.figure(figsize=(5.2 * len(axes_cols), 5.0 + 0.16 * len(lines)))
+    gs = fig.add_gridspec(2, len(axes_cols), height_ratios=[4.2, 0.5 + 0.16 * len(lines)])
+    axes = [fig.add_subplot(gs[0, i]) for i in range(len(axes_cols))]
     labels = {"samples_seen": "training samples seen", "flops": "training FLOPs (analytic)",
               "device_hours": "device-hours (ledger clock)"}
     backend = ", ".join(sorted({str(b) for d in curves.values() for b in d.get("backend", pd.Series(["?"]))}))
     for name, df in curves.items():
         main_ = name in ("pyramid", "fullseq")
-        for ax, col in zip(axes[0], axes_cols):
+        for ax, col in zip(axes, axes_cols):
             ax.plot(df[col], df["fid"], marker="o", ms=3, label=name, lw=2.2 if main_ else 1,
                     ls="-" if main_ else "--", alpha=1.0 if main_ else 0.8)
-    for ax, col in zip(axes[0], axes_cols):
+    for ax, col in zip(axes, axes_cols):
         ax.set_xlabel(labels[col])
         if col != "samples_seen":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel(f"FID ({backend}; lower is better)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    table = speedup_table(curves)
-    lines = []
-    if table.empty:
-        lines.append("speed-up: needs both `pyramid` and `fullseq` curves")
-    else:
-        table.to_csv(out / "fid_convergence.csv", index=False)
-        for r in table.to_dict("records"):
-            if r["target"] is None:
-                continue
-            lines.append(f"{r['axis']}: fullseq/pyramid to reach FID {r['target']:.2f} ({r['target_kind']}): "
-                         f"{describe(r)}   [paper: about {PAPER_SPEEDUP:.0f}x]")
+    axes[0].legend(fontsize=7)
+    text = fig.add_subplot(gs[1, :])
+    text.axis("off")
+    notes = ["speed-up = x fullseq needs / x pyramid needs to first reach the target on smoothed 'best so far' curves;"
+             " target 'common' = worse of the two best FIDs, 'pyramid_best' = best FID the pyramid reaches"]
+    text.text(0, 1, "\n".join(lines + notes + [footer(cfg)]), fontsize=7, family="monospace", va="top")
     fig.suptitle("FID convergence: spatial pyramid vs full-sequence flow matching and ablations")
-    fig.text(0.01, 0.01, "\n".join(lines + ["target 'common' = worse of the two best smoothed FIDs; "
-                                             "'pyramid_best' = best FID the pyramid reaches", footer(cfg)]),
-             fontsize=7, family="monospace")
-    fig.tight_layout(rect=(0, 0.04 + 0.018 * len(lines), 1, 0.95))
+    fig.tight_layout()
     fig.savefig(out / "fid_convergence.pdf")
     plt.close(fig)
     (out / "fid_convergence.txt").write_text("\n".join(lines) + "\n")
@@ -261,22 +276,30 @@ def render_ablations(cfg: Config, out: Path) -> Path | None:
     df.to_csv(out / "ablations.csv", index=False)
     plt = _plt()
     sheets = [(n, img) for n in rows if (img := sample_frames(cfg, n)) is not None]
-    fig = plt.figure(figsize=(13, 2.0 + 0.3 * len(df) + 2.6 * len(sheets)))
-    gs = fig.add_gridspec(1 + len(sheets), 1, height_ratios=[1.2] + [2.6] * len(sheets))
-    ax = fig.add_subplot(gs[0])
+    # table on top (one row per experiment), the experiments' sample frames side by side below it
+    aspect = max((im.shape[0] / im.shape[1] for _, im in sheets), default=1.0)
+    ncol = max(1, len(sheets))
+    sheet_h = min(9.0, 13.0 / ncol * aspect) if sheets else 0.0
+    table_h = 0.9 + 0.3 * (len(df) + 1)
+    fig = plt.figure(figsize=(13, table_h + sheet_h + 0.6))
+    gs = fig.add_gridspec(2 if sheets else 1, ncol, height_ratios=[table_h, sheet_h] if sheets else [1])
+    ax = fig.add_subplot(gs[0, :])
     ax.axis("off")
     shown = df.copy()
     for c in shown.columns[1:]:
         shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}" if str(c).startswith("Δ") else f"{v:.2f}")
     t = ax.table(cellText=shown.values, colLabels=list(shown.columns), loc="center", cellLoc="center")
     t.auto_set_font_size(False)
-    t.set_fontsize(7)
-    ax.set_title("Ablations: metrics and deltas to `pyramid` (synthetic proxy / probe FID, offline)")
-    for i, (n, p) in enumerate(sheets, 1):
-        a = fig.add_subplot(gs[i])
+    t.set_fontsize(8)
+    t.scale(1.0, 1.3)
+    backends = ", ".join(sorted({m["backend"] for m in metrics}))
+    ax.set_title(f"Ablations: metrics and deltas to `pyramid` (backends: {backends}; offline proxies are not "
+                 "VBench)", fontsize=10, pad=12)
+    for i, (n, p) in enumerate(sheets):
+        a = fig.add_subplot(gs[1, i])
         a.imshow(p)
         a.axis("off")
-        a.set_title(f"{n}: samples over time", fontsize=8)
+        a.set_title(n, fontsize=8)
     fig.text(0.01, 0.005, footer(cfg), fontsize=7)
     fig.savefig(out / "ablations.pdf", bbox_inches="tight")
     plt.close(fig)
