@@ -158,6 +158,19 @@ def render_table6(cfg: Config, out: Path) -> Path | None:
     return out / "table6.pdf"
 
 
+def placeholder(path: Path, title: str, message: str, cfg: Config) -> Path:
+    """A one-page PDF saying why a report has no content yet (so a workflow target always exists)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 2.5))
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.55, message, ha="center", va="center", fontsize=10, wrap=True)
+    fig.text(0.01, 0.02, footer(cfg), fontsize=7)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def load_fid_curves(cfg: Config) -> dict[str, pd.DataFrame]:
     """results/<profile>/<experiment>/fid_curve.csv of every experiment that has one (non-empty)."""
     curves = {}
@@ -174,12 +187,13 @@ def load_fid_curves(cfg: Config) -> dict[str, pd.DataFrame]:
     return curves
 
 
-def render_fid(cfg: Config, out: Path) -> Path | None:
+def render_fid(cfg: Config, out: Path) -> Path:
     """FID vs training samples, FLOPs and device-hours for every trained experiment, with the measured speed-up
     of `pyramid` over `fullseq` (report/convergence.py) beside the paper's "about 3x" (PAPER.md section 7)."""
     curves = load_fid_curves(cfg)
     if not curves:
-        return None
+        return placeholder(out / "fid_convergence.pdf", "FID convergence",
+                           f"no FID curves yet ({cfg.results_dir()}/<experiment>/fid_curve.csv)", cfg)
     plt = _plt()
     from matplotlib.ticker import NullFormatter
 
@@ -257,10 +271,11 @@ def sample_frames(cfg: Config, experiment: str, videos: int = 3) -> np.ndarray |
     return np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows], axis=0)
 
 
-def render_ablations(cfg: Config, out: Path) -> Path | None:
+def render_ablations(cfg: Config, out: Path) -> Path:
     metrics = load_metrics(cfg)
     if not metrics:
-        return None
+        return placeholder(out / "ablations.pdf", "Ablations",
+                           f"no metrics yet ({cfg.results_dir()}/<experiment>/metrics/<backend>.json)", cfg)
     rows = {}
     for m in metrics:
         r = rows.setdefault(m["experiment"], {"experiment": m["experiment"]})
@@ -348,6 +363,8 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
 
 
 def render_all(cfg: Config, out: Path | None = None) -> list[Path]:
+    """Every report: table1/table5/fid_convergence/ablations/gpu_hours always (a placeholder page says what is
+    missing), table6 only when EvalCrafter metrics exist."""
     out = Path(out or cfg.reports)
     out.mkdir(parents=True, exist_ok=True)
     made = [render_table1(cfg, out), render_table5(cfg, out), render_table6(cfg, out), render_fid(cfg, out),
