@@ -108,3 +108,9 @@ def test_benchmark_file_without_s_column_is_an_error(tmp_path):
     cfg = load_config("smoke", {"results": str(tmp_path / "results")})
     with pytest.raises(ValueError, match="x.tsv: not a Snakemake benchmark file"):
         audit.benchmark_summary(cfg)
+
+
+def test_table4_arithmetic_is_consistent():
+    t4 = load_paper_table("table4")
+    assert (t4["gpus"] * t4["hours"] == t4["a100_hours"]).all() and t4["a100_hours"].sum() == 20736
+    assert t4["hours"].tolist() == [12, 90, 60] and (t4["gpus"] == 128).all()
