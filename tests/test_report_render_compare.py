@@ -194,3 +194,29 @@ def test_compare_vbench_deltas_to_paper_and_pyramid(tmp_path):
     do = t.loc["Δ new − pyramid (this run)"]
     assert (do["total"], do["quality"], do["semantic"]) == pytest.approx((2.72, 2.74, 2.62))
     assert (tmp_path / "reports" / "compare_new.pdf").stat().st_size > 1000
+
+
+def test_speedup_restricted_to_one_stage():
+    x = np.arange(1, 9, dtype=float)
+    stage = ["image"] * 4 + ["video"] * 4
+    # both start the video stage worse than they ended the image stage; in the video stage fullseq is 2x slower
+    pyr = pd.DataFrame({"step": x, "fid": [9, 8, 7, 6, 50, 30, 20, 10.0], "stage": stage})
+    full = pd.DataFrame({"step": x, "fid": [9, 8, 7, 6, 50, 45, 30, 20.0], "stage": stage})
+    t = speedup_table({"pyramid": pyr, "fullseq": full}, axes=("step",), stage="video", k=1)
+    common = t[t["target_kind"] == "common"].iloc[0]
+    assert common["stage"] == "video" and common["target"] == 20.0
+    assert common["speedup"] == pytest.approx(8 / 7)
+    with pytest.raises(ValueError, match="no `stage` column"):
+        speedup_table({"pyramid": pyr.drop(columns="stage"), "fullseq": full}, stage="video")
+
+
+def test_table1_notes_metrics_of_another_config(tmp_path):
+    cfg = _cfg(tmp_path)
+    _metrics(tmp_path, "pyramid", "synthetic", label="synthetic proxy (not VBench)", config_hash="0ld",
+             aggregate={"total": 1.0})
+    out = tmp_path / "reports"
+    out.mkdir()
+    render.render_table1(cfg, out)
+    md = (out / "table1.md").read_text()
+    assert "another config" in md and "pyramid/synthetic: config 0ld" in md
+    assert "synthetic = synthetic proxy (not VBench)" in md

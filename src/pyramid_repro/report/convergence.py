@@ -92,11 +92,20 @@ def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid, target: str | float = 
 
 
 def speedup_table(curves: dict[str, pd.DataFrame], baseline: str = "fullseq", pyramid: str = "pyramid",
-                  axes: Sequence[str] = AXES, k: int = 3) -> pd.DataFrame:
-    """One row per (x axis, target kind) present in both curves: target FID, x of each, speed-up or why not."""
+                  axes: Sequence[str] = AXES, k: int = 3, stage: str | None = None) -> pd.DataFrame:
+    """One row per (x axis, target kind) present in both curves: target FID, x of each, speed-up or why not.
+
+    stage: only the points of that curriculum stage (column `stage`; x stays cumulative) -- FID is not comparable
+    across stages (an image stage is scored on first frames), so the last stage gives the cleanest comparison."""
     if baseline not in curves or pyramid not in curves:
         return pd.DataFrame()
     b, p = curves[baseline], curves[pyramid]
+    if stage is not None:
+        if "stage" not in b.columns or "stage" not in p.columns:
+            raise ValueError("FID curves have no `stage` column; cannot restrict the speed-up to one stage")
+        b, p = b[b["stage"] == stage], p[p["stage"] == stage]
+        if b.empty or p.empty:
+            return pd.DataFrame()
     rows = []
     for ax in axes:
         if ax not in b.columns or ax not in p.columns:
@@ -104,7 +113,8 @@ def speedup_table(curves: dict[str, pd.DataFrame], baseline: str = "fullseq", py
         for kind in ("common", "pyramid_best"):
             r = convergence_speedup(b[ax].to_numpy(), b["fid"].to_numpy(), p[ax].to_numpy(), p["fid"].to_numpy(),
                                     kind, k)
-            rows.append({"axis": ax, "target_kind": kind, **r, "paper_speedup": PAPER_SPEEDUP})
+            rows.append({"stage": stage or "all", "axis": ax, "target_kind": kind, **r,
+                         "paper_speedup": PAPER_SPEEDUP})
     return pd.DataFrame(rows)
 
 

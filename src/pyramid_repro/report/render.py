@@ -72,7 +72,22 @@ def table1_frame(cfg: Config, metrics: list[dict]) -> pd.DataFrame:
                      "dynamic_degree": pct("dynamic_degree"),
                      "fid": m["fid"] if m.get("fid") is not None else np.nan, "n_videos": m.get("n_videos"),
                      "source": m["_path"]})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    # our rows grouped by backend (one section per backend), experiments in experiments.yaml order within it
+    paper_part, ours = df.iloc[:len(paper)], df.iloc[len(paper):]
+    ours = ours.sort_values(["backend"], kind="stable")
+    return pd.concat([paper_part, ours], ignore_index=True)
+
+
+def metrics_provenance(metrics: list[dict], cfg: Config) -> str:
+    """A note naming the config hashes/commits of the metrics JSONs when they differ from this config's."""
+    stale = sorted({f"{m['experiment']}/{m['backend']}: config {m.get('config_hash')} commit "
+                    f"{str(m.get('commit'))[:10]} ({m.get('created_utc')})"
+                    for m in metrics if m.get("config_hash") not in (None, cfg.config_hash())})
+    if not stale:
+        return ""
+    return "Metrics computed under another config than this report's: " + "; ".join(stale[:6]) + (
+        f" and {len(stale) - 6} more" if len(stale) > 6 else "")
 
 
 def _draw_table(df: pd.DataFrame, title: str, path: Path, note: str, foot: str) -> None:
@@ -104,11 +119,15 @@ def render_table1(cfg: Config, out: Path) -> Path:
     df = table1_frame(cfg, metrics)
     df.to_csv(out / "table1.csv", index=False)
     ours = df[~df["section"].str.startswith("paper")]
-    note = ("Paper rows: VBench, Table 1 of arXiv 2410.05954. " + (
+    labels = {m["backend"]: m["label"] for m in metrics}
+    note = ("Paper rows: VBench, Table 1 of arXiv 2410.05954v2. " + (
         "This run has no metrics yet: only the paper's rows are shown." if ours.empty else
-        "Rows of this run carry their backend: 'synthetic proxy (not VBench)' numbers are VBench-style aggregates "
-        "over the synthetic world's dimensions (missing dimensions listed in the metrics JSON), not VBench; "
-        "FID rows are probe-feature FIDs (offline), not Inception FID."))
+        "Rows of this run name their backend; only backend 'vbench' is a VBench number. Backends: "
+        + "; ".join(f"{b} = {lab}" for b, lab in sorted(labels.items()))
+        + ". Proxy aggregates are VBench-style over the dimensions the backend measures (missing ones listed in "
+        "the metrics JSON)."))
+    prov = metrics_provenance(metrics, cfg)
+    note += (" " + prov) if prov else ""
     md = [f"# Table 1 — {footer(cfg)}", "", note, "", df.drop(columns=["source"]).to_markdown(index=False)
           if _has_tabulate() else df.drop(columns=["source"]).to_string(index=False)]
     (out / "table1.md").write_text("\n".join(md) + "\n")
@@ -198,19 +217,25 @@ def render_fid(cfg: Config, out: Path) -> Path:
     from matplotlib.ticker import NullFormatter
 
     axes_cols = [c for c in ("samples_seen", "flops", "device_hours") if all(c in d for d in curves.values())]
-    table = speedup_table(curves)
+    tables = [speedup_table(curves)]
+    last = cfg.train.curriculum[-1].name if cfg.train.curriculum else None
+    if last and len({s for d in curves.values() for s in d.get("stage", pd.Series([last]))}) > 1:
+        tables.append(speedup_table(curves, stage=last))
+    table = pd.concat([t for t in tables if not t.empty], ignore_index=True) if any(
+        not t.empty for t in tables) else pd.DataFrame()
     lines = []
     if table.empty:
         lines.append("speed-up: needs both `pyramid` and `fullseq` FID curves")
     else:
         table.to_csv(out / "fid_convergence.csv", index=False)
-        for (ax_name, tgt), grp in table.groupby(["axis", "target"], sort=False, dropna=False):
+        for (st, ax_name, tgt), grp in table.groupby(["stage", "axis", "target"], sort=False, dropna=False):
             r = grp.iloc[0].to_dict()
+            head = f"[{st}] {ax_name:>12}"
             if r["target"] is None or pd.isna(r["target"]):
-                lines.append(f"{ax_name:>13}: {r['reason']}")
+                lines.append(f"{head}: {r['reason']}")
                 continue
             kinds = "/".join(grp["target_kind"])
-            lines.append(f"{ax_name:>13}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
+            lines.append(f"{head}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
                          f"{r['target']:.2f} ({kinds}; {r['reason']})   [paper: about {PAPER_SPEEDUP:.0f}x]")
     fig = plt.figure(figsize=(5.2 * len(axes_cols), 5.0 + 0.16 * len(lines)))
     gs = fig.add_gridspec(2, len(axes_cols), height_ratios=[4.2, 0.5 + 0.16 * len(lines)])
