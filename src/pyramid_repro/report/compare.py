@@ -4,7 +4,9 @@ Checks that the checkpoint fits the profile (latent channels, patch size, text d
 naming the config key and both values), samples the profile's prompt suite with it under the `pyramid` sampler
 settings, scores it with the chosen backend, and prints/renders a table with its row and the deltas to the
 paper's Pyramid Flow row (only for a backend that is VBench) and to this run's `pyramid` (same backend).
-Sampling and scoring are injectable (`sample_fn`, `score_fn`) so the comparison logic is tested without a model.
+Sampling and scoring are injectable (`sample_fn`, `score_fn`) so the comparison logic is tested without a model;
+by default they are eval/sample.py `run` and eval/score.py `score_experiment`. Besides config.json, the resolved
+Config saved beside the checkpoint (train_config.yaml) is checked key by key (ARCHITECTURE_KEYS).
 """
 
 from __future__ import annotations
@@ -164,4 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     for r in table.itertuples(index=False):
         t.add_row(*["" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     Console(width=160).print(t)
+    name = args.name or Path(args.checkpoint).resolve().name
+    print(f"wrote {Path(cfg.reports) / f'compare_{name}.csv'} and {Path(cfg.reports) / f'compare_{name}.pdf'}")
     return 0
