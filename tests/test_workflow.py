@@ -32,8 +32,9 @@ def test_lint_is_clean():
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
 
 
-def test_dry_run_tiny_plans_every_experiment():
-    r = snakemake("-n", "reports/table1.pdf")
+def test_dry_run_tiny_plans_every_experiment(tmp_path):
+    # reports into an empty folder: existing reports/ of an earlier run would make the plan empty
+    r = snakemake("-n", "--config", f"reports={tmp_path}", "--", f"{tmp_path}/table1.pdf")
     assert r.returncode == 0, r.stderr[-4000:]
     jobs = planned_jobs(r.stdout)
     from pyramid_repro.experiments import experiments, training_experiments
@@ -42,9 +43,9 @@ def test_dry_run_tiny_plans_every_experiment():
     assert jobs["sample"] == len(experiments())
 
 
-def test_dry_run_paper_on_slurm_lists_three_stages_per_experiment_with_gpus():
-    r = snakemake("-n", "--profile", "workflows/profiles/slurm", "--config", "profile=paper", "--",
-                  "reports/table1.pdf")
+def test_dry_run_paper_on_slurm_lists_three_stages_per_experiment_with_gpus(tmp_path):
+    r = snakemake("-n", "--profile", "workflows/profiles/slurm", "--config", "profile=paper", f"reports={tmp_path}",
+                  "--", f"{tmp_path}/table1.pdf")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     from pyramid_repro.experiments import training_experiments
 
