@@ -1,13 +1,10 @@
 """Issue G: the report rule's inputs (every experiment x backend metrics JSON, FID curves of the trained
 experiments) and the report command's outputs with no results at all."""
 
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from pyramid_repro.config import load_config
 from pyramid_repro.experiments import experiments, training_experiments

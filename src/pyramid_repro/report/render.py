@@ -24,8 +24,8 @@ from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.experiments import experiments
 from pyramid_repro.provenance import git_commit, utc_now
-from pyramid_repro.report.convergence import (  # noqa: F401  (re-exported)
-    PAPER_SPEEDUP, convergence_speedup, describe, first_crossing, smooth, speedup_table)
+from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
+from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth  # noqa: F401 (re-export)
 from pyramid_repro.report.paper import load_paper_table
 
 def _plt():
