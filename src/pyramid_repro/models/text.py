@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -110,8 +111,14 @@ def encode_cached(encoder, prompts: list[str], cache_path: Path) -> tuple[torch.
     out = [encoder.encode(prompts[i: i + 256]) for i in range(0, len(prompts), 256)]
     tokens, mask, pooled = (torch.cat([o[j] for o in out]) for j in range(3))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"tokens": tokens.contiguous(), "mask": mask.to(torch.uint8).contiguous(),
-               "pooled": pooled.contiguous()}, str(tmp))
-    os.replace(tmp, path)
+    # a private temporary name: parallel jobs may fill the same cache entry at once (same content; last rename wins)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"tokens": tokens.contiguous(), "mask": mask.to(torch.uint8).contiguous(),
+                   "pooled": pooled.contiguous()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return tokens, mask, pooled
