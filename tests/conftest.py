@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -38,3 +40,14 @@ def smoke_run(tmp_path_factory) -> Path:
     return base
 
 
+
+
+def kill_after_first_checkpoint(cmd: list[str], checkpoints: Path, timeout: float = 300) -> None:
+    """Start a training command and SIGKILL its process group as soon as a checkpoint file appears (a real crash,
+    no clean shutdown), for the resume == uninterrupted tests."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < timeout and not (checkpoints.exists() and any(checkpoints.glob("step_*.pt"))):
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()

@@ -3,15 +3,13 @@ ledger rows, generated videos on disk. Reuses the smoke workflow's dataset, VAE,
 
 import csv
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kill_after_first_checkpoint
 
 CURRICULUM = ("train.curriculum=[{name: image, kind: image, height: 16, width: 16, frames: 1, steps: %d, "
               "batch_size: 4}]")
@@ -33,14 +31,7 @@ def test_resume_after_kill_equals_uninterrupted_and_ledger(smoke_run: Path, tmp_
     full = tmp_path / "full"
     subprocess.run(_cmd(smoke_run, full, steps), check=True, capture_output=True, timeout=600)
     resumed = tmp_path / "resumed"
-    p = subprocess.Popen(_cmd(smoke_run, resumed, steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    ck = resumed / "checkpoints"
-    t0 = time.time()
-    while time.time() - t0 < 300 and not (ck.exists() and any(ck.glob("step_*.pt"))):
-        time.sleep(0.02)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_after_first_checkpoint(_cmd(smoke_run, resumed, steps), resumed / "checkpoints")
     assert not (resumed / "done.json").exists(), "the job finished before it could be killed"
     r = subprocess.run(_cmd(smoke_run, resumed, steps), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -110,7 +110,6 @@ def test_clean_fid_backend_loads_local_inception_only(tmp_path):
     """clean-fid's Inception wrapper on a TorchScript stand-in with the same interface (no weights here)."""
     import torch
 
-    cfg = load_config("smoke")
     with pytest.raises(ConfigError, match="inception-2015-12-05.pt"):
         be.inception_features([np.zeros((2, 16, 16, 3), np.uint8)], None)
 

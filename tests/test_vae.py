@@ -2,12 +2,11 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import kill_after_first_checkpoint
 import torch
 
 from pyramid_repro.config import load_config
@@ -105,13 +104,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     os.rename(vae, base / "full_vae")
     cmd = [sys.executable, "-m", "pyramid_repro.cli", "train-vae", "--profile", "smoke", "--set", f"results={base}",
            "--set", "vae.train.steps=12", "--set", "vae.train.ckpt_every=4"]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ck = vae / "checkpoints"
-    t0 = time.time()
-    while time.time() - t0 < 240 and not (ck.exists() and any(ck.glob("step_*.pt"))):
-        time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_after_first_checkpoint(cmd, vae / "checkpoints")
     assert not (vae / "final" / "normalization.json").exists(), "killed too late"
     _train(base)
     resumed = _trace(vae)
