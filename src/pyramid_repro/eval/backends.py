@@ -245,11 +245,10 @@ def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, vi
     if backend == "clean-fid":
         return {"dimensions": {}, "aggregate": {}, "fid": inception_fid(videos, cfg), "extra": {}}
     if backend == "vbench":
-        out = Path(video_dir) / "vbench_out"
-        cmd = vb.vbench_command(cfg, Path(video_dir), out,
-                                Path(__file__).resolve().parents[3] / "replication/prompts/vbench/VBench_full_info.json")
-        subprocess.run(cmd, check=True)
-        dims = vb.parse_results(out / "results_eval_results.json")
+        from pyramid_repro.config import replication_dir
+
+        dims = vb.run_vbench(cfg, Path(video_dir), Path(video_dir) / "vbench_out",
+                             replication_dir() / "prompts" / "vbench" / "VBench_full_info.json")
         agg = vb.aggregate(dims)
         return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")}, "fid": None,
                 "extra": {"missing_vbench_dimensions": agg["missing"]}}

@@ -12,6 +12,7 @@ The official VBench pins transformers 4.33 / numpy < 2, so it runs in its own en
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyramid_repro.config import Config, ConfigError
@@ -72,8 +73,35 @@ def aggregate(scores: dict[str, float]) -> dict:
             "missing": [d for d in QUALITY + SEMANTIC if d not in scores]}
 
 
-def vbench_command(cfg: Config, videos: Path, out: Path, full_info: Path) -> list[str]:
-    """The command line that runs official VBench (standard mode, all 16 dimensions) on a video folder."""
+VBENCH_DIMENSIONS: list[str] = QUALITY + SEMANTIC  # the 16 dimensions of VBench (standard mode runs all)
+RESULTS_NAME = "results"  # VBench writes <output_path>/<name>_eval_results.json
+
+
+def stage_videos(video_dir: Path, staged: Path) -> int:
+    """Symlink the .mp4 files of `video_dir` into `staged` (nothing else). VBench 0.1.5's standard mode takes the
+    file suffix from the first entry of os.listdir(videos_path), so samples.json next to the videos would make it
+    look for <prompt>-<i>.json and find nothing. Returns the number of videos staged."""
+    video_dir, staged = Path(video_dir), Path(staged)
+    vids = sorted(video_dir.glob("*.mp4"))
+    if not vids:
+        raise FileNotFoundError(f"{video_dir}: no .mp4 videos to score with VBench")
+    staged.mkdir(parents=True, exist_ok=True)
+    for old in staged.iterdir():
+        old.unlink()
+    for v in vids:
+        (staged / v.name).symlink_to(v.resolve())
+    return len(vids)
+
+
+def missing_videos(video_dir: Path, full_info: Path, samples_per_prompt: int) -> list[str]:
+    """VBench standard-mode file names (<prompt_en>-<i>.mp4, i < samples_per_prompt) absent from `video_dir`."""
+    have = {p.name for p in Path(video_dir).glob("*.mp4")}
+    want = [f"{d['prompt_en']}-{i}.mp4" for d in json.loads(Path(full_info).read_text())
+            for i in range(samples_per_prompt)]
+    return [w for w in want if w not in have]
+
+
+def _check_env(cfg: Config) -> tuple[Path, Path]:
     if not cfg.eval.vbench_env:
         raise ConfigError("eval.vbench_env is not set: the vbench backend needs the python of an environment "
                           "with vbench 0.1.5 (create it from workflows/envs/vbench.yaml)")
@@ -83,22 +111,65 @@ def vbench_command(cfg: Config, videos: Path, out: Path, full_info: Path) -> lis
     if not cfg.eval.vbench_weights or not Path(cfg.eval.vbench_weights).is_dir():
         raise ConfigError(f"eval.vbench_weights={cfg.eval.vbench_weights!r}: folder of VBench's model weights not "
                           "found (VBench's own download step; never run by this suite)")
-    script = ("import sys, torch; from vbench import VBench; "
-              "VBench(torch.device('cuda'), sys.argv[1], sys.argv[2]).evaluate(videos_path=sys.argv[3], "
-              "name='results', dimension_list=None, local=True, mode='vbench_standard')")
-    return [str(py), "-c", script, str(full_info), str(out), str(videos)]
+    return py, Path(cfg.eval.vbench_weights)
+
+
+def vbench_command(cfg: Config, videos: Path, out: Path, full_info: Path,
+                   dimensions: list[str] | None = None) -> list[str]:
+    """The official VBench run on a folder holding only the videos: its Python API
+    `VBench(device, full_info, output).evaluate(videos_path, name, dimension_list, local=True,
+    mode="vbench_standard")`, the call its `vbench evaluate` CLI makes through torch.distributed. Run it with
+    `vbench_env(cfg)` so `local=True` loads the checkpoints from eval.vbench_weights instead of downloading."""
+    py, _ = _check_env(cfg)
+    dims = list(dimensions or VBENCH_DIMENSIONS)
+    unknown = sorted(set(dims) - set(VBENCH_DIMENSIONS))
+    if unknown:
+        raise ValueError(f"unknown VBench dimension(s) {unknown}; expected names from {VBENCH_DIMENSIONS}")
+    script = ("import json, sys, torch; from vbench import VBench; "
+              "VBench(torch.device('cuda'), sys.argv[1], sys.argv[2]).evaluate(videos_path=sys.argv[4], "
+              f"name={RESULTS_NAME!r}, dimension_list=json.loads(sys.argv[3]), local=True, mode='vbench_standard')")
+    return [str(py), "-c", script, str(full_info), str(out), json.dumps(dims), str(videos)]
+
+
+def vbench_env(cfg: Config) -> dict[str, str]:
+    """Environment additions for the VBench run: VBENCH_CACHE_DIR (vbench/utils.py reads it) = the local weights."""
+    _, weights = _check_env(cfg)
+    return {"VBENCH_CACHE_DIR": str(weights.resolve())}
+
+
+def results_path(out: Path) -> Path:
+    return Path(out) / f"{RESULTS_NAME}_eval_results.json"
+
+
+def run_vbench(cfg: Config, video_dir: Path, out: Path, full_info: Path) -> dict[str, float]:
+    """Stage the videos, run official VBench in its environment, parse its results -> {dimension: raw score}."""
+    import os
+    import subprocess
+
+    cmd = vbench_command(cfg, Path(out) / "videos", out, full_info)  # checks env and weights before staging
+    missing = missing_videos(video_dir, full_info, cfg.eval.samples_per_prompt)
+    if missing:
+        raise FileNotFoundError(f"{video_dir}: {len(missing)} VBench standard-suite videos missing (e.g. "
+                                f"{missing[0]!r}); sample eval.suite=vbench with eval.max_prompts=0")
+    stage_videos(video_dir, Path(out) / "videos")
+    subprocess.run(cmd, check=True, env={**os.environ, **vbench_env(cfg)})
+    return parse_results(results_path(out))
 
 
 def parse_results(path: Path) -> dict[str, float]:
     """VBench's <name>_eval_results.json ({dimension: [mean, per-video list]}) -> {dimension: mean}."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: VBench results file not found")
+        raise FileNotFoundError(f"{path}: VBench results file not found (did the VBench run fail? see its log)")
     data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{dimension: [mean, per-video results]}}")
     out = {}
     for dim, val in data.items():
-        score = val[0] if isinstance(val, (list, tuple)) else val
-        if not isinstance(score, (int, float)):
+        if dim not in NORMALIZE:
+            raise ValueError(f"{path}: unknown VBench dimension {dim!r}; expected names from {VBENCH_DIMENSIONS}")
+        score = val[0] if isinstance(val, (list, tuple)) and val else val
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
             raise ValueError(f"{path}: dimension {dim!r} has no numeric mean score (got {type(score).__name__})")
         out[dim] = float(score)
     return out
