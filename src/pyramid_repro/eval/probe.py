@@ -145,7 +145,8 @@ def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, 
     np.savez(out / "real_stats.npz", mu=feats.mean(0), sigma=np.cov(feats, rowvar=False), n=len(feats))
     info = {"label": "probe network for offline synthetic-proxy metrics (not VBench, not Inception)",
             "heldout_accuracy": acc, "heldout_frames": len(xv), "train_frames": len(x), "steps": steps,
-            "train_seconds": round(train_seconds, 1), "final_loss": float(loss), "provenance": provenance(cfg, backend="probe")}
+            "train_seconds": round(train_seconds, 1), "final_loss": float(loss),
+            "provenance": provenance(cfg, backend="probe")}
     write_json(out / "probe.json", info)
     return info
 
