@@ -14,13 +14,11 @@
   frames and of real held-out frames.
 * `clean-fid`: FID with clean-fid's Inception from a local file (eval.inception_path); never downloads.
 * `vbench`: the official VBench in its own environment (eval/vbench.py).
-* `evalcrafter`: EvalCrafter's metrics from a local installation (eval.evalcrafter_path).
+* `evalcrafter`: EvalCrafter's raw metrics and aspect scores from a local installation (eval/evalcrafter.py).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ LABELS = {
     "vbench": "VBench (official)",
     "evalcrafter": "EvalCrafter (official)",
 }
+FRAME_BACKENDS = ("synthetic", "fid-probe", "clean-fid")  # scored here from decoded frames (the others read files)
 
 
 def frames_to_tensor(video: np.ndarray) -> torch.Tensor:
@@ -181,12 +180,23 @@ def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
 
 
 def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
-    """Probe FID of generated videos/frames (N, 3, T, H, W) in [-1, 1] (all frames) vs real held-out frames."""
+    """Probe FID (Fréchet distance of probe features, clean-fid's `frechet_distance`) of generated videos
+    (N, 3, T, H, W) or frames (N, 3, H, W) in [-1, 1], every frame counted, against the cached statistics of the
+    real held-out frames (results/<profile>/probe/real_stats.npz). Called by the DiT trainer every eval.fid_every
+    steps for the FID-vs-compute curves (paper Fig. 5-6 analogue; offline proxy, not Inception FID)."""
     from pyramid_repro.eval.probe import load_probe
 
+    if not isinstance(videos, torch.Tensor) or videos.ndim not in (4, 5) or videos.shape[1] != 3:
+        shape = tuple(videos.shape) if hasattr(videos, "shape") else type(videos).__name__
+        raise ValueError(f"fid_probe_score: expected a tensor (N, 3, T, H, W) or (N, 3, H, W) in [-1, 1], got {shape}")
+    if videos.numel() and (videos.min() < -1.5 or videos.max() > 1.5):
+        raise ValueError(f"fid_probe_score: values in [{float(videos.min()):.2f}, {float(videos.max()):.2f}]; "
+                         "expected [-1, 1] (decoded videos, not uint8 or latents)")
+    frames = videos if videos.ndim == 4 else videos.transpose(1, 2).reshape(-1, 3, *videos.shape[-2:])
+    if len(frames) < 2:
+        raise ValueError("fid_probe_score: at least 2 frames are needed for a covariance")
     probe = load_probe(cfg)
-    frames = videos.transpose(1, 2).reshape(-1, *videos.shape[1:2], *videos.shape[-2:])
-    return frechet_to_real(probe_features(probe, [frames]), cfg)
+    return frechet_to_real(probe_features(probe, [frames.float()]), cfg)
 
 
 def inception_features(videos: list[np.ndarray], path: str | None, batch: int = 64) -> np.ndarray:
@@ -253,11 +263,7 @@ def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, vi
         return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")}, "fid": None,
                 "extra": {"missing_vbench_dimensions": agg["missing"]}}
     if backend == "evalcrafter":
-        root = cfg.eval.evalcrafter_path
-        if not root or not Path(root).is_dir():
-            raise ConfigError(f"eval.evalcrafter_path={root!r}: EvalCrafter (code + models) must be installed locally")
-        res = Path(root) / "results.json"
-        if not res.is_file():
-            raise ConfigError(f"{res}: run EvalCrafter on {video_dir} first; this backend reads its results.json")
-        return {"dimensions": json.loads(res.read_text()), "aggregate": {}, "fid": None, "extra": {}}
+        from pyramid_repro.eval.evalcrafter import score_evalcrafter
+
+        return score_evalcrafter(cfg, Path(video_dir))
     raise ConfigError(f"unknown backend {backend!r}; expected one of {sorted(LABELS)}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.data.video_io import read_video
-from pyramid_repro.eval.backends import LABELS, score
+from pyramid_repro.eval.backends import FRAME_BACKENDS, LABELS, score
 from pyramid_repro.eval.prompts import load_suite
 from pyramid_repro.provenance import provenance, write_json
 
@@ -25,17 +25,22 @@ def score_experiment(cfg: Config, experiment: str, backend: str, videos: Path | 
         raise FileNotFoundError(f"{index}: no samples index; run `pyramid-repro sample --experiment {experiment}`")
     samples = json.loads(index.read_text())["samples"]
     by_id = {p.id: p for p in load_suite(suite, cfg)}
+    if not samples:
+        raise ValueError(f"{index}: 'samples' is empty; nothing to score")
     vids, prompts = [], []
     for s in samples:
         if s["prompt_id"] not in by_id:
             raise KeyError(f"{index}: prompt_id {s['prompt_id']!r} is not in suite {suite!r}")
-        vids.append(read_video(videos / s["path"])[0])
+        if not (videos / s["path"]).is_file():
+            raise FileNotFoundError(f"{index}: sample {s['path']!r} (prompt {s['prompt_id']!r}) not found in {videos}")
+        if backend in FRAME_BACKENDS:  # vbench / evalcrafter read the files themselves
+            vids.append(read_video(videos / s["path"])[0])
         prompts.append(by_id[s["prompt_id"]])
     result = score(backend, vids, prompts, cfg, videos)
     prov = provenance(cfg, backend=backend, experiment=experiment)
     doc = {"backend": backend, "label": LABELS[backend], "experiment": experiment, "profile": cfg.profile,
            "config_hash": cfg.config_hash(), "commit": prov.get("commit"), "created_utc": prov.get("created_utc"),
-           "suite": suite, "n_videos": len(vids), **result, "provenance": prov}
+           "suite": suite, "n_videos": len(samples), **result, "provenance": prov}
     write_json(out or cfg.results_dir(experiment, "metrics", f"{backend}.json"), doc)
     return doc
 

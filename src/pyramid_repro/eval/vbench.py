@@ -12,7 +12,6 @@ The official VBench pins transformers 4.33 / numpy < 2, so it runs in its own en
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from pyramid_repro.config import Config, ConfigError
