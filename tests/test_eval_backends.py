@@ -1,0 +1,206 @@
+"""Scoring backends: the fid-probe distance behaves like a distance (real frames near the real statistics, noise far,
+clean-fid's routine), `pyramid-repro score` writes the agreed metrics JSON from a sampler-style folder, and the
+EvalCrafter / clean-fid adapters fail clearly without their local models. Fast: a seeded, untrained probe stands in
+for the trained one (its features still separate real frames from noise); the trained probe is covered in
+test_eval.py."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pyramid_repro.config import ConfigError, load_config
+from pyramid_repro.data.synthetic import Factors, render_clip, sample_factors
+from pyramid_repro.data.video_io import write_video
+from pyramid_repro.eval import backends as be
+from pyramid_repro.eval.evalcrafter import TABLE6_NAMES, parse_final_result
+from pyramid_repro.eval.probe import ProbeNet
+from pyramid_repro.eval.prompts import load_suite
+from pyramid_repro.eval.score import main as score_main
+from pyramid_repro.eval.score import score_experiment
+
+H = W = 16
+T = 5
+
+
+def _real(rng, n):
+    return [render_clip(sample_factors(rng, frames=T), H, W, T) for _ in range(n)]
+
+
+def _to_tensor(clips):  # list of uint8 (T, H, W, 3) -> (N, 3, T, H, W) in [-1, 1]
+    return torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
+@pytest.fixture(scope="module")
+def probe_cfg(tmp_path_factory):
+    """smoke config with results in a temporary folder holding a seeded probe and real-frame statistics."""
+    from safetensors.torch import save_file
+
+    cfg = load_config("smoke")
+    cfg.results = str(tmp_path_factory.mktemp("results"))
+    torch.manual_seed(0)
+    probe = ProbeNet().eval()
+    d = cfg.results_dir("probe")
+    d.mkdir(parents=True)
+    save_file(probe.state_dict(), str(d / "probe.safetensors"))
+    feats = be.probe_features(probe, _real(np.random.default_rng(1), 60))
+    np.savez(d / "real_stats.npz", mu=feats.mean(0), sigma=np.cov(feats, rowvar=False), n=len(feats))
+    return cfg
+
+
+def test_fid_probe_score_real_near_noise_far(probe_cfg):
+    rng = np.random.default_rng(2)
+    real = _to_tensor(_real(rng, 40))
+    noise = torch.rand_like(real) * 2 - 1
+    grey = torch.zeros_like(real)
+    f_real, f_noise, f_grey = (be.fid_probe_score(v, probe_cfg) for v in (real, noise, grey))
+    assert 0 <= f_real < 0.2 * min(f_noise, f_grey)
+    # frames (N, 3, H, W) are accepted too and give the same number as the clips they come from
+    frames = real.transpose(1, 2).reshape(-1, 3, H, W)
+    assert be.fid_probe_score(frames, probe_cfg) == pytest.approx(f_real, rel=1e-6)
+
+
+def test_fid_probe_uses_clean_fids_frechet_distance(probe_cfg, monkeypatch):
+    import cleanfid.fid
+
+    calls = []
+    orig = cleanfid.fid.frechet_distance
+    monkeypatch.setattr(cleanfid.fid, "frechet_distance", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    stats = np.load(probe_cfg.results_dir("probe", "real_stats.npz"))
+    # identical Gaussians -> 0
+    assert orig(stats["mu"], stats["sigma"], stats["mu"], stats["sigma"]) == pytest.approx(0, abs=1e-3)
+    be.fid_probe_score(_to_tensor(_real(np.random.default_rng(3), 4)), probe_cfg)
+    assert calls == [1]
+
+
+def test_fid_probe_score_rejects_bad_input(probe_cfg, tmp_path):
+    with pytest.raises(ValueError, match=r"expected a tensor \(N, 3, T, H, W\)"):
+        be.fid_probe_score(torch.zeros(2, 4, 5, H, W), probe_cfg)
+    with pytest.raises(ValueError, match=r"expected \[-1, 1\]"):
+        be.fid_probe_score(torch.full((2, 3, T, H, W), 255.0), probe_cfg)
+    cfg = load_config("smoke")
+    cfg.results = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train-probe"):
+        be.fid_probe_score(torch.zeros(2, 3, T, H, W), cfg)
+
+
+def _sample_dir(cfg, experiment, prompts, corrupt=False):
+    """A folder as the sampler writes it: <prompt text>-<i>.mp4 and samples.json."""
+    out = cfg.results_dir(experiment, "samples", cfg.eval.suite)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    samples = []
+    for p in prompts:
+        clip = render_clip(Factors.from_dict(p.factors), H, W, T)
+        if corrupt:
+            clip = rng.integers(0, 256, clip.shape, dtype=np.uint8)
+        name = f"{p.text}-0.mp4"
+        write_video(out / name, clip, fps=8)
+        samples.append({"prompt_id": p.id, "prompt": p.text, "sample_index": 0, "seed": 0, "path": name})
+    (out / "samples.json").write_text(json.dumps({"suite": cfg.eval.suite, "samples": samples}))
+    return out
+
+
+def test_score_writes_the_agreed_metrics_json(probe_cfg):
+    cfg = probe_cfg
+    prompts = load_suite("synthetic", cfg)[:9]
+    _sample_dir(cfg, "pyramid", prompts)
+    doc = score_experiment(cfg, "pyramid", "synthetic")
+    path = cfg.results_dir("pyramid", "metrics", "synthetic.json")
+    on_disk = json.loads(path.read_text())
+    for key in ("backend", "label", "experiment", "profile", "config_hash", "commit", "created_utc", "dimensions",
+                "aggregate", "fid", "n_videos", "extra"):
+        assert key in on_disk, key
+    assert on_disk["backend"] == "synthetic" and "synthetic proxy" in on_disk["label"] and on_disk["n_videos"] == 9
+    assert on_disk["experiment"] == "pyramid" and on_disk["profile"] == "smoke"
+    dims = doc["dimensions"]
+    assert all(0 <= v <= 1 for v in dims.values())
+    # the weight-free dimensions of real clips are near their best
+    assert dims["temporal_flickering"] > 0.95 and dims["background_consistency"] > 0.95
+    assert set(doc["aggregate"]) == {"total", "quality", "semantic"}
+    assert "human_action" in doc["extra"]["missing_vbench_dimensions"]
+    # the fid-probe backend through the CLI entry point, with --set for the results folder
+    rc = score_main(["--profile", "smoke", "--experiment", "pyramid", "--backend", "fid-probe",
+                     "--set", f"results={cfg.results}"])
+    fid = json.loads(cfg.results_dir("pyramid", "metrics", "fid-probe.json").read_text())
+    assert rc == 0 and fid["backend"] == "fid-probe" and fid["fid"] >= 0 and fid["extra"]["frames"] == 9 * T
+    # noise videos under another experiment: worse flicker and a larger probe FID
+    _sample_dir(cfg, "fullseq", prompts, corrupt=True)
+    bad = score_experiment(cfg, "fullseq", "synthetic")
+    assert bad["dimensions"]["temporal_flickering"] < dims["temporal_flickering"] - 0.2
+    assert score_experiment(cfg, "fullseq", "fid-probe")["fid"] > 2 * fid["fid"]
+
+
+def test_score_errors_name_the_file(probe_cfg):
+    cfg = probe_cfg
+    with pytest.raises(FileNotFoundError, match="samples.json"):
+        score_experiment(cfg, "no_temporal_pyramid", "synthetic")
+    d = cfg.results_dir("bidirectional", "samples", cfg.eval.suite)
+    d.mkdir(parents=True)
+    (d / "samples.json").write_text(json.dumps({"samples": [
+        {"prompt_id": "nope", "prompt": "x", "sample_index": 0, "seed": 0, "path": "x-0.mp4"}]}))
+    with pytest.raises(KeyError, match="'nope' is not in suite"):
+        score_experiment(cfg, "bidirectional", "synthetic")
+    p = load_suite("synthetic", cfg)[0]
+    (d / "samples.json").write_text(json.dumps({"samples": [
+        {"prompt_id": p.id, "prompt": p.text, "sample_index": 0, "seed": 0, "path": "gone-0.mp4"}]}))
+    with pytest.raises(FileNotFoundError, match="gone-0.mp4"):
+        score_experiment(cfg, "bidirectional", "synthetic")
+    with pytest.raises(ConfigError, match="unknown backend"):
+        be.score("imagenet-fid", [], [], cfg, d)
+
+
+FINAL_RESULT = (  # the layout of EvalCrafter's eval_from_metrics.py log
+    "2024-05-01 10:00:00 Metrics: {'VQA_A': 86.09, 'VQA_T': 88.31, 'IS': 18.49, 'clip_temp_score': 99.9, "
+    "'warping_error': 0.0019, 'face_consistency_score': nan, 'action_score': 67.58, 'motion_ac_score': 46.0, "
+    "'flow_score': 1.79, 'clip_score': 20.73, 'blip_bleu': 23.29, 'sd_score': 68.26, 'detection_score': 69.55, "
+    "'color_score': 47.74, 'count_score': 56.31, 'ocr_score': 68.55, 'celebrity_id_score': 44.72}\n"
+    "2024-05-01 10:00:00 Results: Visual Quality 60.12, Text-Video Alignment 58.03, Motion Quality 56.21, "
+    "Temporal Consistency 58.50, Total 233 \n")
+
+
+def test_evalcrafter_adapter(tmp_path):
+    cfg = load_config("smoke")
+    with pytest.raises(ConfigError, match="eval.evalcrafter_path"):
+        be.score("evalcrafter", [], [], cfg, tmp_path)
+    root = tmp_path / "EvalCrafter"
+    root.mkdir()
+    cfg.eval.evalcrafter_path = str(root)
+    with pytest.raises(ConfigError, match="checkpoints"):
+        be.score("evalcrafter", [], [], cfg, tmp_path)
+    (root / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match="final_result.txt"):
+        be.score("evalcrafter", [], [], cfg, tmp_path)
+    (root / "results").mkdir()
+    (root / "results/final_result.txt").write_text(FINAL_RESULT)
+    out = be.score("evalcrafter", [], [], cfg, tmp_path)
+    from pyramid_repro.report.paper import load_paper_table
+
+    t6 = set(load_paper_table("table6")["metric"])
+    assert set(TABLE6_NAMES.values()) == t6  # every EvalCrafter metric maps onto a Table 6 row
+    assert out["dimensions"]["CLIP-Temp"] == 99.9 and out["dimensions"]["Warping error"] == 0.0019
+    assert "Face consistency" not in out["dimensions"]  # nan = not measured
+    assert out["extra"]["evalcrafter_aspects"] == {"visual_quality": 60.12, "text_video_alignment": 58.03,
+                                                   "motion_quality": 56.21, "temporal_consistency": 58.5,
+                                                   "total": 233.0}
+    assert out["aggregate"] == {}  # EvalCrafter's scale never lands in the VBench columns of Table 1
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Metrics: {'VQA_X': 1.0}")
+    with pytest.raises(ValueError, match="unknown EvalCrafter metric"):
+        parse_final_result(bad)
+    bad.write_text("nothing here")
+    with pytest.raises(ValueError, match="no 'Metrics"):
+        parse_final_result(bad)
+
+
+def test_clean_fid_never_downloads(tmp_path, monkeypatch):
+    import cleanfid.downloads_helper as dl
+
+    monkeypatch.setattr(dl, "check_download_url", lambda *a, **k: pytest.fail("clean-fid tried to download"))
+    cfg = load_config("smoke")
+    clip = [np.zeros((2, 8, 8, 3), np.uint8)]
+    for path in (None, str(tmp_path / "inception-2015-12-05.pt"), str(tmp_path / "other.pt")):
+        cfg.eval.inception_path = path
+        with pytest.raises(ConfigError, match="eval.inception_path"):
+            be.score("clean-fid", clip, [], cfg, tmp_path)
