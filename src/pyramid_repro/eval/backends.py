@@ -189,9 +189,11 @@ def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
     if not isinstance(videos, torch.Tensor) or videos.ndim not in (4, 5) or videos.shape[1] != 3:
         shape = tuple(videos.shape) if hasattr(videos, "shape") else type(videos).__name__
         raise ValueError(f"fid_probe_score: expected a tensor (N, 3, T, H, W) or (N, 3, H, W) in [-1, 1], got {shape}")
-    if videos.numel() and (videos.min() < -1.5 or videos.max() > 1.5):
+    if videos.numel() and (videos.min() < -5 or videos.max() > 5):
         raise ValueError(f"fid_probe_score: values in [{float(videos.min()):.2f}, {float(videos.max()):.2f}]; "
                          "expected [-1, 1] (decoded videos, not uint8 or latents)")
+    # a decoder's small overshoot is clipped as it would be when the video is written to uint8
+    videos = videos.clamp(-1, 1)
     frames = videos if videos.ndim == 4 else videos.transpose(1, 2).reshape(-1, 3, *videos.shape[-2:])
     if len(frames) < 2:
         raise ValueError("fid_probe_score: at least 2 frames are needed for a covariance")
