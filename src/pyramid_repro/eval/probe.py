@@ -104,22 +104,19 @@ def accuracies(model: ProbeNet, x: torch.Tensor, y: dict) -> dict[str, float]:
     }
 
 
-def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, batch: int = 64) -> dict:
-    out = out or cfg.results_dir("probe")
-    out.mkdir(parents=True, exist_ok=True)
-    steps = steps or cfg.eval.probe_steps
-    rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    # 8 random frames per training clip (more distinct positions of moving objects than 3); every frame of every
-    # held-out clip, so the accuracy rests on ~1000 frames on the tiny profile instead of a few hundred
-    x, y = _frames(cfg, "train", 8, rng)
-    xv, yv = _frames(cfg, "test", cfg.data.frames, rng)
+def fit_probe(x: torch.Tensor, y: dict[str, torch.Tensor], steps: int, batch: int = 64,
+              seed: int = 0) -> tuple[ProbeNet, float]:
+    """Train a ProbeNet on frames `x` (N, 3, H, W) in [-1, 1] with `frame_labels` targets: multi-label BCE on the
+    shapes and colours present, cross-entropy on object count and background; AdamW with a one-cycle schedule.
+    Returns the model (eval mode) and the last batch loss."""
+    if steps <= 0 or len(x) == 0:
+        raise ValueError(f"fit_probe: steps={steps}, frames={len(x)}; both must be positive")
+    torch.manual_seed(seed)
     model = ProbeNet()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    for step in tqdm(range(steps), desc="train probe"):
+    g = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc="train probe"):
         idx = torch.randint(0, len(x), (batch,), generator=g)
         xb = x[idx]
         # left-right mirroring keeps every label (the shapes are mirror-symmetric, relations are not read here)
@@ -133,6 +130,24 @@ def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, 
         loss.backward()
         opt.step()
         sched.step()
+    return model.eval(), float(loss.detach())
+
+
+def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, batch: int = 64) -> dict:
+    """`pyramid-repro train-probe`: fit the probe on real frames of the train split (clips and images), report its
+    accuracy on every frame of the held-out test clips, save probe.safetensors, probe.json and the held-out
+    real-frame feature statistics real_stats.npz (mean, covariance) used by fid-probe. Returns probe.json."""
+    out = out or cfg.results_dir("probe")
+    out.mkdir(parents=True, exist_ok=True)
+    steps = steps or cfg.eval.probe_steps
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    # 8 random frames per training clip (more distinct positions of moving objects than 3); every frame of every
+    # held-out clip, so the accuracy rests on ~1000 frames on the tiny profile instead of a few hundred
+    x, y = _frames(cfg, "train", 8, rng)
+    xv, yv = _frames(cfg, "test", cfg.data.frames, rng)
+    t0 = time.perf_counter()
+    model, loss = fit_probe(x, y, steps, batch, cfg.seed)
     train_seconds = time.perf_counter() - t0
     model.eval()
     acc = accuracies(model, xv, yv)
@@ -145,7 +160,7 @@ def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, 
     np.savez(out / "real_stats.npz", mu=feats.mean(0), sigma=np.cov(feats, rowvar=False), n=len(feats))
     info = {"label": "probe network for offline synthetic-proxy metrics (not VBench, not Inception)",
             "heldout_accuracy": acc, "heldout_frames": len(xv), "train_frames": len(x), "steps": steps,
-            "train_seconds": round(train_seconds, 1), "final_loss": float(loss),
+            "train_seconds": round(train_seconds, 1), "final_loss": loss,
             "provenance": provenance(cfg, backend="probe")}
     write_json(out / "probe.json", info)
     return info
