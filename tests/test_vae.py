@@ -15,11 +15,23 @@ from pyramid_repro.vae.evaluate import psnr, ssim
 from pyramid_repro.vae.model import CausalVideoVAE, build_vae
 
 
-@pytest.fixture(scope="module")
-def small_vae():
+@pytest.fixture(scope="module", params=[{}, {"patch_size": 2, "norm_eps": 1.0}], ids=["plain", "patch2"])
+def small_vae(request):
+    """The paper's design at toy size, and the tiny profile's variant (2x2 pixels folded into channels)."""
     torch.manual_seed(0)
     return CausalVideoVAE(channels=(8, 16, 16), layers_per_block=1, latent_channels=4, spatial_compression=4,
-                          temporal_compression=4).eval()
+                          temporal_compression=4, **request.param).eval()
+
+
+def test_patch_folding_is_exactly_invertible_and_checked():
+    vae = CausalVideoVAE(channels=(8, 8), layers_per_block=1, latent_channels=4, spatial_compression=4,
+                         temporal_compression=2, patch_size=4)
+    x = torch.randn(2, 3, 5, 8, 12)
+    folded = vae._fold(x)
+    assert folded.shape == (2, 48, 5, 2, 3)
+    torch.testing.assert_close(vae._unfold(folded), x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="patch_size=3 must be >= 1 and divide vae.spatial_compression=4"):
+        CausalVideoVAE(channels=(8, 8), spatial_compression=4, temporal_compression=2, patch_size=3)
 
 
 def test_causal_encoder_and_decoder(small_vae):

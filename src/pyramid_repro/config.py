@@ -101,6 +101,8 @@ class VAEConfig:
     channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
     layers_per_block: int = 2
     latent_channels: int = 16
+    patch_size: int = 1  # > 1: fold p x p pixels into channels first (part of spatial_compression; tiny = 2)
+    norm_eps: float = 1e-6  # GroupNorm epsilon (tiny = 1.0: a soft bound; see vae/model.py)
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     eval_clips: int = 16
