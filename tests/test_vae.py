@@ -125,3 +125,8 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     rows = (vae / "ledger.csv").read_text().strip().splitlines()
     assert len(rows) >= 2 and "resumed_from_step" in rows[0]
     assert json.loads((vae / "final" / "normalization.json").read_text())["video_scale"] > 0
+    # a changed configuration never resumes from the old run's checkpoints: they are moved aside
+    changed = _train(base, "--set", "vae.latent_channels=2", "--max-steps", "4")
+    assert "written under another configuration" in changed.stdout
+    assert list(base.glob("smoke/vae/checkpoints.stale-*/step_*.pt"))
+    assert [p.name for p in (vae / "checkpoints").glob("step_*.pt")] == ["step_00000004.pt"]

@@ -3,10 +3,18 @@
 A checkpoint is one file `step_<n>.pt` holding model and optimizer state, the step, the CPU RNG state and any
 `extra` payload (loss trace, EMA weights, scheduler state). It is written to a temporary file and renamed, so a
 kill during the write never leaves a truncated checkpoint; the newest `keep` files are kept.
+
+A checkpoint folder also records the fingerprint of the configuration that wrote it (`fingerprint.txt`):
+`resume_point` resumes only from checkpoints of the same configuration and moves checkpoints of another one
+aside (to `<folder>.stale-<fingerprint>`), so changing a profile value and rerunning retrains instead of
+failing on mismatched weights or silently continuing a different run.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -35,6 +43,35 @@ def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint in `folder`, or None."""
     ck = list_checkpoints(folder)
     return ck[-1][1] if ck else None
+
+
+def config_fingerprint(cfg: Any, sections: tuple[str, ...]) -> str:
+    """Short hash of the named top-level sections of a Config (the ones that change what a job trains)."""
+    tree = {k: getattr(cfg, k) for k in sections}
+    tree = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in tree.items()}
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def resume_point(folder: Path, fingerprint: str) -> Path | None:
+    """The newest checkpoint in `folder` written under `fingerprint`, or None to start fresh.
+
+    Checkpoints written under another (or an unrecorded) configuration are moved to
+    `<folder>.stale-<old fingerprint>` with a message; the folder is then stamped with `fingerprint`.
+    """
+    folder = Path(folder)
+    stamp = folder / "fingerprint.txt"
+    old = stamp.read_text().strip() if stamp.is_file() else "unrecorded"
+    if list_checkpoints(folder) and old != fingerprint:
+        dest = folder.with_name(f"{folder.name}.stale-{old}")
+        n = 1
+        while dest.exists():
+            dest, n = folder.with_name(f"{folder.name}.stale-{old}-{n}"), n + 1
+        folder.rename(dest)
+        print(f"checkpoints in {folder} were written under another configuration ({old}, now {fingerprint}); "
+              f"moved to {dest}, training from scratch")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    return latest_checkpoint(folder)
 
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module | dict[str, torch.nn.Module],

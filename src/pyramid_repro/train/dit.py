@@ -107,11 +107,16 @@ def _fid_point(model, cfg: Config, bank: CaptionBank, val_captions: list[str], v
     return float(fid_probe_score(torch.cat(frames), cfg))
 
 
+# what a DiT stage's training depends on (checkpoint fingerprint); eval/compute/report settings do not count
+DIT_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train")
+
+
 def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None = None,
                 max_steps: int | None = None) -> Path:
     """Train one curriculum stage; returns the stage folder (with done.json when finished)."""
     from pyramid_repro.models import build_dit, build_text_encoder
-    from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from pyramid_repro.train.checkpoint import (config_fingerprint, latest_checkpoint, load_checkpoint, resume_point,
+                                               save_checkpoint)
     from pyramid_repro.train.ledger import LedgerRecorder
     from pyramid_repro.train.runtime import check_finite, make_accelerator
     from pyramid_repro.vae import LatentDataset
@@ -159,6 +164,9 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     latent_size = tuple(latents.shape[-2:])
     text_tokens = cfg.text_encoder.max_tokens
     step0, trace, stats = 0, [], {"samples": 0, "tokens": 0, "flops": 0.0}
+    if accelerator.is_main_process:  # one process moves stale checkpoints aside and stamps the folder
+        resume_point(out / "checkpoints", config_fingerprint(cfg, DIT_SECTIONS))
+    accelerator.wait_for_everyone()
     ck = latest_checkpoint(out / "checkpoints")
     if ck is not None:
         state = load_checkpoint(ck, model=accelerator.unwrap_model(model), optimizer=opt)
