@@ -106,6 +106,21 @@ def test_probe_backend_scores_real_clips_above_noise(smoke_run: Path):
     assert fid_real < fid_noise
 
 
+def test_fid_kid_near_zero_for_one_distribution_and_grow_with_a_shift():
+    """KID (clean-fid's kernel_distance, unbiased MMD) is ~0 in expectation for two samples of one distribution and
+    grows with a mean shift; FID likewise; the subset draw is seeded (same inputs, same KID)."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 16))
+    same = rng.normal(size=(300, 16))
+    fid0, kid0 = be.fid_kid(same, real)
+    fid1, kid1 = be.fid_kid(same + 0.5, real)
+    fid2, kid2 = be.fid_kid(same + 1.0, real)
+    assert abs(kid0) < 0.01 and fid0 < 0.5
+    assert 0.01 < kid1 < kid2 and fid0 < fid1 < fid2
+    assert fid2 == pytest.approx(16 * 1.0, rel=0.15)  # |mean shift|^2 dominates the Frechet distance
+    assert be.fid_kid(same + 0.5, real) == (fid1, kid1)
+
+
 def test_clean_fid_backend_loads_local_inception_only(tmp_path):
     """clean-fid's Inception wrapper on a TorchScript stand-in with the same interface (no weights here)."""
     import torch

@@ -5,6 +5,7 @@ for the trained one (its features still separate real frames from noise); the tr
 test_eval.py."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -151,40 +152,100 @@ def test_score_errors_name_the_file(probe_cfg):
         be.score("imagenet-fid", [], [], cfg, d)
 
 
-FINAL_RESULT = (  # the layout of EvalCrafter's eval_from_metrics.py log
+FINAL_RESULT = (  # the layout of EvalCrafter's eval_from_metrics.py log; the paper's Table 6 metrics
     "2024-05-01 10:00:00 Metrics: {'VQA_A': 86.09, 'VQA_T': 88.31, 'IS': 18.49, 'clip_temp_score': 99.9, "
-    "'warping_error': 0.0019, 'face_consistency_score': nan, 'action_score': 67.58, 'motion_ac_score': 46.0, "
+    "'warping_error': 0.0019, 'face_consistency_score': @FACE@, 'action_score': 67.58, 'motion_ac_score': 46.0, "
     "'flow_score': 1.79, 'clip_score': 20.73, 'blip_bleu': 23.29, 'sd_score': 68.26, 'detection_score': 69.55, "
     "'color_score': 47.74, 'count_score': 56.31, 'ocr_score': 68.55, 'celebrity_id_score': 44.72}\n"
-    "2024-05-01 10:00:00 Results: Visual Quality 60.12, Text-Video Alignment 58.03, Motion Quality 56.21, "
-    "Temporal Consistency 58.50, Total 233 \n")
+    "2024-05-01 10:00:00 Results: Visual Quality @VQ@, Text-Video Alignment 57.01, Motion Quality 55.31, "
+    "Temporal Consistency @TC@, Total @TOTAL@ \n")
+# a stand-in for EvalCrafter's start.sh: checks its arguments and the staged videos, writes final_result.txt
+FAKE_START = """#!/usr/bin/env bash
+set -e
+test "$1" = "$PWD"
+ls "$2" > "$1/staged.txt"
+mkdir -p "$1/results"
+cp "$1/fixture.txt" "$1/results/final_result.txt"
+"""
+
+
+def _fixture(face="98.89", vq="67.94", tc="63.41", total="244"):
+    return FINAL_RESULT.replace("@FACE@", face).replace("@VQ@", vq).replace("@TC@", tc).replace("@TOTAL@", total)
+
+
+def test_evalcrafter_aggregate_on_table6():
+    """EvalCrafter's aspect models applied to the paper's Table 6 metrics (values worked out by hand from the
+    weights in EvalCrafter's eval_from_metrics.py: e.g. visual quality = 500 * (0.03004555 * 0.8609 +
+    0.02887537 * 0.8831 - 0.01382558 * 0.1849 + 0.08707462696457707) = 67.94)."""
+    from pyramid_repro.eval.evalcrafter import aggregate
+    from pyramid_repro.report.paper import load_paper_table
+
+    t6 = load_paper_table("table6")
+    agg = aggregate(dict(zip(t6["metric"], t6["score"])))
+    assert agg["visual_quality"] == pytest.approx(67.94, abs=0.01)
+    assert agg["temporal_consistency"] == pytest.approx(63.41, abs=0.01)
+    assert agg["total"] == pytest.approx(sum(v for k, v in agg.items() if k != "total"))
+    worse = aggregate({**dict(zip(t6["metric"], t6["score"])), "Warping error": 0.05})
+    assert worse["temporal_consistency"] < agg["temporal_consistency"]
+    assert math.isnan(aggregate({"VQA_A": 80.0})["total"])  # unmeasured inputs never count as 0
+
+
+def _sampled(folder, n=3):
+    folder.mkdir(parents=True)
+    recs = []
+    for i in range(n):
+        for k in range(2):
+            name = f"prompt {i}-{k}.mp4"
+            (folder / name).write_bytes(b"video")
+            recs.append({"prompt_id": f"evalcrafter_{i:04d}", "prompt": f"prompt {i}", "sample_index": k,
+                         "seed": 0, "path": name})
+    (folder / "samples.json").write_text(json.dumps({"suite": "evalcrafter", "samples": recs}))
+    return folder
 
 
 def test_evalcrafter_adapter(tmp_path):
     cfg = load_config("smoke")
+    videos = _sampled(tmp_path / "samples")
     with pytest.raises(ConfigError, match="eval.evalcrafter_path"):
-        be.score("evalcrafter", [], [], cfg, tmp_path)
+        be.score("evalcrafter", [], [], cfg, videos)
     root = tmp_path / "EvalCrafter"
     root.mkdir()
     cfg.eval.evalcrafter_path = str(root)
     with pytest.raises(ConfigError, match="checkpoints"):
-        be.score("evalcrafter", [], [], cfg, tmp_path)
+        be.score("evalcrafter", [], [], cfg, videos)
     (root / "checkpoints").mkdir()
-    with pytest.raises(FileNotFoundError, match="final_result.txt"):
-        be.score("evalcrafter", [], [], cfg, tmp_path)
+    (root / "start.sh").write_text(FAKE_START)
     (root / "results").mkdir()
-    (root / "results/final_result.txt").write_text(FINAL_RESULT)
-    out = be.score("evalcrafter", [], [], cfg, tmp_path)
+    (root / "results/final_result.txt").write_text("Metrics: {'VQA_A': 1.0}")  # a previous run: never read
+    (root / "fixture.txt").write_text(_fixture())
+    out = be.score("evalcrafter", [], [], cfg, videos)
+    assert (root / "staged.txt").read_text().split() == ["0000.mp4", "0001.mp4", "0002.mp4"]
+    assert out["extra"]["command"][0:2] == ["bash", str(root / "start.sh")]
+    assert out["extra"]["n_videos"] == 3
     from pyramid_repro.report.paper import load_paper_table
 
     t6 = set(load_paper_table("table6")["metric"])
     assert set(TABLE6_NAMES.values()) == t6  # every EvalCrafter metric maps onto a Table 6 row
     assert out["dimensions"]["CLIP-Temp"] == 99.9 and out["dimensions"]["Warping error"] == 0.0019
-    assert "Face consistency" not in out["dimensions"]  # nan = not measured
-    assert out["extra"]["evalcrafter_aspects"] == {"visual_quality": 60.12, "text_video_alignment": 58.03,
-                                                   "motion_quality": 56.21, "temporal_consistency": 58.5,
-                                                   "total": 233.0}
+    assert out["extra"]["evalcrafter_aspects_reported"] == {"visual_quality": 67.94, "text_video_alignment": 57.01,
+                                                            "motion_quality": 55.31, "temporal_consistency": 63.41,
+                                                            "total": 244.0}
+    assert out["extra"]["evalcrafter_aspects"]["total"] == pytest.approx(243.66, abs=0.01)
     assert out["aggregate"] == {}  # EvalCrafter's scale never lands in the VBench columns of Table 1
+    # nan = not measured: left out of the metrics, its aspect and the total are not checked
+    (root / "fixture.txt").write_text(_fixture(face="nan", tc="nan", total="nan"))
+    out = be.score("evalcrafter", [], [], cfg, videos)
+    assert "Face consistency" not in out["dimensions"]
+    assert "temporal_consistency" not in out["extra"]["evalcrafter_aspects_reported"]
+    # a Results line that does not follow from the Metrics line is caught
+    (root / "fixture.txt").write_text(_fixture(vq="60.12"))
+    with pytest.raises(ValueError, match="reports visual_quality 60.12 but its own Metrics line gives 67.94"):
+        be.score("evalcrafter", [], [], cfg, videos)
+    (root / "start.sh").write_text("#!/usr/bin/env bash\necho 'CUDA not available' >&2\nexit 3\n")
+    with pytest.raises(RuntimeError, match="(?s)exit 3.*CUDA not available"):
+        be.score("evalcrafter", [], [], cfg, videos)
+    with pytest.raises(FileNotFoundError, match="samples.json"):
+        be.score("evalcrafter", [], [], cfg, tmp_path)
     bad = tmp_path / "bad.txt"
     bad.write_text("Metrics: {'VQA_X': 1.0}")
     with pytest.raises(ValueError, match="unknown EvalCrafter metric"):

@@ -12,7 +12,8 @@
   dimensions present; the rest are listed as missing.
 * `fid-probe` (offline): Fréchet distance (clean-fid's frechet_distance) between probe features of generated
   frames and of real held-out frames.
-* `clean-fid`: FID with clean-fid's Inception from a local file (eval.inception_path); never downloads.
+* `clean-fid`: FID and KID (KID in `extra.kid`) with clean-fid's Inception from a local file
+  (eval.inception_path); never downloads.
 * `vbench`: the official VBench in its own environment (eval/vbench.py).
 * `evalcrafter`: EvalCrafter's raw metrics and aspect scores from a local installation (eval/evalcrafter.py).
 """
@@ -30,7 +31,7 @@ from pyramid_repro.eval import vbench as vb
 LABELS = {
     "synthetic": "synthetic proxy (not VBench)",
     "fid-probe": "probe-feature FID (offline proxy, not Inception FID)",
-    "clean-fid": "FID (clean-fid, Inception)",
+    "clean-fid": "FID/KID (clean-fid, Inception)",
     "vbench": "VBench (official)",
     "evalcrafter": "EvalCrafter (official)",
 }
@@ -251,22 +252,34 @@ def inception_features(videos: list[np.ndarray], path: str | None, batch: int = 
     return torch.cat(out).double().numpy()
 
 
-def inception_fid(videos: list[np.ndarray], cfg: Config) -> float:
-    """Inception FID of generated frames against the frames of the held-out (test split) real clips."""
-    from cleanfid.fid import frechet_distance
+def fid_kid(fake: np.ndarray, real: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """FID and KID between two feature sets with clean-fid's own routines (`frechet_distance`, `kernel_distance`:
+    the unbiased cubic-polynomial-kernel MMD of Binkowski et al. 2018 over 100 subsets); the subset draw is seeded
+    so the same features give the same KID."""
+    from cleanfid.fid import frechet_distance, kernel_distance
 
+    fid = frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
+    state = np.random.get_state()
+    np.random.seed(seed)  # kernel_distance draws its subsets from numpy's global generator
+    try:
+        kid = kernel_distance(fake, real)
+    finally:
+        np.random.set_state(state)
+    return float(fid), float(kid)
+
+
+def inception_fid(videos: list[np.ndarray], cfg: Config) -> tuple[float, float]:
+    """Inception FID and KID of generated frames against the frames of the held-out (test split) real clips."""
     from pyramid_repro.data.datasets import ClipDataset
 
     fake = inception_features(videos, cfg.eval.inception_path)
-    stats = cfg.results_dir("inception_real_stats.npz")
+    stats = cfg.results_dir("inception_real_features.npy")
     if not stats.is_file():
         ds = ClipDataset.from_config(cfg, "test", "video")
         real = [((ds[i]["video"].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy() for i in range(len(ds))]
-        f = inception_features(real, cfg.eval.inception_path)
         stats.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(stats, mu=f.mean(0), sigma=np.cov(f, rowvar=False))
-    r = np.load(stats)
-    return float(frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), r["mu"], r["sigma"]))
+        np.save(stats, inception_features(real, cfg.eval.inception_path))
+    return fid_kid(fake, np.load(stats), cfg.seed)
 
 
 def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
@@ -286,7 +299,8 @@ def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, vi
         fid = frechet_to_real(probe_features(load_probe(cfg), videos), cfg)
         return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"frames": int(sum(len(v) for v in videos))}}
     if backend == "clean-fid":
-        return {"dimensions": {}, "aggregate": {}, "fid": inception_fid(videos, cfg), "extra": {}}
+        fid, kid = inception_fid(videos, cfg)
+        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"kid": kid}}
     if backend == "vbench":
         from pyramid_repro.config import replication_dir
 
