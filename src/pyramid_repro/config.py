@@ -245,9 +245,13 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def config_hash(self) -> str:
-        """Short stable hash of the resolved tree (provenance of every artifact)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+    def config_hash(self, sections: tuple[str, ...] | None = None) -> str:
+        """Short stable hash of the resolved tree (provenance of every artifact), or of the named top-level
+        sections only (what a training job depends on: its checkpoint fingerprint)."""
+        tree = self.to_dict()
+        if sections is not None:
+            tree = {k: tree[k] for k in sections}
+        blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def results_dir(self, *parts: str) -> Path:

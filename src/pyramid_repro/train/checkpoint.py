@@ -12,9 +12,6 @@ failing on mismatched weights or silently continuing a different run.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 import re
 import tempfile
@@ -43,13 +40,6 @@ def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint in `folder`, or None."""
     ck = list_checkpoints(folder)
     return ck[-1][1] if ck else None
-
-
-def config_fingerprint(cfg: Any, sections: tuple[str, ...]) -> str:
-    """Short hash of the named top-level sections of a Config (the ones that change what a job trains)."""
-    tree = {k: getattr(cfg, k) for k in sections}
-    tree = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in tree.items()}
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def resume_point(folder: Path, fingerprint: str) -> Path | None:

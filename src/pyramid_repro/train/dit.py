@@ -115,8 +115,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
                 max_steps: int | None = None) -> Path:
     """Train one curriculum stage; returns the stage folder (with done.json when finished)."""
     from pyramid_repro.models import build_dit, build_text_encoder
-    from pyramid_repro.train.checkpoint import (config_fingerprint, latest_checkpoint, load_checkpoint, resume_point,
-                                               save_checkpoint)
+    from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, resume_point, save_checkpoint
     from pyramid_repro.train.ledger import LedgerRecorder
     from pyramid_repro.train.runtime import check_finite, make_accelerator
     from pyramid_repro.vae import LatentDataset
@@ -165,7 +164,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     text_tokens = cfg.text_encoder.max_tokens
     step0, trace, stats = 0, [], {"samples": 0, "tokens": 0, "flops": 0.0}
     if accelerator.is_main_process:  # one process moves stale checkpoints aside and stamps the folder
-        resume_point(out / "checkpoints", config_fingerprint(cfg, DIT_SECTIONS))
+        resume_point(out / "checkpoints", cfg.config_hash(DIT_SECTIONS))
     accelerator.wait_for_everyone()
     ck = latest_checkpoint(out / "checkpoints")
     if ck is not None:

@@ -55,6 +55,13 @@ def frame_norm(channels: int, eps: float = 1e-6) -> nn.Module:
     return nn.GroupNorm(min(32, channels // 4) if channels >= 8 else 1, channels, eps=eps)
 
 
+def per_frame(fn, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2D map (N, C, H, W) -> (N, C', H', W') to every frame of a (B, C, T, H, W) video."""
+    B, C, T, H, W = x.shape
+    y = fn(x.transpose(1, 2).reshape(B * T, C, H, W))
+    return y.reshape(B, T, *y.shape[1:]).transpose(1, 2)
+
+
 class PerFrame(nn.Module):
     """Apply a 2D module frame by frame (keeps normalisation statistics within a frame: causal)."""
 
@@ -63,9 +70,7 @@ class PerFrame(nn.Module):
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, T, H, W = x.shape
-        y = self.module(x.transpose(1, 2).reshape(B * T, C, H, W))
-        return y.reshape(B, T, *y.shape[1:]).transpose(1, 2)
+        return per_frame(self.module, x)
 
 
 class ResBlock(nn.Module):
@@ -116,9 +121,7 @@ class Up(nn.Module):
             head, rest = (x[:, :, :1], x[:, :, 1:]) if self.first_chunk else (x[:, :, :0], x)
             x = torch.cat([head, rest.repeat_interleave(2, dim=2)], dim=2)
         if self.spatial:
-            B, C, T, H, W = x.shape
-            x = F.interpolate(x.transpose(1, 2).reshape(B * T, C, H, W), scale_factor=2.0, mode="nearest")
-            x = self.conv.module(x).reshape(B, T, C, 2 * H, 2 * W).transpose(1, 2)
+            x = per_frame(lambda f: self.conv.module(F.interpolate(f, scale_factor=2.0, mode="nearest")), x)
         return x
 
 
@@ -182,20 +185,12 @@ class CausalVideoVAE(ModelMixin, ConfigMixin):
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, C*p*p, T, H/p, W/p), frame by frame (identity for patch_size 1)."""
         p = self.config.patch_size
-        if p == 1:
-            return x
-        B, C, T, H, W = x.shape
-        y = F.pixel_unshuffle(x.transpose(1, 2).reshape(B * T, C, H, W), p)
-        return y.reshape(B, T, *y.shape[1:]).transpose(1, 2)
+        return x if p == 1 else per_frame(lambda f: F.pixel_unshuffle(f, p), x)
 
     def _unfold(self, x: torch.Tensor) -> torch.Tensor:
         """Inverse of _fold."""
         p = self.config.patch_size
-        if p == 1:
-            return x
-        B, C, T, H, W = x.shape
-        y = F.pixel_shuffle(x.transpose(1, 2).reshape(B * T, C, H, W), p)
-        return y.reshape(B, T, *y.shape[1:]).transpose(1, 2)
+        return x if p == 1 else per_frame(lambda f: F.pixel_shuffle(f, p), x)
 
     def latent_frames(self, frames: int) -> int:
         T = self.config.temporal_compression

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, save_config
 from pyramid_repro.provenance import provenance, write_json
-from pyramid_repro.train.checkpoint import config_fingerprint, load_checkpoint, resume_point, save_checkpoint
+from pyramid_repro.train.checkpoint import load_checkpoint, resume_point, save_checkpoint
 from pyramid_repro.train.ledger import LedgerRecorder
 from pyramid_repro.train.runtime import check_finite, make_accelerator
 from pyramid_repro.vae.losses import VAELoss
@@ -73,7 +73,7 @@ def train_vae(cfg: Config, out: Path | None = None, max_steps: int | None = None
     ema = {k: v.detach().clone() for k, v in vae.state_dict().items()} if tc.ema_decay > 0 else None
 
     step0, trace = 0, []
-    ck = resume_point(out / "checkpoints", config_fingerprint(cfg, VAE_SECTIONS))
+    ck = resume_point(out / "checkpoints", cfg.config_hash(VAE_SECTIONS))
     if ck is not None:
         st = load_checkpoint(ck, models, opts)
         step0, trace, ema = st["step"], st["extra"]["trace"], st["extra"].get("ema")
