@@ -124,3 +124,27 @@ def test_cli_reports_config_errors(capsys):
     assert cli_main(["config", "--profile", "tiny", "--set", "modle.depth=2"]) == 2
     assert "modle" in capsys.readouterr().err
     assert cli_main(["--help"]) == 0
+
+
+def test_shared_image_stage_owner_and_plan():
+    """train.share_image_stage: the ablations that differ from `pyramid` only in what one frame never reads train
+    no image stage of their own; fullseq (other schedule) and every video stage stay per experiment."""
+    from pyramid_repro.experiments import stage_owner, training_experiments
+    from pyramid_repro.workflow import Plan
+
+    for exp in ("no_temporal_pyramid", "bidirectional", "no_history_corruption"):
+        assert stage_owner(exp, "image", True) == "pyramid"
+        assert stage_owner(exp, "image", False) == exp
+        assert stage_owner(exp, "video", True) == exp
+    assert stage_owner("fullseq", "image", True) == "fullseq"
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        stage_owner("nope", "image", True)
+    shared = Plan({"profile": "tiny"})
+    assert shared.cfg["train"]["share_image_stage"] is True
+    assert shared.previous_stage("bidirectional", "video_lowres") == [f"{shared.res}/pyramid/dit/image/done.json"]
+    assert shared.previous_stage("bidirectional", "video_highres") == [
+        f"{shared.res}/bidirectional/dit/video_lowres/done.json"]
+    runs = {d for e in training_experiments() for d in shared.stages_done(e)}
+    assert len(runs) == 3 * len(training_experiments()) - 3  # three ablations borrow pyramid's image stage
+    own = Plan({"profile": "paper"})
+    assert own.previous_stage("bidirectional", "video_lowres") == [f"{own.res}/bidirectional/dit/image/done.json"]

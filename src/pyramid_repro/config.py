@@ -199,6 +199,12 @@ class DiTTrainConfig:
     precision: Literal["fp32", "bf16"] = "bf16"
     fid_every: int = 0  # 0 = no FID curve
     fid_samples: int = 0
+    # train an image (one-frame) stage once for all experiments whose settings differ only in what one frame
+    # never reads (history, attention across frames); they start their video stages from its weights
+    share_image_stage: bool = False
+    # equal compute instead of equal steps: every experiment's stage runs as many steps as spend this experiment's
+    # expected training FLOPs of that stage (PAPER.md section 7 compares the pyramid at equal compute)
+    match_compute_to: str | None = None
 
 
 @dataclass
@@ -245,14 +251,26 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def config_hash(self, sections: tuple[str, ...] | None = None) -> str:
+    def config_hash(self, sections: tuple[str, ...] | None = None,
+                    drop: tuple[tuple[str, ...], ...] = ()) -> str:
         """Short stable hash of the resolved tree (provenance of every artifact), or of the named top-level
-        sections only (what a training job depends on: its checkpoint fingerprint)."""
+        sections only, without the `drop` key paths (what a training job depends on: its checkpoint
+        fingerprint)."""
         tree = self.to_dict()
         if sections is not None:
             tree = {k: tree[k] for k in sections}
+        for path in drop:
+            node = tree
+            for k in path[:-1]:
+                node = node.get(k, {})
+            node.pop(path[-1], None)
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    def for_experiment(self, experiment: str) -> "Config":
+        """The same profile and user overrides resolved for another experiment of experiments.yaml (a config read
+        back with load_config_file has no separate user overrides: its values count as the profile's)."""
+        return load_config(self.profile, getattr(self, "_user_overrides", None), experiment)
 
     def results_dir(self, *parts: str) -> Path:
         return Path(self.results, self.profile, *parts)
@@ -456,6 +474,7 @@ def load_config(
     tree = resolve_tree(profile, overrides, experiment)
     cfg = _build(Config, tree, "")
     check_consistency(cfg)
+    cfg._user_overrides = dict(overrides or {})  # not a field: not hashed, not saved (see for_experiment)
     return cfg
 
 
@@ -496,6 +515,13 @@ def check_consistency(cfg: Config) -> None:
         errs.append("pyramid.history_corruption must be [low, high] with 0 <= low <= high < 1")
     if m.hidden_size % m.num_heads:
         errs.append(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+    ref = cfg.train.match_compute_to
+    if ref is not None:
+        from pyramid_repro.experiments import training_experiments
+
+        if ref not in training_experiments():
+            errs.append(f"train.match_compute_to={ref!r} is not a training experiment of replication/experiments.yaml "
+                        f"({', '.join(training_experiments())})")
     factor = v.spatial_compression * 2 ** (p.stages - 1) * m.patch_size
     shapes = [("data", cfg.data.height, cfg.data.width, cfg.data.frames)]
     shapes += [(f"train.curriculum[{i}]", s.height, s.width, s.frames) for i, s in enumerate(cfg.train.curriculum)]

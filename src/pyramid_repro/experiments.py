@@ -63,3 +63,37 @@ def experiment_overrides(name: str) -> dict[str, Any]:
 
 def training_experiments() -> list[str]:
     return [n for n, e in _load().items() if e.trains]
+
+
+# Settings an image (one-frame) curriculum stage never reads: it has no history frames, and with one frame the
+# blockwise causal and the bidirectional attention masks are the same.
+IMAGE_STAGE_UNUSED: tuple[tuple[str, ...], ...] = (
+    ("pyramid", "temporal_pyramid"), ("pyramid", "history_corruption"), ("model", "attention"))
+
+
+def _flat(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out: dict[tuple[str, ...], Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def stage_owner(name: str, stage_kind: str, share_image_stage: bool) -> str:
+    """The training experiment that runs `name`'s curriculum stage of kind `stage_kind` (train.share_image_stage).
+
+    Every experiment runs its own video stages. With sharing on, an image stage is run once, by the first
+    experiment of experiments.yaml whose overrides differ from `name`'s only in IMAGE_STAGE_UNUSED: the user's
+    overrides apply to every experiment alike, so the two runs would be the same computation step for step.
+    """
+    get_experiment(name)
+    if not share_image_stage or stage_kind != "image":
+        return name
+
+    def used(exp: str) -> dict:
+        return {k: v for k, v in _flat(get_experiment(exp).overrides).items() if k not in IMAGE_STAGE_UNUSED}
+
+    mine = used(name)
+    return next(e for e in training_experiments() + [name] if used(e) == mine)

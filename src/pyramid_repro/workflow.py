@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from pyramid_repro.config import load_config
-from pyramid_repro.experiments import experiments, training_experiments
+from pyramid_repro.experiments import experiments, stage_owner, training_experiments
 
 
 def coerce_cli_values(node: Any) -> Any:
@@ -69,9 +69,18 @@ class Plan:
     def experiment_overrides(self, name: str) -> str:
         return json.dumps(experiments()[name].overrides, sort_keys=True)
 
+    def stage_done(self, experiment: str, stage: str) -> str:
+        """done.json of `experiment`'s run of `stage`: its own, or the shared one (train.share_image_stage)."""
+        kind = self.cfg["train"]["curriculum"][self.curriculum.index(stage)]["kind"]
+        owner = stage_owner(experiment, kind, self.cfg["train"]["share_image_stage"])
+        return f"{self.res}/{owner}/dit/{stage}/done.json"
+
+    def stages_done(self, experiment: str) -> list[str]:
+        return [self.stage_done(experiment, s) for s in self.curriculum]
+
     def previous_stage(self, experiment: str, stage: str) -> list[str]:
         i = self.curriculum.index(stage)
-        return [] if i == 0 else [f"{self.res}/{experiment}/dit/{self.curriculum[i - 1]}/done.json"]
+        return [] if i == 0 else [self.stage_done(experiment, self.curriculum[i - 1])]
 
     def final_checkpoint(self, experiment: str) -> str:
         """done.json of the last stage of the experiment whose weights `experiment` samples."""

@@ -1,5 +1,7 @@
 # Three-stage DiT curriculum per training experiment (PAPER.md section 5, Table 4):
 #   stage 1 images -> stage 2 low-res video -> stage 3 high-res video; each resumes from the previous stage.
+#   With train.share_image_stage (tiny profile) the ablations whose image stage is the same computation as
+#   pyramid's start from pyramid's (PLAN.stage_done).
 # Outputs of a stage: {RES}/{experiment}/dit/{stage}/done.json (checkpoints beside it are kept on failure,
 # so a rerun resumes; they are not declared outputs for that reason).
 
@@ -42,7 +44,7 @@ rule train_dit:
 rule fid_curve:
     """One FID-vs-compute curve per experiment across the three curriculum stages."""
     input:
-        lambda wc: [f"{RES}/{wc.experiment}/dit/{s}/done.json" for s in CURRICULUM],
+        lambda wc: PLAN.stages_done(wc.experiment),
     output:
         f"{RES}/{{experiment}}/fid_curve.csv",
     wildcard_constraints:

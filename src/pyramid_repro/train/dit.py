@@ -25,6 +25,7 @@ from tqdm import tqdm
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError, CurriculumStage, save_config
 from pyramid_repro.eval.generate import TextCondition, generate_latents
+from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.provenance import provenance, write_json
 from pyramid_repro.train.sequences import make_batch
@@ -39,6 +40,12 @@ def stage_dir(res: Path, experiment: str, stage: str) -> Path:
 def final_model_dir(res: Path, experiment: str, stage: str) -> Path:
     """Folder of a stage's final (EMA) weights, loadable with `load_dit_for_sampling`."""
     return stage_dir(res, experiment, stage) / "final"
+
+
+def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
+    """Folder of `experiment`'s run of `stage`: its own, or the one it shares (train.share_image_stage)."""
+    owner = stage_owner(experiment, stage.kind, cfg.train.share_image_stage)
+    return stage_dir(Path(cfg.results) / cfg.profile, owner, stage.name)
 
 
 def _stage(cfg: Config, name: str) -> tuple[int, CurriculumStage]:
@@ -111,6 +118,45 @@ def _fid_point(model, cfg: Config, bank: CaptionBank, val_captions: list[str], v
 DIT_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train")
 
 
+def expected_sample_flops(cfg: Config, stage: CurriculumStage) -> float:
+    """Expected training FLOPs (forward + backward, text tokens included) of one sample of `stage`, as make_batch
+    draws it: pyramid stage k ~ pyramid.stage_weights and learnt latent frame j ~ U{0..T-1} with its compressed
+    history (uncompressed without the temporal pyramid); the full-sequence baseline runs all T frames at full
+    resolution. Attention is quadratic in the tokens, so this averages FLOPs, not tokens."""
+    p, m, v = cfg.pyramid, cfg.model, cfg.vae
+    h, w = stage.height // v.spatial_compression, stage.width // v.spatial_compression
+    T = cost.latent_frames(stage.frames, v.temporal_compression)
+
+    def flops(video_tokens: float) -> float:
+        return cost.training_flops(video_tokens + cfg.text_encoder.max_tokens, m.depth, m.hidden_size, m.mlp_ratio)
+
+    if p.stages == 1:
+        return flops(cost.fullseq_training_tokens(h, w, m.patch_size, T))
+    weights = p.stage_weights or [1.0] * p.stages
+    return sum(wk / sum(weights) / T * flops(cost.pyramid_sample_tokens(h, w, m.patch_size, j + 1, p.stages, k,
+                                                                           p.temporal_pyramid))
+               for k, wk in enumerate(weights) for j in range(T))
+
+
+def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
+    """Optimizer steps of `experiment`'s run of `stage`: the profile's, or with train.match_compute_to as many as
+    spend the reference experiment's expected FLOPs of that stage (its steps x batch x FLOPs per sample), so
+    the full-sequence baseline and the uncompressed-history ablation are compared at equal compute."""
+    ref = cfg.train.match_compute_to
+    if ref is None or ref == experiment:
+        return stage.steps
+    ref_cfg = cfg.for_experiment(ref)
+    ref_stage = next(s for s in ref_cfg.train.curriculum if s.name == stage.name)
+    budget = ref_stage.steps * ref_stage.batch_size * expected_sample_flops(ref_cfg, ref_stage)
+    return max(1, round(budget / (stage.batch_size * expected_sample_flops(cfg, stage))))
+
+
+def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
+    """Hash of the settings a stage's training reads (an image stage ignores IMAGE_STAGE_UNUSED), so the
+    experiments that share an image stage agree on its checkpoints."""
+    return cfg.config_hash(DIT_SECTIONS, IMAGE_STAGE_UNUSED if stage.kind == "image" else ())
+
+
 def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None = None,
                 max_steps: int | None = None) -> Path:
     """Train one curriculum stage; returns the stage folder (with done.json when finished)."""
@@ -122,6 +168,11 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
 
     res = Path(cfg.results) / cfg.profile
     idx, st = _stage(cfg, stage_name)
+    owner = stage_owner(experiment, st.kind, cfg.train.share_image_stage)
+    if owner != experiment:
+        print(f"{experiment}/{stage_name} is the same computation as {owner}/{stage_name} "
+              "(train.share_image_stage): training it there")
+        experiment = owner
     out = out or stage_dir(res, experiment, stage_name)
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -143,7 +194,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     torch.manual_seed(cfg.seed)
     model = build_dit(cfg, encoder.token_dim, encoder.pooled_dim)
     if idx > 0:  # the curriculum: start from the previous stage's final weights
-        prev = final_model_dir(res, experiment, cfg.train.curriculum[idx - 1].name)
+        prev = owned_stage_dir(cfg, experiment, cfg.train.curriculum[idx - 1]) / "final"
         if not (prev / "config.json").exists():
             raise FileNotFoundError(f"stage {stage_name!r} starts from {prev}, which does not exist: train stage "
                                     f"{cfg.train.curriculum[idx - 1].name!r} first")
@@ -158,13 +209,13 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     # global batch = micro-batch x accumulation steps x data-parallel processes (Table 4's batch sizes are global)
     accum = max(1, st.batch_size // (micro * accelerator.num_processes))
     main_process = accelerator.is_main_process
-    steps = st.steps
+    steps = stage_steps(cfg, experiment, st)
     stop = steps if max_steps is None else min(steps, max_steps)  # an early stop leaves a checkpoint to resume
     latent_size = tuple(latents.shape[-2:])
     text_tokens = cfg.text_encoder.max_tokens
     step0, trace, stats = 0, [], {"samples": 0, "tokens": 0, "flops": 0.0}
     if accelerator.is_main_process:  # one process moves stale checkpoints aside and stamps the folder
-        resume_point(out / "checkpoints", cfg.config_hash(DIT_SECTIONS))
+        resume_point(out / "checkpoints", stage_fingerprint(cfg, st))
     accelerator.wait_for_everyone()
     ck = latest_checkpoint(out / "checkpoints")
     if ck is not None:
@@ -175,8 +226,8 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
         sched_lr.load_state_dict(state["extra"]["lr"])
         print(f"resuming {experiment}/{stage_name} from step {step0} ({ck})")
     job0 = dict(stats)  # this job's share of the work goes to its ledger row
-    prev_steps = sum(s.steps for s in cfg.train.curriculum[:idx])
-    prev_stats = _previous_stats(res, experiment, cfg, idx)
+    prev_steps = sum(stage_steps(cfg, experiment, s) for s in cfg.train.curriculum[:idx])
+    prev_stats = _previous_stats(cfg, experiment, idx)
     fid_path = out / "fid.csv"
     if step0 == 0 and fid_path.exists():
         fid_path.unlink()
@@ -247,16 +298,17 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     return out
 
 
-def _previous_stats(res: Path, experiment: str, cfg: Config, idx: int) -> dict:
+def _previous_stats(cfg: Config, experiment: str, idx: int) -> dict:
     """Cumulative samples/tokens/FLOPs of the earlier curriculum stages (for compute-axis FID curves)."""
     acc = {"samples": 0, "tokens": 0, "flops": 0.0, "device_hours": 0.0}
     for s in cfg.train.curriculum[:idx]:
-        f = stage_dir(res, experiment, s.name) / "done.json"
+        folder = owned_stage_dir(cfg, experiment, s)
+        f = folder / "done.json"
         if f.exists():
             d = json.loads(f.read_text())
             for k in ("samples", "tokens", "flops"):
                 acc[k] += d.get(k) or 0
-        fid = stage_dir(res, experiment, s.name) / "fid.csv"
+        fid = folder / "fid.csv"
         if fid.exists():
             rows = list(csv.DictReader(fid.open()))
             if rows:
@@ -296,10 +348,9 @@ def _write_log(path: Path, trace: list[float]) -> None:
 
 def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
     """Concatenate the stages' fid.csv files into one curve (results/<profile>/<experiment>/fid_curve.csv)."""
-    res = Path(cfg.results) / cfg.profile
     rows = []
     for s in cfg.train.curriculum:
-        f = stage_dir(res, experiment, s.name) / "fid.csv"
+        f = owned_stage_dir(cfg, experiment, s) / "fid.csv"
         if f.exists():
             rows += list(csv.DictReader(f.open()))
     out.parent.mkdir(parents=True, exist_ok=True)
