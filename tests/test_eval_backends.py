@@ -265,3 +265,21 @@ def test_clean_fid_never_downloads(tmp_path, monkeypatch):
         cfg.eval.inception_path = path
         with pytest.raises(ConfigError, match="eval.inception_path"):
             be.score("clean-fid", clip, [], cfg, tmp_path)
+
+
+def test_prompted_motion_on_ground_truth_static_and_reversed_clips():
+    """Rendered ground truth moves the prompted way by the prompted distance; the same clip frozen or played
+    backwards does not."""
+    cfg = load_config("tiny")
+    moving = [p for p in load_suite("synthetic", cfg) if p.factors["direction"] != "static"]
+    assert moving
+    clips = [render_clip(Factors.from_dict(p.factors), 32, 32, cfg.data.frames) for p in moving]
+    truth = be.prompted_motion(clips, moving)
+    assert truth["videos"] == len(moving)
+    assert truth["direction_accuracy"] == 1.0 and truth["displacement_ratio"] == pytest.approx(1.0, abs=0.1)
+    frozen = be.prompted_motion([np.repeat(c[:1], len(c), 0) for c in clips], moving)
+    assert frozen["direction_accuracy"] == 0.0 and abs(frozen["displacement_ratio"]) < 0.05
+    backwards = be.prompted_motion([c[::-1] for c in clips], moving)
+    assert backwards["direction_accuracy"] == 0.0 and backwards["displacement_ratio"] == pytest.approx(-1.0, abs=0.1)
+    static = [p for p in load_suite("synthetic", cfg) if p.factors["direction"] == "static"][:2]
+    assert be.prompted_motion([clips[0], clips[0]], static) == {"videos": 0}
