@@ -93,3 +93,77 @@ def test_image_stage_is_the_same_computation_for_the_ablations_that_share_it(smo
         a, b = _weights(ref / "final"), _weights(out / "final")
         same = _trace(ref) == _trace(out) and all((a[k] == b[k]).all() for k in a)
         assert same == (exp != "fullseq"), exp
+
+
+def test_shared_image_stage_trains_once_and_the_ablation_starts_from_it(smoke_run: Path, tmp_path: Path):
+    """train.share_image_stage on the command line: `train-dit --experiment bidirectional --stage image` trains
+    pyramid's image stage (once), and bidirectional's first video stage starts from its weights."""
+    import os
+
+    res = tmp_path / "results" / "smoke"
+    res.mkdir(parents=True)
+    for d in ("data", "vae", "latents", "probe", "text_cache"):
+        (res / d).symlink_to(smoke_run / "results" / "smoke" / d)
+    base = [sys.executable, "-m", "pyramid_repro.cli", "train-dit", "--profile", "smoke", "--threads", "1",
+            "--set", f"results={tmp_path}/results", "--set", "train.share_image_stage=true",
+            "--set", "train.fid_every=0"]
+    env = {k: v for k, v in os.environ.items() if k != "PYRAMID_REPRO_OVERRIDES"}
+    r = subprocess.run(base + ["--experiment", "bidirectional", "--stage", "image"], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "same computation as pyramid/image" in r.stdout
+    assert (res / "pyramid" / "dit" / "image" / "done.json").is_file()
+    assert not (res / "bidirectional" / "dit" / "image").exists()
+    ledger = list(csv.DictReader(open(res / "pyramid" / "dit" / "image" / "ledger.csv")))
+    assert [row["experiment"] for row in ledger] == ["pyramid"]
+    r = subprocess.run(base + ["--experiment", "bidirectional", "--stage", "video_lowres", "--max-steps", "2"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (res / "bidirectional" / "dit" / "video_lowres" / "checkpoints").is_dir()
+
+
+def test_expected_sample_flops_is_the_mean_over_make_batch_draws():
+    """The FLOPs that train.match_compute_to equalises are the trainer's own accounting: the analytic expectation
+    over stages and learnt frames equals the Monte-Carlo mean of make_batch's sequences."""
+    import torch
+
+    from pyramid_repro.config import load_config
+    from pyramid_repro.flow import PyramidSchedule, cost
+    from pyramid_repro.train.dit import expected_sample_flops
+    from pyramid_repro.train.sequences import make_batch
+
+    for exp in ("pyramid", "no_temporal_pyramid", "fullseq"):
+        cfg = load_config("tiny", None, exp)
+        st = cfg.train.curriculum[-1]
+        m = cfg.model
+        T = cost.latent_frames(st.frames, cfg.vae.temporal_compression)
+        h = st.height // cfg.vae.spatial_compression
+        x = torch.zeros(1, cfg.vae.latent_channels, T, h, h)
+        g = torch.Generator().manual_seed(0)
+        sched = PyramidSchedule.from_config(cfg.pyramid)
+        draws = [cost.training_flops(make_batch(x, sched, cfg.pyramid, g).video_tokens + cfg.text_encoder.max_tokens,
+                                     m.depth, m.hidden_size, m.mlp_ratio) for _ in range(3000)]
+        assert expected_sample_flops(cfg, st) == pytest.approx(np.mean(draws), rel=0.03), exp
+
+
+def test_match_compute_gives_equal_flops_not_equal_steps():
+    from pyramid_repro.config import ConfigError, load_config
+    from pyramid_repro.train.dit import expected_sample_flops, stage_steps
+
+    over = {"model": {"depth": 2}}
+    ref = load_config("tiny", over, "pyramid")
+    assert ref.train.match_compute_to == "pyramid"
+    for exp in ("fullseq", "no_temporal_pyramid", "bidirectional"):
+        cfg = load_config("tiny", over, exp)
+        assert cfg.for_experiment("pyramid").model.depth == 2  # the user's overrides carry over
+        for st, rs in zip(cfg.train.curriculum, ref.train.curriculum):
+            n = stage_steps(cfg, exp, st)
+            budget = rs.steps * rs.batch_size * expected_sample_flops(ref, rs)
+            per_step = st.batch_size * expected_sample_flops(cfg, st)
+            assert abs(n * per_step - budget) <= per_step / 2 + 1e-6 * budget, (exp, st.name)
+            if exp != "bidirectional" and st.kind == "video":
+                assert n < rs.steps, (exp, st.name)  # the costlier sequences get fewer steps
+    plain = load_config("tiny", {"train": {"match_compute_to": None}}, "fullseq")
+    assert [stage_steps(plain, "fullseq", s) for s in plain.train.curriculum] == [s.steps for s in plain.train.curriculum]
+    with pytest.raises(ConfigError, match="train.match_compute_to='nope'"):
+        load_config("tiny", {"train": {"match_compute_to": "nope"}})

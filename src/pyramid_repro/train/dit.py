@@ -172,7 +172,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     if owner != experiment:
         print(f"{experiment}/{stage_name} is the same computation as {owner}/{stage_name} "
               "(train.share_image_stage): training it there")
-        experiment = owner
+        experiment, cfg = owner, cfg.for_experiment(owner)  # so its config and provenance are the owner's
     out = out or stage_dir(res, experiment, stage_name)
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
