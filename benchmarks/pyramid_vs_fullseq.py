@@ -64,7 +64,7 @@ def train_cost(cfg, batch: int, repeats: int) -> dict:
         model.zero_grad(set_to_none=True)
         if i == 0:
             continue  # warm-up
-        n = b.video_tokens / batch / cfg.model.patch_size**2
+        n = b.video_tokens(cfg.model.patch_size) / batch
         toks += n
         flops += cost.training_flops(n + TEXT_TOKENS, cfg.model.depth, cfg.model.hidden_size, cfg.model.mlp_ratio)
         secs += dt / batch

@@ -50,7 +50,22 @@ def test_history_corruption_changes_history_and_fullseq_has_none():
     full = _cfg("fullseq")
     fs = PyramidSchedule.from_config(full.pyramid)
     fb = make_batch(x, fs, full.pyramid, g)
-    assert fb.history == [] and fb.current.shape == x.shape and fb.video_tokens == 2 * 5 * 64
+    assert fb.history == [] and fb.current.shape == x.shape and fb.video_tokens(1) == 2 * 5 * 64
+    assert fb.video_tokens(2) == 2 * 5 * 16  # tokens after 2x2 patching, as the transformer sees them
+
+
+def test_batch_tokens_match_the_cost_accounting_with_patches():
+    """The ledger counts transformer tokens (after patching), the same as flow/cost.py's arithmetic."""
+    from pyramid_repro.flow import cost
+
+    cfg = _cfg()
+    sched = PyramidSchedule.from_config(cfg.pyramid)
+    x = torch.randn(2, 4, 5, 16, 16)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(30):
+        b = make_batch(x, sched, cfg.pyramid, g)
+        want = cost.pyramid_sample_tokens(16, 16, 2, b.frame + 1, 3, b.stage, cfg.pyramid.temporal_pyramid)
+        assert b.video_tokens(2) == 2 * want, (b.stage, b.frame)
 
 
 class Recorder(torch.nn.Module):

@@ -253,9 +253,10 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
                 check_finite(loss, step, out / "checkpoints")
                 accelerator.backward(loss / accum)
                 loss_sum += float(loss) / accum
-                toks = b.video_tokens + micro * text_tokens
+                video_tokens = b.video_tokens(cfg.model.patch_size)
+                toks = video_tokens + micro * text_tokens
                 stats["samples"] += micro
-                stats["tokens"] += b.video_tokens
+                stats["tokens"] += video_tokens
                 stats["flops"] += cost.training_flops(toks / micro, cfg.model.depth, cfg.model.hidden_size,
                                                       cfg.model.mlp_ratio) * micro
             if tc.grad_clip:

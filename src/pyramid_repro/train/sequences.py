@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pyramid_repro.config import PyramidConfig
-from pyramid_repro.flow import PyramidSchedule, build_history, sample_stage, training_path
+from pyramid_repro.flow import PyramidSchedule, build_history, cost, sample_stage, training_path
 
 
 @dataclass
@@ -35,12 +35,12 @@ class TrainBatch:
     frame: int  # index of the first current frame in the clip
     history_stages: list[int] = field(default_factory=list)
 
-    @property
-    def video_tokens(self) -> int:
-        """Latent positions (before patching) the model processes for this batch: history + current."""
+    def video_tokens(self, patch: int) -> int:
+        """Video tokens the transformer processes for this batch (history + current), with square patches of
+        `patch` latent pixels (flow/cost.py's tokens_per_frame for every frame)."""
         B = self.current.shape[0]
-        hist = sum(h.shape[-2] * h.shape[-1] for h in self.history)
-        cur = self.current.shape[2] * self.current.shape[-2] * self.current.shape[-1]
+        hist = sum(cost.tokens_per_frame(h.shape[-2], h.shape[-1], patch) for h in self.history)
+        cur = self.current.shape[2] * cost.tokens_per_frame(self.current.shape[-2], self.current.shape[-1], patch)
         return B * (hist + cur)
 
 
