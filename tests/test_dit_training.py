@@ -129,11 +129,13 @@ def test_expected_sample_flops_is_the_mean_over_make_batch_draws():
 
     from pyramid_repro.config import load_config
     from pyramid_repro.flow import PyramidSchedule, cost
-    from pyramid_repro.train.dit import expected_sample_flops
+    from pyramid_repro.train.dit import expected_sample_flops, expected_sample_tokens
     from pyramid_repro.train.sequences import make_batch
 
-    for exp in ("pyramid", "no_temporal_pyramid", "fullseq"):
-        cfg = load_config("tiny", None, exp)
+    # tiny has 1x1 patches, small 2x2 (the ledger counts tokens after patching)
+    for profile, exp in (("tiny", "pyramid"), ("small", "pyramid"), ("tiny", "no_temporal_pyramid"),
+                         ("small", "fullseq")):
+        cfg = load_config(profile, None, exp)
         st = cfg.train.curriculum[-1]
         m = cfg.model
         T = cost.latent_frames(st.frames, cfg.vae.temporal_compression)
@@ -141,9 +143,11 @@ def test_expected_sample_flops_is_the_mean_over_make_batch_draws():
         x = torch.zeros(1, cfg.vae.latent_channels, T, h, h)
         g = torch.Generator().manual_seed(0)
         sched = PyramidSchedule.from_config(cfg.pyramid)
-        draws = [cost.training_flops(make_batch(x, sched, cfg.pyramid, g).video_tokens + cfg.text_encoder.max_tokens,
-                                     m.depth, m.hidden_size, m.mlp_ratio) for _ in range(3000)]
-        assert expected_sample_flops(cfg, st) == pytest.approx(np.mean(draws), rel=0.03), exp
+        toks = [make_batch(x, sched, cfg.pyramid, g).video_tokens(m.patch_size) + cfg.text_encoder.max_tokens
+                for _ in range(3000)]
+        draws = [cost.training_flops(t, m.depth, m.hidden_size, m.mlp_ratio) for t in toks]
+        assert expected_sample_flops(cfg, st) == pytest.approx(np.mean(draws), rel=0.03), (profile, exp)
+        assert expected_sample_tokens(cfg, st) == pytest.approx(np.mean(toks), rel=0.03), (profile, exp)
 
 
 def test_match_compute_gives_equal_flops_not_equal_steps():

@@ -92,23 +92,18 @@ def benchmark_summary(cfg: Config) -> pd.DataFrame:
 
 
 def paper_projection(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper profile's training FLOPs per stage (analytic: its curriculum x flow/cost.py token accounting x
-    6 * params-style FLOPs per token) and the A100-hours they need at the assumed MFU, beside Table 4; with this
-    run's measured FLOP/s per device (from `summary`, a ledger summary) also the device-hours the paper profile
-    would take on this run's device."""
-    from pyramid_repro.flow import cost
+    """The paper profile's training FLOPs per stage (its curriculum x the trainer's expected FLOPs per sample,
+    train/dit.expected_sample_flops, the same accounting the ledger's FLOPs come from) and the A100-hours they
+    need at the assumed MFU, beside Table 4; with this run's measured FLOP/s per device (from `summary`, a ledger
+    summary) also the device-hours the paper profile would take on this run's device."""
+    from pyramid_repro.train.dit import expected_sample_flops, expected_sample_tokens
 
     paper = load_config("paper")
     thr = measured_throughput(summary)
     rows = []
     for st, t4 in zip(paper.train.curriculum, paper_table().itertuples()):
-        s, p = paper.vae.spatial_compression, paper.model.patch_size
-        h, w = st.height // s, st.width // s
-        n = cost.latent_frames(st.frames, paper.vae.temporal_compression)
-        toks = cost.expected_training_tokens(h, w, p, n, paper.pyramid.stages, paper.pyramid.stage_weights)
-        toks += paper.text_encoder.max_tokens
-        flops = cost.training_flops(toks, paper.model.depth, paper.model.hidden_size) * st.steps * st.batch_size
-        row = {"stage": st.name, "tokens_per_sample": toks, "train_flops": flops,
+        flops = expected_sample_flops(paper, st) * st.steps * st.batch_size
+        row = {"stage": st.name, "tokens_per_sample": expected_sample_tokens(paper, st), "train_flops": flops,
                "projected_a100_hours": flops / (A100_BF16_PEAK * ASSUMED_MFU) / 3600.0,
                "paper_a100_hours": t4.a100_hours}
         if thr:

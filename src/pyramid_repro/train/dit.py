@@ -118,24 +118,32 @@ def _fid_point(model, cfg: Config, bank: CaptionBank, val_captions: list[str], v
 DIT_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train")
 
 
-def expected_sample_flops(cfg: Config, stage: CurriculumStage) -> float:
-    """Expected training FLOPs (forward + backward, text tokens included) of one sample of `stage`, as make_batch
-    draws it: pyramid stage k ~ pyramid.stage_weights and learnt latent frame j ~ U{0..T-1} with its compressed
-    history (uncompressed without the temporal pyramid); the full-sequence baseline runs all T frames at full
-    resolution. Attention is quadratic in the tokens, so this averages FLOPs, not tokens."""
+def sample_token_distribution(cfg: Config, stage: CurriculumStage) -> list[tuple[float, int]]:
+    """(probability, video tokens) of the training samples of `stage` as make_batch draws them: pyramid stage
+    k ~ pyramid.stage_weights and learnt latent frame j ~ U{0..T-1} with its compressed history (uncompressed
+    without the temporal pyramid); the full-sequence baseline runs all T frames at full resolution."""
     p, m, v = cfg.pyramid, cfg.model, cfg.vae
     h, w = stage.height // v.spatial_compression, stage.width // v.spatial_compression
     T = cost.latent_frames(stage.frames, v.temporal_compression)
-
-    def flops(video_tokens: float) -> float:
-        return cost.training_flops(video_tokens + cfg.text_encoder.max_tokens, m.depth, m.hidden_size, m.mlp_ratio)
-
     if p.stages == 1:
-        return flops(cost.fullseq_training_tokens(h, w, m.patch_size, T))
+        return [(1.0, cost.fullseq_training_tokens(h, w, m.patch_size, T))]
     weights = p.stage_weights or [1.0] * p.stages
-    return sum(wk / sum(weights) / T * flops(cost.pyramid_sample_tokens(h, w, m.patch_size, j + 1, p.stages, k,
-                                                                           p.temporal_pyramid))
-               for k, wk in enumerate(weights) for j in range(T))
+    return [(wk / sum(weights) / T,
+             cost.pyramid_sample_tokens(h, w, m.patch_size, j + 1, p.stages, k, p.temporal_pyramid))
+            for k, wk in enumerate(weights) for j in range(T)]
+
+
+def expected_sample_tokens(cfg: Config, stage: CurriculumStage) -> float:
+    """Expected tokens (video + text) of one training sample of `stage` (see sample_token_distribution)."""
+    return sum(pr * t for pr, t in sample_token_distribution(cfg, stage)) + cfg.text_encoder.max_tokens
+
+
+def expected_sample_flops(cfg: Config, stage: CurriculumStage) -> float:
+    """Expected training FLOPs (forward + backward, text tokens included) of one sample of `stage`, over
+    sample_token_distribution. Attention is quadratic in the tokens, so this averages FLOPs, not tokens."""
+    m = cfg.model
+    return sum(pr * cost.training_flops(t + cfg.text_encoder.max_tokens, m.depth, m.hidden_size, m.mlp_ratio)
+               for pr, t in sample_token_distribution(cfg, stage))
 
 
 def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
