@@ -1,7 +1,7 @@
 # Pyramid Flow replication workflow.
 #   snakemake --cores all reports/table1.pdf                      # embedded default profile (tiny, CPU)
-#   snakemake --cores all --config profile=smoke reports/table1.pdf
-#   snakemake -n --profile workflows/profiles/slurm --config profile=paper reports/table1.pdf
+#   snakemake --cores all --config profile=smoke -- reports/table1.pdf
+#   snakemake -n --profile workflows/profiles/slurm --config profile=paper -- reports/table1.pdf
 # Configuration is data: replication/config.yaml selects the profile (replication/profiles/<name>.yaml);
 # experiments (pyramid, fullseq, ablations) are replication/experiments.yaml.
 import os
