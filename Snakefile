@@ -28,6 +28,8 @@ SUITE, BACKENDS = PLAN.suite, PLAN.backends
 # The jobs resolve the same config: the profile is on their command line, the --config overrides reach them
 # through the environment (so an override reruns only the rules whose `params` sections it changes).
 os.environ[OVERRIDES_ENV] = PLAN.overrides_json
+# progress bars go to the rule logs: one line every 10 s there, not ten a second (tqdm reads TQDM_* variables)
+os.environ.setdefault("TQDM_MININTERVAL", "10")
 # documents the software of every rule (used with --use-conda); the default run uses the installed package
 ENV = str(Path(workflow.basedir) / "environment.yml")
 
