@@ -210,6 +210,26 @@ def test_speedup_restricted_to_one_stage():
         speedup_table({"pyramid": pyr.drop(columns="stage"), "fullseq": full}, stage="video")
 
 
+def test_fid_report_compares_multi_stage_curves_within_the_last_stage(tmp_path):
+    """Curves spanning the curriculum give no cross-stage ('[all]') speed-up: FID changes meaning between stages."""
+    cfg = _cfg(tmp_path)
+    last = cfg.train.curriculum[-1].name
+    x = np.arange(1, 9, dtype=float)
+    stage = [cfg.train.curriculum[0].name] * 4 + [last] * 4
+    for name, fid in (("pyramid", [9, 8, 7, 6, 50, 30, 20, 10.0]), ("fullseq", [9, 8, 7, 6, 50, 45, 30, 20.0])):
+        f = tmp_path / "results" / "smoke" / name / "fid_curve.csv"
+        f.parent.mkdir(parents=True)
+        pd.DataFrame({"step": x, "samples_seen": x, "flops": x, "device_hours": x, "fid": fid,
+                      "stage": stage}).to_csv(f, index=False)
+    out = tmp_path / "reports"
+    out.mkdir()
+    render.render_fid(cfg, out)
+    t = pd.read_csv(out / "fid_convergence.csv")
+    assert set(t["stage"]) == {last}
+    lines = (out / "fid_convergence.txt").read_text().splitlines()
+    assert lines and all(ln.startswith(f"[{last}]") for ln in lines)
+
+
 def test_table1_notes_metrics_of_another_config(tmp_path):
     cfg = _cfg(tmp_path)
     _metrics(tmp_path, "pyramid", "synthetic", label="synthetic proxy (not VBench)", config_hash="0ld",

@@ -217,10 +217,11 @@ def render_fid(cfg: Config, out: Path) -> Path:
     from matplotlib.ticker import NullFormatter
 
     axes_cols = [c for c in ("samples_seen", "flops", "device_hours") if all(c in d for d in curves.values())]
-    tables = [speedup_table(curves)]
+    # FID is not comparable across stages (an image stage is scored on first frames), so curves that span
+    # several stages are compared within the last one only (x stays cumulative: earlier stages' cost counts)
     last = cfg.train.curriculum[-1].name if cfg.train.curriculum else None
-    if last and len({s for d in curves.values() for s in d.get("stage", pd.Series([last]))}) > 1:
-        tables.append(speedup_table(curves, stage=last))
+    multi = len({s for d in curves.values() for s in d.get("stage", pd.Series([last]))}) > 1
+    tables = [speedup_table(curves, stage=last) if last and multi else speedup_table(curves)]
     table = pd.concat([t for t in tables if not t.empty], ignore_index=True) if any(
         not t.empty for t in tables) else pd.DataFrame()
     lines = []
@@ -235,6 +236,10 @@ def render_fid(cfg: Config, out: Path) -> Path:
                 lines.append(f"{head}: {r['reason']}")
                 continue
             kinds = "/".join(grp["target_kind"])
+            if r["speedup"] is None or pd.isna(r["speedup"]):  # a curve never gets there: say which, and the bound
+                lines.append(f"{head}: FID {r['target']:.2f} ({kinds}) {describe(r)}   "
+                             f"[paper: about {PAPER_SPEEDUP:.0f}x]")
+                continue
             lines.append(f"{head}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
                          f"{r['target']:.2f} ({kinds}; {r['reason']})   [paper: about {PAPER_SPEEDUP:.0f}x]")
     fig = plt.figure(figsize=(5.2 * len(axes_cols), 5.0 + 0.16 * len(lines)))
@@ -260,6 +265,9 @@ def render_fid(cfg: Config, out: Path) -> Path:
     text.axis("off")
     notes = ["speed-up = x fullseq needs / x pyramid needs to first reach the target on smoothed 'best so far' curves;"
              " target 'common' = worse of the two best FIDs, 'pyramid_best' = best FID the pyramid reaches"]
+    if cfg.train.match_compute_to:
+        notes.append(f"train.match_compute_to={cfg.train.match_compute_to}: runs get equal FLOPs per stage, not equal "
+                     "steps, so compare on the FLOPs and device-hours axes")
     text.text(0, 1, "\n".join(lines + notes + [footer(cfg)]), fontsize=7, family="monospace", va="top")
     fig.suptitle("FID convergence: spatial pyramid vs full-sequence flow matching and ablations")
     fig.tight_layout()
