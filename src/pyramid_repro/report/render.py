@@ -221,14 +221,15 @@ def render_fid(cfg: Config, out: Path) -> Path:
     # several stages are compared within the last one only (x stays cumulative: earlier stages' cost counts)
     last = cfg.train.curriculum[-1].name if cfg.train.curriculum else None
     multi = len({s for d in curves.values() for s in d.get("stage", pd.Series([last]))}) > 1
-    tables = [speedup_table(curves, stage=last) if last and multi else speedup_table(curves)]
-    table = pd.concat([t for t in tables if not t.empty], ignore_index=True) if any(
-        not t.empty for t in tables) else pd.DataFrame()
+    stage = last if last and multi else None
+    table = speedup_table(curves, stage=stage)
     lines = []
     if table.empty:
-        lines.append("speed-up: needs both `pyramid` and `fullseq` FID curves")
+        lines.append("speed-up: needs both `pyramid` and `fullseq` FID curves"
+                     + (f" with points in stage {stage}" if stage else ""))
     else:
         table.to_csv(out / "fid_convergence.csv", index=False)
+        paper = f"   [paper: about {PAPER_SPEEDUP:.0f}x]"
         for (st, ax_name, tgt), grp in table.groupby(["stage", "axis", "target"], sort=False, dropna=False):
             r = grp.iloc[0].to_dict()
             head = f"[{st}] {ax_name:>12}"
@@ -237,11 +238,10 @@ def render_fid(cfg: Config, out: Path) -> Path:
                 continue
             kinds = "/".join(grp["target_kind"])
             if r["speedup"] is None or pd.isna(r["speedup"]):  # a curve never gets there: say which, and the bound
-                lines.append(f"{head}: FID {r['target']:.2f} ({kinds}) {describe(r)}   "
-                             f"[paper: about {PAPER_SPEEDUP:.0f}x]")
-                continue
-            lines.append(f"{head}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
-                         f"{r['target']:.2f} ({kinds}; {r['reason']})   [paper: about {PAPER_SPEEDUP:.0f}x]")
+                lines.append(f"{head}: FID {r['target']:.2f} ({kinds}) {describe(r)}{paper}")
+            else:
+                lines.append(f"{head}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
+                             f"{r['target']:.2f} ({kinds}; {r['reason']}){paper}")
     fig = plt.figure(figsize=(5.2 * len(axes_cols), 5.0 + 0.16 * len(lines)))
     gs = fig.add_gridspec(2, len(axes_cols), height_ratios=[4.2, 0.5 + 0.16 * len(lines)])
     axes = [fig.add_subplot(gs[0, i]) for i in range(len(axes_cols))]
