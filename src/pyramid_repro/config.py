@@ -222,8 +222,10 @@ class EvalConfig:
 
 @dataclass
 class ComputeConfig:
-    """Resources the workflow asks for (Snakemake resources / accelerate launch)."""
+    """Where jobs compute (pyramid_repro/device.py) and the resources the workflow asks for (Snakemake resources /
+    accelerate launch)."""
 
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when PyTorch sees a GPU, else the CPU
     gpus_per_job: int = 0
     nodes: int = 1
     cpus_per_job: int = 2

@@ -47,6 +47,8 @@ def sample_stage(weights: list[float] | tuple[float, ...], generator: torch.Gene
     w = torch.as_tensor(weights, dtype=torch.float64)
     if (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"stage weights {list(weights)} must be non-negative with a positive sum")
+    if generator is not None:  # drawn where the generator lives (a CUDA generator draws on the GPU)
+        w = w.to(generator.device)
     return int(torch.multinomial(w, 1, generator=generator).item())
 
 

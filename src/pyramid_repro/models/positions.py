@@ -12,6 +12,8 @@ text only (so nothing a video token reads can depend on a later frame). `bidirec
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -45,14 +47,24 @@ def sincos_2d(rows: torch.Tensor, cols: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([sincos_1d(rows, dim // 2), sincos_1d(cols, dim // 2)], dim=1).float()
 
 
-def spatial_embedding(h: int, w: int, full_h: int, full_w: int, dim: int, interpolate: bool) -> torch.Tensor:
+def spatial_embedding(h: int, w: int, full_h: int, full_w: int, dim: int, interpolate: bool,
+                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(h*w, dim) sin-cos table of an h x w grid placed on the full_h x full_w patch grid (interpolated for
+    history frames, extrapolated for current frames), on `device`. Built in float64 on the CPU once per shape
+    and device, then reused: a forward pass asks for the same few tables at every call."""
+    return _spatial_embedding(h, w, full_h, full_w, dim, interpolate, torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _spatial_embedding(h: int, w: int, full_h: int, full_w: int, dim: int, interpolate: bool,
+                       device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     fn = interpolated_coords if interpolate else extrapolated_coords
-    return sincos_2d(*fn(h, w, full_h, full_w), dim)
+    return sincos_2d(*fn(h, w, full_h, full_w), dim).to(device, dtype)
 
 
 def rope_angles(frame_index: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin (N, head_dim) of a 1D rotary embedding of the frame index (pairs rotated together)."""
-    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=frame_index.device) / head_dim)
     ang = frame_index.float()[:, None] * freqs[None]
     ang = torch.repeat_interleave(ang, 2, dim=1)
     return ang.cos(), ang.sin()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pyramid_repro.config import PyramidConfig
+from pyramid_repro.device import host_int
 from pyramid_repro.flow import PyramidSchedule, build_history, cost, sample_stage, training_path
 
 
@@ -55,7 +56,7 @@ def make_batch(latents: torch.Tensor, schedule: PyramidSchedule, pyramid: Pyrami
         return TrainBatch([], s.x_t, s.target, s.timestep, 0, 0)
     weights = pyramid.stage_weights or [1.0] * schedule.stages
     stage = sample_stage(weights, generator)
-    frame = int(torch.randint(0, T, (1,), generator=generator).item())
+    frame = host_int(T, generator)  # the learnt latent frame j ~ U{0..T-1}
     hist = build_history(latents[:, :, :frame], stage, schedule.stages, pyramid.temporal_pyramid,
                          tuple(pyramid.history_corruption), generator) if frame > 0 else []
     s = training_path(latents[:, :, frame], schedule, stage, generator)
