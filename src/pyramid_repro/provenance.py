@@ -33,13 +33,16 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def device_name() -> str:
-    """Accelerator name (e.g. 'NVIDIA A100-SXM4-80GB') or the CPU model."""
+def device_name(device=None) -> str:
+    """Name of the device a job computes on: the GPU's (e.g. 'NVIDIA A100-SXM4-80GB') for a CUDA device, else the
+    CPU model. Without `device`: the first GPU if PyTorch sees one."""
     try:
         import torch
 
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
+        if device is None and torch.cuda.is_available():
+            device = torch.device("cuda", 0)
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.cuda.get_device_name(torch.device(device))
     except Exception:
         pass
     try:

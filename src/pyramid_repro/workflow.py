@@ -89,9 +89,12 @@ class Plan:
 
     @staticmethod
     def launcher(resources) -> str:
-        """CPU: run the command directly. GPUs: `accelerate launch` with processes/nodes from the resources."""
+        """CPU: run the command directly. GPUs: `accelerate launch` with one process per GPU (data parallel,
+        `--multi_gpu` from two processes on) over the resources' nodes. Precision is the profile's (the job's
+        Accelerator sets it), not the launcher's."""
         gpus, nodes = int(resources.get("gpus", 0) or 0), int(resources.get("nodes", 1) or 1)
         if gpus <= 0:
             return "pyramid-repro"
-        return (f"accelerate launch --num_processes {gpus * nodes} --num_machines {nodes} --mixed_precision bf16 "
-                "-m pyramid_repro.cli")
+        procs = gpus * nodes
+        multi = "--multi_gpu " if procs > 1 else ""
+        return f"accelerate launch {multi}--num_processes {procs} --num_machines {nodes} -m pyramid_repro.cli"

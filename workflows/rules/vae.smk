@@ -9,6 +9,7 @@ rule train_vae:
     params:
         vae=PLAN.section("vae"),
         data=PLAN.section("data"),
+        launch=lambda wc, resources: PLAN.launcher(resources),
     threads: PLAN.compute("cpus_per_job", 2)
     resources:
         mem_mb=PLAN.compute("mem_mb", 4000),
@@ -21,7 +22,7 @@ rule train_vae:
     conda:
         ENV
     shell:
-        f"pyramid-repro train-vae --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
+        f"{{params.launch}} train-vae --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
 
 
 rule eval_vae:

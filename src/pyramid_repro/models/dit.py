@@ -159,7 +159,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         parts, frames = [], []
         for i, hf in enumerate(history):
             gh, gw = hf.shape[-2] // p, hf.shape[-1] // p
-            parts.append(self._tokens(hf) + spatial_embedding(gh, gw, FH, FW, dim, True).to(hf.device, hf.dtype))
+            parts.append(self._tokens(hf) + spatial_embedding(gh, gw, FH, FW, dim, True, hf.device, hf.dtype))
             frames.append(torch.full((gh * gw,), i, device=hf.device))
         return parts, frames
 
@@ -179,7 +179,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         FH, FW = full_size[0] // p, full_size[1] // p
         dev = current.device
         n = context.n_frames if context is not None else len(history)
-        cur_pos = spatial_embedding(h // p, w // p, FH, FW, dim, False).to(dev, current.dtype)
+        cur_pos = spatial_embedding(h // p, w // p, FH, FW, dim, False, dev, current.dtype)
         cur = torch.cat([self._tokens(current[:, :, t]) + cur_pos for t in range(T)], dim=1)
         cur_frames = torch.arange(n, n + T, device=dev).repeat_interleave(cur_pos.shape[0])
         c_ctx, c_cur = self._conditioning(timestep, pooled)
@@ -237,3 +237,14 @@ def build_dit(cfg, text_dim: int, pooled_dim: int) -> PyramidDiT:
     return PyramidDiT(in_channels=cfg.vae.latent_channels, patch_size=m.patch_size, hidden_size=m.hidden_size,
                       depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm,
                       text_dim=text_dim, pooled_dim=pooled_dim, causal=m.attention == "causal")
+
+
+def load_dit(folder, device: torch.device | str = "cpu") -> PyramidDiT:
+    """A trained DiT from a folder written by save_pretrained (config.json + weights), in eval mode on `device`."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder}: not a DiT checkpoint folder (no config.json); train the experiment "
+                                "first (snakemake ... train_dit) or pass --checkpoint <folder with config.json>")
+    return PyramidDiT.from_pretrained(folder).eval().to(device)

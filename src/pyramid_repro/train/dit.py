@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,8 @@ from tqdm import tqdm
 
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError, CurriculumStage, save_config
+from pyramid_repro.device import autocast, config_device
+from pyramid_repro.device import generator as device_generator
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
@@ -38,14 +41,14 @@ def stage_dir(res: Path, experiment: str, stage: str) -> Path:
 
 
 def final_model_dir(res: Path, experiment: str, stage: str) -> Path:
-    """Folder of a stage's final (EMA) weights, loadable with `load_dit_for_sampling`."""
+    """Folder of a stage's final (EMA) weights, loadable with `models.load_dit`."""
     return stage_dir(res, experiment, stage) / "final"
 
 
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
     """Folder of `experiment`'s run of `stage`: its own, or the one it shares (train.share_image_stage)."""
     owner = stage_owner(experiment, stage.kind, cfg.train.share_image_stage)
-    return stage_dir(Path(cfg.results) / cfg.profile, owner, stage.name)
+    return stage_dir(cfg.results_dir(), owner, stage.name)
 
 
 def _stage(cfg: Config, name: str) -> tuple[int, CurriculumStage]:
@@ -56,61 +59,57 @@ def _stage(cfg: Config, name: str) -> tuple[int, CurriculumStage]:
     return i, cfg.train.curriculum[i]
 
 
-def step_generator(seed: int, stage_index: int, step: int, rank: int = 0) -> torch.Generator:
-    """Randomness of optimizer step `step` on process `rank` (data order, stage/frame, noise, dropout): a pure
-    function of (seed, stage, step, rank), which is what makes resume == uninterrupted; each data-parallel rank
-    draws its own share of the global batch."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + stage_index * 100_003 + step * 1009 + rank) % (2**63))
+def step_key(seed: int, stage_index: int, step: int) -> int:
+    """Random stream of optimizer step `step` of a stage (data order, stage/frame, noise, dropout): a pure function
+    of (seed, stage, step), which is what makes resume == uninterrupted. Each micro-batch of the step draws from
+    `train.loop.micro_batch_generator(step_key, micro_batch)`, whichever process computes it."""
+    return seed * 1_000_003 + stage_index * 100_003 + step * 1009
 
 
 class CaptionBank:
-    """Text embeddings of every caption of the stage (computed once, cached on disk) and of the empty prompt."""
+    """Text embeddings of every caption of a stage and of the empty prompt (last row), on the training device."""
 
-    def __init__(self, encoder, captions: list[str], cache: Path):
+    def __init__(self, captions: list[str], text: TextCondition):
+        self.row = {c: i for i, c in enumerate(captions)}
+        self.text = text
+        self.empty_row = len(captions)
+
+    @staticmethod
+    def encode(encoder, captions: list[str], cache: Path, device: torch.device | str = "cpu") -> "CaptionBank":
+        """Embed the distinct captions and the empty prompt once (cached on disk, text/encode_cached)."""
         from pyramid_repro.models import encode_cached
 
         uniq = sorted(set(captions))
-        self.row = {c: i for i, c in enumerate(uniq)}
         tokens, mask, pooled = encode_cached(encoder, uniq + [""], cache)
-        self.text = TextCondition(tokens, mask.bool(), pooled)
-        self.empty_row = len(uniq)
+        return CaptionBank(uniq, TextCondition(tokens.to(device), mask.bool().to(device), pooled.to(device)))
 
     def batch(self, captions: list[str], drop: torch.Tensor | None = None) -> TextCondition:
+        """Embeddings of `captions`; rows where the host bool tensor `drop` is set get the empty prompt."""
         rows = torch.tensor([self.row[c] for c in captions])
         if drop is not None:  # caption dropout for classifier-free guidance (Sec. 3.1)
             rows = torch.where(drop, torch.full_like(rows, self.empty_row), rows)
-        return self.text.index(rows)
+        return self.text.index(rows.to(self.text.tokens.device))
 
     def empty(self) -> TextCondition:
         return self.text.index([self.empty_row])
 
 
-def load_dit_for_sampling(folder: Path, cfg: Config):
-    """(model in eval mode, text encoder) from a final/ folder written by this trainer."""
-    from pyramid_repro.models import PyramidDiT, build_text_encoder
-
-    folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder}: not a DiT checkpoint folder (no config.json); train the experiment "
-                                "first (snakemake ... train_dit) or pass --checkpoint <folder with config.json>")
-    model = PyramidDiT.from_pretrained(folder).eval()
-    return model, build_text_encoder(cfg)
-
-
 def _fid_point(model, cfg: Config, bank: CaptionBank, val_captions: list[str], vae, latent_size, n: int,
                seed: int) -> float:
-    """Probe FID of `n` generated first frames (images) against real frames (PAPER.md section 7: FID
-    convergence of the spatial pyramid vs full-sequence flow matching)."""
+    """Probe FID of `n` generated first frames (images) against real frames (paper Sec. 5, Fig. 5-6: FID
+    convergence of the spatial pyramid vs full-sequence flow matching), generated on the model's device."""
     from pyramid_repro.eval.backends import fid_probe_score
     from pyramid_repro.vae import decode_latents
 
-    g = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    g = device_generator(seed, dev)
     caps = [val_captions[i % len(val_captions)] for i in range(n)]
     frames = []
     for b in range(0, n, 32):
         text = bank.batch(caps[b: b + 32])
-        lat = generate_latents(model, cfg, text, bank.empty(), 1, latent_size, g)
-        frames.append(decode_latents(vae, lat))
+        with autocast(dev, cfg.train.precision):
+            lat = generate_latents(model, cfg, text, bank.empty(), 1, latent_size, g)
+        frames.append(decode_latents(vae, lat.float()))
     return float(fid_probe_score(torch.cat(frames), cfg))
 
 
@@ -165,144 +164,173 @@ def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
     return cfg.config_hash(DIT_SECTIONS, IMAGE_STAGE_UNUSED if stage.kind == "image" else ())
 
 
-def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None = None,
-                max_steps: int | None = None) -> Path:
-    """Train one curriculum stage; returns the stage folder (with done.json when finished)."""
-    from pyramid_repro.models import build_dit, build_text_encoder
-    from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, resume_point, save_checkpoint
-    from pyramid_repro.train.ledger import LedgerRecorder
-    from pyramid_repro.train.runtime import check_finite, make_accelerator
-    from pyramid_repro.vae import LatentDataset
+@dataclass
+class StageData:
+    """What one stage trains on, on the training device: the normalised latents of the train split, their
+    captions, the captions used for FID points (val split when there is one) and the caption embeddings."""
 
-    res = Path(cfg.results) / cfg.profile
-    idx, st = _stage(cfg, stage_name)
-    owner = stage_owner(experiment, st.kind, cfg.train.share_image_stage)
-    if owner != experiment:
-        print(f"{experiment}/{stage_name} is the same computation as {owner}/{stage_name} "
-              "(train.share_image_stage): training it there")
-        experiment, cfg = owner, cfg.for_experiment(owner)  # so its config and provenance are the owner's
-    out = out or stage_dir(res, experiment, stage_name)
-    out.mkdir(parents=True, exist_ok=True)
-    tc = cfg.train
-    accelerator = make_accelerator(tc.precision)  # accumulation is done by hand below (stage-homogeneous batches)
-    dev = accelerator.device
+    latents: torch.Tensor  # (N, C, T, h, w)
+    captions: list[str]
+    val_captions: list[str]
+    bank: CaptionBank
 
-    data = LatentDataset(res / "latents", stage_name, "train")
-    latents = torch.stack([data[i]["latent"] for i in range(len(data))])  # (N, C, T, h, w), normalised
-    captions = [data[i]["caption"] for i in range(len(data))]
-    val_caps = captions
-    try:
-        val = LatentDataset(res / "latents", stage_name, "val")
-        val_caps = [val[i]["caption"] for i in range(len(val))] or captions
-    except FileNotFoundError:
-        pass
-    encoder = build_text_encoder(cfg)
-    bank = CaptionBank(encoder, captions + val_caps, res / "text_cache" / f"{stage_name}.safetensors")
+    @staticmethod
+    def load(cfg: Config, stage: str, encoder, device: torch.device) -> "StageData":
+        from pyramid_repro.vae import LatentDataset
+
+        cache = cfg.results_dir("latents")
+        data = LatentDataset(cache, stage, "train")
+        captions = [it["caption"] for it in data.items]
+        try:
+            val_caps = [it["caption"] for it in LatentDataset(cache, stage, "val").items] or captions
+        except FileNotFoundError:
+            val_caps = captions
+        bank = CaptionBank.encode(encoder, captions + val_caps, cfg.results_dir("text_cache", f"{stage}.safetensors"),
+                                  device)
+        return StageData(data.all_latents().to(device), captions, val_caps, bank)
+
+    def micro_batch(self, micro: int, schedule: PyramidSchedule, cfg: Config, g: torch.Generator):
+        """One stage-homogeneous micro-batch drawn with `g`: (TrainBatch, TextCondition)."""
+        rows = torch.randint(0, len(self.latents), (micro,), generator=g, device=g.device)
+        b = make_batch(self.latents[rows.to(self.latents.device)], schedule, cfg.pyramid, g)
+        drop = torch.rand(micro, generator=g, device=g.device).cpu() < cfg.text_encoder.caption_dropout
+        return b, self.bank.batch([self.captions[r] for r in rows.tolist()], drop)
+
+
+def _owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tuple[str, Config]:
+    """The experiment that trains `experiment`'s `stage` and its config (train.share_image_stage)."""
+    owner = stage_owner(experiment, stage.kind, cfg.train.share_image_stage)
+    if owner == experiment:
+        return experiment, cfg
+    print(f"{experiment}/{stage.name} is the same computation as {owner}/{stage.name} (train.share_image_stage): "
+          "training it there")
+    return owner, cfg.for_experiment(owner)  # so its config and provenance are the owner's
+
+
+def _initial_model(cfg: Config, experiment: str, idx: int, encoder):
+    """A fresh MM-DiT for the first stage; the previous stage's final weights for the later ones (curriculum)."""
+    from pyramid_repro.models import build_dit, load_dit
 
     torch.manual_seed(cfg.seed)
     model = build_dit(cfg, encoder.token_dim, encoder.pooled_dim)
-    if idx > 0:  # the curriculum: start from the previous stage's final weights
+    if idx > 0:
         prev = owned_stage_dir(cfg, experiment, cfg.train.curriculum[idx - 1]) / "final"
         if not (prev / "config.json").exists():
-            raise FileNotFoundError(f"stage {stage_name!r} starts from {prev}, which does not exist: train stage "
-                                    f"{cfg.train.curriculum[idx - 1].name!r} first")
-        model.load_state_dict(type(model).from_pretrained(prev).state_dict())
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            raise FileNotFoundError(f"stage {cfg.train.curriculum[idx].name!r} starts from {prev}, which does not "
+                                    f"exist: train stage {cfg.train.curriculum[idx - 1].name!r} first")
+        model.load_state_dict(load_dit(prev).state_dict())
+    return model
+
+
+def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None = None,
+                max_steps: int | None = None) -> Path:
+    """Train one curriculum stage; returns the stage folder (with done.json when finished)."""
+    from pyramid_repro.models import build_text_encoder
+    from pyramid_repro.train.ledger import LedgerRecorder
+    from pyramid_repro.train.loop import EMA, TrainingJob, check_finite, micro_batch_generator, write_trace
+
+    # 1. which run this is, where it writes, on which device and processes
+    idx, st = _stage(cfg, stage_name)
+    experiment, cfg = _owner(cfg, experiment, st)
+    out = out or stage_dir(cfg.results_dir(), experiment, stage_name)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    job = TrainingJob(config_device(cfg), tc.precision, out / "checkpoints", stage_fingerprint(cfg, st),
+                      unused_parameters=True)
+    dev = job.device
+
+    # 2. data, model, optimizer, EMA, on the device
+    encoder = build_text_encoder(cfg, dev)
+    data = StageData.load(cfg, stage_name, encoder, dev)
+    model = _initial_model(cfg, experiment, idx, encoder)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
     sched_lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tc.warmup_steps)))
-    model, opt = accelerator.prepare(model, opt)
+    model, opt = job.accelerator.prepare(model, opt)
+    ema = EMA(job.unwrap(model), tc.ema_decay)
 
+    # 3. the step plan: micro-batches per optimizer step (Table 4's batch sizes are global), this process's share
     schedule = PyramidSchedule.from_config(cfg.pyramid)
-    micro = st.micro_batch_size or st.batch_size
-    # global batch = micro-batch x accumulation steps x data-parallel processes (Table 4's batch sizes are global)
-    accum = max(1, st.batch_size // (micro * accelerator.num_processes))
-    main_process = accelerator.is_main_process
+    where = f"train.curriculum[{idx}] ({stage_name})"
+    micro = job.micro_batch_size(st.batch_size, st.micro_batch_size, where)
+    mine = job.my_micro_batches(max(1, st.batch_size // micro), where)
     steps = stage_steps(cfg, experiment, st)
     stop = steps if max_steps is None else min(steps, max_steps)  # an early stop leaves a checkpoint to resume
-    latent_size = tuple(latents.shape[-2:])
-    text_tokens = cfg.text_encoder.max_tokens
-    step0, trace, stats = 0, [], {"samples": 0, "tokens": 0, "flops": 0.0}
-    if accelerator.is_main_process:  # one process moves stale checkpoints aside and stamps the folder
-        resume_point(out / "checkpoints", stage_fingerprint(cfg, st))
-    accelerator.wait_for_everyone()
-    ck = latest_checkpoint(out / "checkpoints")
-    if ck is not None:
-        state = load_checkpoint(ck, model=accelerator.unwrap_model(model), optimizer=opt)
-        step0, trace = state["step"], state["extra"]["trace"]
-        stats = state["extra"]["stats"]
-        ema = state["extra"]["ema"]
-        sched_lr.load_state_dict(state["extra"]["lr"])
-        print(f"resuming {experiment}/{stage_name} from step {step0} ({ck})")
-    job0 = dict(stats)  # this job's share of the work goes to its ledger row
-    prev_steps = sum(stage_steps(cfg, experiment, s) for s in cfg.train.curriculum[:idx])
-    prev_stats = _previous_stats(cfg, experiment, idx)
-    fid_path = out / "fid.csv"
-    if step0 == 0 and fid_path.exists():
-        fid_path.unlink()
 
-    with LedgerRecorder(out / "ledger.csv", cfg, enabled=accelerator.is_main_process, experiment=experiment,
-                        stage=stage_name, resumed_from_step=step0) as ledger:
+    # 4. resume
+    step0, trace, stats = 0, [], {"samples": 0, "tokens": 0, "flops": 0.0}
+    state = job.resume({"model": job.unwrap(model)}, {"optimizer": opt})
+    if state is not None:
+        step0, trace, stats = state["step"], state["extra"]["trace"], state["extra"]["stats"]
+        ema.load(state["extra"]["ema"])
+        sched_lr.load_state_dict(state["extra"]["lr"])
+        print(f"resuming {experiment}/{stage_name} from step {step0} ({state['path']})")
+    job0 = dict(stats)  # this job's share of the work goes to its ledger row
+    fid = _FidCurve(out / "fid.csv", cfg, experiment, idx, data, tuple(data.latents.shape[-2:]), fresh=step0 == 0)
+
+    # 5. the loop
+    m = cfg.model
+    with LedgerRecorder(out / "ledger.csv", cfg, enabled=job.main, experiment=experiment, stage=stage_name,
+                        resumed_from_step=step0, processes=job.world, device=dev) as ledger:
         t_start = time.time()
-        bar = tqdm(range(step0, stop), initial=step0, total=steps, desc=f"{experiment}/{stage_name}")
+        bar = tqdm(range(step0, stop), initial=step0, total=steps, desc=f"{experiment}/{stage_name}",
+                   disable=not job.main)
         for step in bar:
-            g = step_generator(cfg.seed, idx, step, accelerator.process_index)
             model.train()
-            loss_sum = 0.0
-            for _ in range(accum):
-                rows = torch.randint(0, len(latents), (micro,), generator=g)
-                b = make_batch(latents[rows], schedule, cfg.pyramid, g)
-                drop = torch.rand(micro, generator=g) < cfg.text_encoder.caption_dropout
-                text = bank.batch([captions[int(r)] for r in rows], drop)
-                with accelerator.autocast():
-                    v = model(history=[h.to(dev) for h in b.history], current=b.current.to(dev),
-                              timestep=b.timestep.to(dev), tokens=text.tokens.to(dev),
-                              text_mask=text.mask.to(dev), pooled=text.pooled.to(dev), full_size=latent_size)
-                    loss = F.mse_loss(v.float(), b.target.to(dev).float())
-                check_finite(loss, step, out / "checkpoints")
-                accelerator.backward(loss / accum)
-                loss_sum += float(loss) / accum
-                video_tokens = b.video_tokens(cfg.model.patch_size)
-                toks = video_tokens + micro * text_tokens
-                stats["samples"] += micro
-                stats["tokens"] += video_tokens
-                stats["flops"] += cost.training_flops(toks / micro, cfg.model.depth, cfg.model.hidden_size,
-                                                      cfg.model.mlp_ratio) * micro
+            loss_sum, counts = torch.zeros((), dtype=torch.float64, device=dev), [0, 0, 0.0]
+            for j, mb in enumerate(mine):
+                b, text = data.micro_batch(micro, schedule, cfg, micro_batch_generator(step_key(cfg.seed, idx, step),
+                                                                                         mb, dev))
+                with job.accumulate(model, last=j == len(mine) - 1):
+                    with job.accelerator.autocast():
+                        v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text.tokens,
+                                  text_mask=text.mask, pooled=text.pooled, full_size=fid.latent_size)
+                        loss = F.mse_loss(v.float(), b.target.float())
+                    job.accelerator.backward(loss / len(mine))
+                loss_sum += loss.detach().double() / len(mine)
+                video_tokens = b.video_tokens(m.patch_size)
+                counts[0] += micro
+                counts[1] += video_tokens
+                counts[2] += cost.training_flops((video_tokens + micro * cfg.text_encoder.max_tokens) / micro,
+                                                 m.depth, m.hidden_size, m.mlp_ratio) * micro
+            # one step's loss (mean over the global batch) and work (summed over the processes)
+            total = job.sum_over_processes([float(loss_sum), *counts])
+            loss_value = total[0] / job.world
+            check_finite(loss_value, step, out / "checkpoints")
             if tc.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                job.accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
             sched_lr.step()
             opt.zero_grad(set_to_none=True)
-            with torch.no_grad():  # EMA of the weights used for sampling
-                for k, p in accelerator.unwrap_model(model).state_dict().items():
-                    ema[k].mul_(tc.ema_decay).add_(p.detach().float().to(ema[k].dtype), alpha=1 - tc.ema_decay)
-            trace.append(loss_sum)
-            bar.set_postfix(loss=f"{loss_sum:.4f}")
+            ema.update(job.unwrap(model))
+            trace.append(loss_value)
+            for k, x in zip(("samples", "tokens", "flops"), total[1:]):
+                stats[k] += type(stats[k])(x)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
             done = step + 1
-            if main_process and tc.fid_every and (done % tc.fid_every == 0 or done == steps):
-                _record_fid(fid_path, cfg, accelerator.unwrap_model(model), ema, bank, val_caps, res,
-                            latent_size, prev_steps + done, prev_stats, stats, time.time() - t_start, stage_name)
-            if main_process and (done % tc.ckpt_every == 0 or done == stop):
-                save_checkpoint(out / "checkpoints", step=done, model=accelerator.unwrap_model(model),
-                                optimizer=opt, extra={"trace": trace, "stats": stats, "ema": ema,
-                                                      "lr": sched_lr.state_dict()})
-        n = accelerator.num_processes  # every rank did the same amount of work
-        ledger.update(steps=stop - step0, samples=n * (stats["samples"] - job0["samples"]),
-                      tokens=n * (stats["tokens"] - job0["tokens"]), flops=n * (stats["flops"] - job0["flops"]))
-    accelerator.wait_for_everyone()
-    if not main_process:
-        return out
-    _write_log(out / "train_log.csv", trace)
-    if stop < steps:
+            if job.main and tc.fid_every and (done % tc.fid_every == 0 or done == steps):
+                fid.record(job.unwrap(model), ema, done, stats, time.time() - t_start)
+            if done % tc.ckpt_every == 0 or done == stop:
+                job.save(done, {"model": model}, {"optimizer": opt},
+                         {"trace": trace, "stats": stats, "ema": ema.state_dict(), "lr": sched_lr.state_dict()})
+        ledger.update(steps=stop - step0, samples=stats["samples"] - job0["samples"],
+                      tokens=stats["tokens"] - job0["tokens"], flops=stats["flops"] - job0["flops"])
+    job.accelerator.wait_for_everyone()
+    if not job.main:
         return out
 
-    final = accelerator.unwrap_model(model)
-    final.load_state_dict(ema)
+    # 6. outputs: the loss log, and at the end of the stage the EMA weights, done.json
+    write_trace(out / "train_log.csv", [{"step": i, "loss": v} for i, v in enumerate(trace, 1)])
+    if stop < steps:
+        return out
+    final = job.unwrap(model)
+    final.load_state_dict(ema.state_dict())
     final.save_pretrained(out / "final")
     save_config(cfg, out / "final" / "train_config.yaml")
     write_json(out / "done.json", {"experiment": experiment, "stage": stage_name, "steps": steps,
                                    "first_loss_mean10": sum(trace[:10]) / max(1, len(trace[:10])),
                                    "last_loss_mean10": sum(trace[-10:]) / max(1, len(trace[-10:])),
                                    "samples": stats["samples"], "tokens": stats["tokens"], "flops": stats["flops"],
+                                   "processes": job.world, "device": str(dev),
                                    "provenance": provenance(cfg, experiment=experiment)})
     return out
 
@@ -325,34 +353,42 @@ def _previous_stats(cfg: Config, experiment: str, idx: int) -> dict:
     return acc
 
 
-def _record_fid(path: Path, cfg: Config, model, ema: dict, bank: CaptionBank, val_caps: list[str], res: Path,
-                latent_size, step: int, prev: dict, stats: dict, seconds: float, stage: str) -> None:
-    from pyramid_repro.vae import load_vae
+class _FidCurve:
+    """FID-vs-compute points of a stage (results/<profile>/<experiment>/dit/<stage>/fid.csv): every
+    train.fid_every steps the EMA weights sample train.fid_samples first frames whose probe FID is recorded with
+    the samples, tokens, FLOPs and device-hours spent so far, earlier curriculum stages included."""
 
-    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(ema)
-    model.eval()
-    try:
-        fid = _fid_point(model, cfg, bank, val_caps, load_vae(res / "vae" / "final"), latent_size,
-                         cfg.train.fid_samples, cfg.seed)
-    finally:
-        model.load_state_dict(live)
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(FID_COLUMNS)
-        w.writerow([step, prev["samples"] + stats["samples"], prev["tokens"] + stats["tokens"],
-                    prev["flops"] + stats["flops"], prev["device_hours"] + seconds / 3600.0, f"{fid:.4f}",
-                    "fid-probe", stage])
+    def __init__(self, path: Path, cfg: Config, experiment: str, stage_index: int, data: StageData,
+                 latent_size: tuple[int, int], fresh: bool):
+        self.path, self.cfg, self.data, self.latent_size = path, cfg, data, latent_size
+        self.stage = cfg.train.curriculum[stage_index].name
+        self.prev_steps = sum(stage_steps(cfg, experiment, s) for s in cfg.train.curriculum[:stage_index])
+        self.prev = _previous_stats(cfg, experiment, stage_index)
+        if fresh and path.exists():
+            path.unlink()
 
+    def record(self, model: torch.nn.Module, ema, step: int, stats: dict, seconds: float) -> None:
+        from pyramid_repro.vae import load_vae
 
-def _write_log(path: Path, trace: list[float]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "loss"])
-        for i, v in enumerate(trace, 1):
-            w.writerow([i, f"{v:.6f}"])
+        cfg, prev = self.cfg, self.prev
+        dev = next(model.parameters()).device
+        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(ema.state_dict())
+        model.eval()
+        try:
+            fid = _fid_point(model, cfg, self.data.bank, self.data.val_captions,
+                             load_vae(cfg.results_dir("vae", "final"), device=dev), self.latent_size,
+                             cfg.train.fid_samples, cfg.seed)
+        finally:
+            model.load_state_dict(live)
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(FID_COLUMNS)
+            w.writerow([self.prev_steps + step, prev["samples"] + stats["samples"], prev["tokens"] + stats["tokens"],
+                        prev["flops"] + stats["flops"], prev["device_hours"] + seconds / 3600.0, f"{fid:.4f}",
+                        "fid-probe", self.stage])
 
 
 def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
@@ -386,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = config_from_args(args, require_experiment=True)
     if args.collect_fid_curve:
-        res = Path(cfg.results) / cfg.profile
-        print(f"wrote {collect_fid_curve(cfg, args.experiment, args.out or res / args.experiment / 'fid_curve.csv')}")
+        out = args.out or cfg.results_dir(args.experiment, "fid_curve.csv")
+        print(f"wrote {collect_fid_curve(cfg, args.experiment, out)}")
         return 0
     if not args.stage:
         ap.error("--stage is required")

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pyramid_repro.config import Config
 from pyramid_repro.provenance import device_name, git_commit, utc_now
 
@@ -24,12 +22,12 @@ LEDGER_FIELDS = [
 ]
 
 
-def device_count() -> int:
-    if torch.cuda.is_available():
-        import os
+def launch_nodes() -> int:
+    """Machines of this job: WORLD_SIZE / LOCAL_WORLD_SIZE under torchrun / accelerate launch, else 1."""
+    import os
 
-        return int(os.environ.get("WORLD_SIZE", torch.cuda.device_count()))
-    return 1
+    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 0) or 0)
+    return max(1, world // local) if local else 1
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
@@ -52,8 +50,10 @@ class LedgerRecorder:
     ...; led.update(steps=..., samples=..., tokens=..., flops=...)`."""
 
     def __init__(self, path: Path, cfg: Config, experiment: str, stage: str, resumed_from_step: int = 0,
-                 enabled: bool = True):
-        self.path, self.cfg, self.enabled = Path(path), cfg, enabled  # enabled: the main process of a job
+                 enabled: bool = True, processes: int = 1, device=None):
+        # enabled: the main process of a job; processes: data-parallel processes (one device each) on `device`
+        self.path, self.cfg, self.enabled, self.processes = Path(path), cfg, enabled, processes
+        self.device = device
         self.row: dict[str, Any] = {"experiment": experiment, "stage": stage, "resumed_from_step": resumed_from_step,
                                     "steps": 0, "samples": 0, "tokens": 0, "flops": 0.0}
 
@@ -69,9 +69,9 @@ class LedgerRecorder:
         if not self.enabled:
             return
         wall = time.time() - self._t0
-        n, nodes = device_count(), self.cfg.compute.nodes if torch.cuda.is_available() else 1
+        n, nodes = self.processes, launch_nodes()
         self.row.update({
-            "end_utc": utc_now(), "wall_seconds": round(wall, 3), "device_name": device_name(),
+            "end_utc": utc_now(), "wall_seconds": round(wall, 3), "device_name": device_name(self.device),
             "device_count": n, "nodes": nodes, "device_hours": wall * n / 3600.0, "commit": git_commit(),
             "config_hash": self.cfg.config_hash(), "profile": self.cfg.profile,
             "status": "ok" if exc_type is None else f"failed: {exc_type.__name__}",

@@ -113,4 +113,6 @@ class VAELoss(nn.Module):
     def discriminator_loss(self, x: torch.Tensor, recon: torch.Tensor, step: int) -> torch.Tensor | None:
         if self.disc is None or step < self.cfg.gan_start_step:
             return None
-        return hinge_d_loss(self.disc(x), self.disc(recon.detach()))
+        # one forward over real and fake frames (a data-parallel module may run one forward per backward)
+        real, fake = self.disc(torch.cat([x, recon.detach()])).chunk(2)
+        return hinge_d_loss(real, fake)

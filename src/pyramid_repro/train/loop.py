@@ -1,0 +1,178 @@
+"""The training scaffold shared by the VAE and DiT trainers.
+
+Both trainers are the same loop around a different loss: accelerate for the device, mixed precision and data
+parallelism; one optimizer step = a fixed number of micro-batches shared out among the processes; an EMA of the
+weights; a NaN/inf guard; atomic checkpoints with resume; a loss log. What is common lives here:
+
+* :class:`TrainingJob` — the accelerator, this process's share of each step's micro-batches, the sum across
+  processes of a step's loss and counts, resume from the newest checkpoint of this configuration, saving
+  (main process only).
+* :func:`micro_batch_generator` — the randomness of one micro-batch as a pure function of (seed, stage, step,
+  micro-batch index), on the job's device. It does not depend on the process count, so N processes that each take
+  their share of the micro-batches compute the same global batch as one process (the data-parallel tests compare
+  the loss traces), and a resumed run draws what an uninterrupted one would have drawn.
+* :class:`EMA` — exponential moving average of the weights (the weights used for sampling), on the model's device.
+
+Data parallel: gradients are averaged by DDP across processes, each process divides its loss by its number of
+micro-batches, so the update is the mean over the global batch whatever the process count. With an explicit
+micro_batch_size the micro-batches (and so the loss trace) are the same for any process count; with 0 each process
+takes one micro-batch of batch_size / processes samples. Only the main process
+writes checkpoints, logs, ledger rows and FID points; counts in the ledger are summed across processes once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyramid_repro.config import ConfigError
+from pyramid_repro.device import generator as device_generator
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept untouched."""
+
+
+def make_accelerator(device: torch.device | str = "cpu", precision: str = "fp32", unused_parameters: bool = False):
+    """An accelerate Accelerator on `device` (pyramid_repro.device.resolve_device): one process by default, DDP
+    under `accelerate launch` / `torchrun`. bf16 autocast only on CUDA (CPU runs stay fp32, bit-reproducible).
+    `unused_parameters`: the model has parameters that get no gradient (the MM-DiT's last text-stream output
+    feeds nothing), which DDP must be told about."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    device = torch.device(device)
+    mixed = "bf16" if precision == "bf16" and device.type == "cuda" else "no"
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if unused_parameters else []
+    return Accelerator(mixed_precision=mixed, cpu=device.type == "cpu", kwargs_handlers=handlers)
+
+
+def check_finite(loss: float | torch.Tensor, step: int, checkpoints: Path | None = None) -> None:
+    """Stop with a clear error on a NaN/inf loss, before it reaches the weights or a checkpoint."""
+    value = float(loss)
+    if value != value or value in (float("inf"), float("-inf")):
+        where = f"; the last good checkpoint in {checkpoints} is kept, rerun resumes from it" if checkpoints else ""
+        raise NonFiniteLossError(f"non-finite loss ({value}) at step {step + 1}{where}. Lower the learning "
+                                 "rate or check the inputs.")
+
+
+def micro_batch_generator(step_key: int, micro_batch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Generator of micro-batch `micro_batch` of the optimizer step identified by `step_key` (the trainer's pure
+    function of seed, stage and step): independent of the process that draws it. Micro-batch 0 is seeded with
+    `step_key` itself."""
+    return device_generator((step_key + micro_batch * 7_919_000_011) % (2**63), device)
+
+
+class EMA:
+    """Exponential moving average of a model's state dict (kept on the model's device, in its dtypes)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            self.shadow[k].mul_(self.decay).add_(v.detach().to(self.shadow[k].dtype), alpha=1 - self.decay)
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from a checkpoint's copy (stored on the CPU) onto the shadow's device."""
+        self.shadow = {k: v.to(self.shadow[k].device) for k, v in state.items()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+
+class TrainingJob:
+    """One training job's accelerator, process share and checkpoints (see the module docstring)."""
+
+    def __init__(self, device: torch.device | str, precision: str, checkpoints: Path, fingerprint: str,
+                 unused_parameters: bool = False):
+        self.accelerator = make_accelerator(device, precision, unused_parameters)
+        self.device = self.accelerator.device
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.main = self.accelerator.is_main_process
+        self.checkpoints, self.fingerprint = Path(checkpoints), fingerprint
+
+    # -- data parallel -----------------------------------------------------------------------------------------
+    def micro_batch_size(self, batch_size: int, micro_batch_size: int, where: str) -> int:
+        """Samples per micro-batch: `micro_batch_size`, or with 0 the global batch split evenly among the
+        processes (one micro-batch per process and step)."""
+        if micro_batch_size:
+            return micro_batch_size
+        if batch_size % self.world:
+            raise ConfigError(f"{where}: batch_size {batch_size} cannot be split among {self.world} processes; "
+                              "make it a multiple of the process count or set micro_batch_size")
+        return batch_size // self.world
+
+    def my_micro_batches(self, per_step: int, where: str) -> range:
+        """Global indices of the micro-batches this process computes in each step (a contiguous share)."""
+        if per_step % self.world:
+            raise ConfigError(f"{where}: {per_step} micro-batch(es) per optimizer step cannot be shared among "
+                              f"{self.world} processes; make batch_size / micro_batch_size a multiple of the "
+                              "process count")
+        n = per_step // self.world
+        return range(self.rank * n, (self.rank + 1) * n)
+
+    def accumulate(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        """No gradient all-reduce on the micro-batches before the last one of a step (DDP no_sync)."""
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+
+    def sum_over_processes(self, values: list[float]) -> list[float]:
+        """Element-wise sum of `values` over every process (unchanged with one process)."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        return self.accelerator.reduce(t, reduction="sum").tolist()
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def resume(self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any]) -> dict | None:
+        """Load the newest checkpoint written under this job's fingerprint into `models`/`optimizers` (every
+        process); returns {"step", "extra"} or None to start fresh. The main process first moves checkpoints of
+        another configuration aside (train/checkpoint.py `resume_point`)."""
+        from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, resume_point
+
+        if self.main:
+            resume_point(self.checkpoints, self.fingerprint)
+        self.accelerator.wait_for_everyone()
+        ck = latest_checkpoint(self.checkpoints)
+        if ck is None:
+            return None
+        state = load_checkpoint(ck, models, optimizers)
+        state["path"] = ck
+        return state
+
+    def save(self, step: int, models: dict[str, torch.nn.Module], optimizers: dict[str, Any],
+             extra: dict[str, Any]) -> None:
+        """Checkpoint (main process only; models unwrapped, tensors on the CPU)."""
+        from pyramid_repro.train.checkpoint import save_checkpoint
+
+        if self.main:
+            save_checkpoint(self.checkpoints, step, {k: self.unwrap(m) for k, m in models.items()}, optimizers,
+                            extra=_to_cpu(extra))
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def write_trace(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The loss log: one CSV row per optimizer step, `step` and `loss` first, then any loss parts."""
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k != "loss", k))
+    with Path(path).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
