@@ -283,3 +283,24 @@ def test_prompted_motion_on_ground_truth_static_and_reversed_clips():
     assert backwards["direction_accuracy"] == 0.0 and backwards["displacement_ratio"] == pytest.approx(-1.0, abs=0.1)
     static = [p for p in load_suite("synthetic", cfg) if p.factors["direction"] == "static"][:2]
     assert be.prompted_motion([clips[0], clips[0]], static) == {"videos": 0}
+
+
+def test_frechet_distance_matches_theory_and_clean_fid(monkeypatch):
+    """Diagonal Gaussians have the closed form |mu1 - mu2|^2 + sum (sqrt(a) - sqrt(b))^2; the fallback for SciPy
+    without sqrtm's `disp` (clean-fid 0.1.35 passes it) gives the same number as clean-fid."""
+    import cleanfid.fid
+
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    a, b = rng.uniform(0.5, 2, 6), rng.uniform(0.5, 2, 6)
+    theory = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert be.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(theory, rel=1e-9)
+    x, y = rng.normal(size=(200, 8)), rng.normal(size=(150, 8)) * 1.5 + 0.3
+    args = (x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    reference = be.frechet_distance(*args)
+
+    def no_disp(*_, **__):
+        raise TypeError("sqrtm() got an unexpected keyword argument 'disp'")
+
+    monkeypatch.setattr(cleanfid.fid, "frechet_distance", no_disp)
+    assert be.frechet_distance(*args) == pytest.approx(reference, rel=1e-9)

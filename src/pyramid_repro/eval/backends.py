@@ -10,7 +10,7 @@
   background_consistency (border pixels vs the first frame), temporal_flickering (VBench's formula:
   (255 - mean |frame difference|) / 255 on static prompts). Aggregated the way VBench aggregates, over the
   dimensions present; the rest are listed as missing.
-* `fid-probe` (offline): Fréchet distance (clean-fid's frechet_distance) between probe features of generated
+* `fid-probe` (offline): Fréchet distance (clean-fid's, see `frechet_distance`) between probe features of generated
   frames and of real held-out frames.
 * `clean-fid`: FID and KID (KID in `extra.kid`) with clean-fid's Inception from a local file
   (eval.inception_path); never downloads.
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.device import config_device
 from pyramid_repro.eval import vbench as vb
 
 LABELS = {
@@ -170,15 +171,14 @@ def prompted_motion(videos: list[np.ndarray], prompts: list) -> dict[str, float 
 
 def synthetic_dimensions(videos: list[np.ndarray], prompts: list, probe) -> dict[str, float]:
     """Mean of each dimension over the videos whose prompt serves it."""
-    from pyramid_repro.eval.probe import _vocab
+    from pyramid_repro.eval.probe import _vocab, probe_outputs
 
     shapes, colours, _ = _vocab()
     per: dict[str, list[float]] = {}
     for v, p in zip(videos, prompts):
         f = p.factors
         x = frames_to_tensor(v)
-        with torch.no_grad():
-            out = probe(x)
+        out = probe_outputs(probe, x)
         o = f["objects"]
         # an object counts in a frame when the probe reads it and its palette colour forms an object there (the
         # known palette of the synthetic world), so noise that fires probe units without any object does not count
@@ -219,17 +219,46 @@ def synthetic_dimensions(videos: list[np.ndarray], prompts: list, probe) -> dict
 
 
 def probe_features(probe, videos: list[np.ndarray] | torch.Tensor) -> np.ndarray:
-    feats = []
-    with torch.no_grad():
-        for v in videos:
-            x = frames_to_tensor(v) if isinstance(v, np.ndarray) else v
-            feats.append(probe.features(x))
+    """Probe features (N_frames, FEATURES) of every frame of `videos` (uint8 arrays or [-1, 1] frame tensors)."""
+    from pyramid_repro.eval.probe import probe_outputs
+
+    feats = [probe_outputs(probe, frames_to_tensor(v) if isinstance(v, np.ndarray) else v)["features"]
+             for v in videos]
     return torch.cat(feats).double().numpy()
 
 
-def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
-    from cleanfid.fid import frechet_distance
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2) (Heusel et al. 2017):
+    |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), by clean-fid's `frechet_distance`.
 
+    clean-fid 0.1.35 passes `disp=False` to scipy.linalg.sqrtm, an argument SciPy 1.18 removed (seen on a GPU
+    machine's newer SciPy); there the same steps run here: the matrix square root, retried with `eps` added to
+    the diagonals when it is not finite, its real part when the imaginary part is negligible."""
+    from cleanfid.fid import frechet_distance as clean_fid_frechet
+
+    try:
+        return float(clean_fid_frechet(mu1, sigma1, mu2, sigma2, eps))
+    except TypeError as e:
+        if "disp" not in str(e):
+            raise
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):  # numerical error may leave a small imaginary part
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Fréchet distance: imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
     path = cfg.results_dir("probe", "real_stats.npz")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: real-frame statistics missing; run `pyramid-repro train-probe`")
@@ -239,7 +268,7 @@ def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
 
 
 def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
-    """Probe FID (Fréchet distance of probe features, clean-fid's `frechet_distance`) of generated videos
+    """Probe FID (Fréchet distance of probe features, `frechet_distance`) of generated videos
     (N, 3, T, H, W) or frames (N, 3, H, W) in [-1, 1], every frame counted, against the cached statistics of the
     real held-out frames (results/<profile>/probe/real_stats.npz). Called by the DiT trainer every eval.fid_every
     steps for the FID-vs-compute curves (paper Fig. 5-6 analogue; offline proxy, not Inception FID)."""
@@ -256,26 +285,28 @@ def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
     frames = videos if videos.ndim == 4 else videos.transpose(1, 2).reshape(-1, 3, *videos.shape[-2:])
     if len(frames) < 2:
         raise ValueError("fid_probe_score: at least 2 frames are needed for a covariance")
-    probe = load_probe(cfg)
+    probe = load_probe(cfg, frames.device)
     return frechet_to_real(probe_features(probe, [frames.float()]), cfg)
 
 
-def inception_features(videos: list[np.ndarray], path: str | None, batch: int = 64) -> np.ndarray:
+def inception_features(videos: list[np.ndarray], path: str | None, batch: int = 64,
+                       device: torch.device | str = "cpu") -> np.ndarray:
     """2048-d pool features of every frame with clean-fid's Inception (TorchScript `inception-2015-12-05.pt`) from
-    a local file (eval.inception_path); frames resized to 299x299 (bicubic, antialiased). Never downloads."""
+    a local file (eval.inception_path), computed on `device`; frames resized to 299x299 (bicubic, antialiased).
+    Never downloads."""
     if not path or not Path(path).is_file() or Path(path).name != "inception-2015-12-05.pt":
         raise ConfigError(f"eval.inception_path={path!r}: the clean-fid backend needs clean-fid's Inception weights "
                           "as a local file named inception-2015-12-05.pt; they are never downloaded")
     from cleanfid.inception_torchscript import InceptionV3W
 
-    model = InceptionV3W(str(Path(path).parent), download=False, resize_inside=False)
+    model = InceptionV3W(str(Path(path).parent), download=False, resize_inside=False).to(device)
     frames = np.concatenate(videos)
     out = []
     with torch.no_grad():
         for i in range(0, len(frames), batch):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i: i + batch])).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy(np.ascontiguousarray(frames[i: i + batch])).permute(0, 3, 1, 2).float().to(device)
             x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bicubic", antialias=True).clamp(0, 255)
-            out.append(model(x))
+            out.append(model(x).cpu())
     return torch.cat(out).double().numpy()
 
 
@@ -283,7 +314,7 @@ def fid_kid(fake: np.ndarray, real: np.ndarray, seed: int = 0) -> tuple[float, f
     """FID and KID between two feature sets with clean-fid's own routines (`frechet_distance`, `kernel_distance`:
     the unbiased cubic-polynomial-kernel MMD of Binkowski et al. 2018 over 100 subsets); the subset draw is seeded
     so the same features give the same KID."""
-    from cleanfid.fid import frechet_distance, kernel_distance
+    from cleanfid.fid import kernel_distance
 
     fid = frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
     state = np.random.get_state()
@@ -299,13 +330,14 @@ def inception_fid(videos: list[np.ndarray], cfg: Config) -> tuple[float, float]:
     """Inception FID and KID of generated frames against the frames of the held-out (test split) real clips."""
     from pyramid_repro.data.datasets import ClipDataset
 
-    fake = inception_features(videos, cfg.eval.inception_path)
+    dev = config_device(cfg)
+    fake = inception_features(videos, cfg.eval.inception_path, device=dev)
     stats = cfg.results_dir("inception_real_features.npy")
     if not stats.is_file():
         ds = ClipDataset.from_config(cfg, "test", "video")
         real = [((ds[i]["video"].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy() for i in range(len(ds))]
         stats.parent.mkdir(parents=True, exist_ok=True)
-        np.save(stats, inception_features(real, cfg.eval.inception_path))
+        np.save(stats, inception_features(real, cfg.eval.inception_path, device=dev))
     return fid_kid(fake, np.load(stats), cfg.seed)
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
+from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
 
 FEATURES = 64
@@ -88,11 +89,19 @@ def _frames(cfg: Config, split: str, per_clip: int, rng: np.random.Generator):
     return torch.stack(xs), {k: torch.stack([lb[k] for lb in labels]) for k in labels[0]}
 
 
+@torch.no_grad()
+def probe_outputs(model: ProbeNet, frames: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
+    """The probe's outputs (logits and features) for frames (N, 3, H, W) in [-1, 1], computed on the probe's device
+    in chunks of `chunk` frames (a held-out set at the small profile is thousands of 128x128 frames); CPU tensors."""
+    dev = next(model.parameters()).device
+    parts = [model(frames[i: i + chunk].to(dev)) for i in range(0, len(frames), chunk)]
+    return {k: torch.cat([p[k] for p in parts]).float().cpu() for k in parts[0]}
+
+
 def accuracies(model: ProbeNet, x: torch.Tensor, y: dict) -> dict[str, float]:
     """Held-out accuracies. `shape`/`colour`: the most likely shape/colour on single-object frames (what the
     object_class and color dimensions read); `*_set`: exact match of the predicted set on every frame."""
-    with torch.no_grad():
-        out = model(x)
+    out = probe_outputs(model, x)
     single = y["count"] == 0
     return {
         "shape": float((out["shapes"][single].argmax(1) == y["shapes"][single].argmax(1)).float().mean()),
@@ -105,27 +114,28 @@ def accuracies(model: ProbeNet, x: torch.Tensor, y: dict) -> dict[str, float]:
 
 
 def fit_probe(x: torch.Tensor, y: dict[str, torch.Tensor], steps: int, batch: int = 64,
-              seed: int = 0) -> tuple[ProbeNet, float]:
-    """Train a ProbeNet on frames `x` (N, 3, H, W) in [-1, 1] with `frame_labels` targets: multi-label BCE on the
-    shapes and colours present, cross-entropy on object count and background; AdamW with a one-cycle schedule.
-    Returns the model (eval mode) and the last batch loss."""
+              seed: int = 0, device: torch.device | str = "cpu") -> tuple[ProbeNet, float]:
+    """Train a ProbeNet on `device` on frames `x` (N, 3, H, W) in [-1, 1] (kept where they are; each batch is moved)
+    with `frame_labels` targets: multi-label BCE on the shapes and colours present, cross-entropy on object count
+    and background; AdamW with a one-cycle schedule. Returns the model (eval mode) and the last batch loss."""
     if steps <= 0 or len(x) == 0:
         raise ValueError(f"fit_probe: steps={steps}, frames={len(x)}; both must be positive")
     torch.manual_seed(seed)
-    model = ProbeNet()
+    model = ProbeNet().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # which frames and flips: host draws, the same on every device
     for _ in tqdm(range(steps), desc="train probe"):
         idx = torch.randint(0, len(x), (batch,), generator=g)
-        xb = x[idx]
+        xb = x[idx].to(device)
         # left-right mirroring keeps every label (the shapes are mirror-symmetric, relations are not read here)
-        flip = torch.rand(batch, generator=g) < 0.5
+        flip = (torch.rand(batch, generator=g) < 0.5).to(device)
         xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
         o = model(xb)
-        loss = (F.binary_cross_entropy_with_logits(o["shapes"], y["shapes"][idx])
-                + F.binary_cross_entropy_with_logits(o["colours"], y["colours"][idx])
-                + F.cross_entropy(o["count"], y["count"][idx]) + F.cross_entropy(o["background"], y["background"][idx]))
+        yb = {k: v[idx].to(device) for k, v in y.items()}
+        loss = (F.binary_cross_entropy_with_logits(o["shapes"], yb["shapes"])
+                + F.binary_cross_entropy_with_logits(o["colours"], yb["colours"])
+                + F.cross_entropy(o["count"], yb["count"]) + F.cross_entropy(o["background"], yb["background"]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -147,16 +157,15 @@ def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, 
     x, y = _frames(cfg, "train", 8, rng)
     xv, yv = _frames(cfg, "test", cfg.data.frames, rng)
     t0 = time.perf_counter()
-    model, loss = fit_probe(x, y, steps, batch, cfg.seed)
+    model, loss = fit_probe(x, y, steps, batch, cfg.seed, config_device(cfg))
     train_seconds = time.perf_counter() - t0
     model.eval()
     acc = accuracies(model, xv, yv)
     from safetensors.torch import save_file
 
-    save_file(model.state_dict(), str(out / "probe.safetensors"))
+    save_file({k: v.cpu() for k, v in model.state_dict().items()}, str(out / "probe.safetensors"))
     # real-frame feature statistics of held-out frames, for the fid-probe backend and the FID curves
-    with torch.no_grad():
-        feats = torch.cat([model.features(xv[i: i + 256]) for i in range(0, len(xv), 256)]).double().numpy()
+    feats = probe_outputs(model, xv)["features"].double().numpy()
     np.savez(out / "real_stats.npz", mu=feats.mean(0), sigma=np.cov(feats, rowvar=False), n=len(feats))
     info = {"label": "probe network for offline synthetic-proxy metrics (not VBench, not Inception)",
             "heldout_accuracy": acc, "heldout_frames": len(xv), "train_frames": len(x), "steps": steps,
@@ -166,7 +175,9 @@ def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, 
     return info
 
 
-def load_probe(cfg: Config) -> ProbeNet:
+def load_probe(cfg: Config, device: torch.device | str | None = None) -> ProbeNet:
+    """The trained probe (results/<profile>/probe/probe.safetensors) in eval mode on `device` (default: the
+    profile's compute.device)."""
     from safetensors.torch import load_file
 
     path = cfg.results_dir("probe", "probe.safetensors")
@@ -174,7 +185,7 @@ def load_probe(cfg: Config) -> ProbeNet:
         raise FileNotFoundError(f"{path}: probe not trained; run `pyramid-repro train-probe --profile {cfg.profile}`")
     m = ProbeNet()
     m.load_state_dict(load_file(str(path)))
-    return m.eval()
+    return m.eval().to(config_device(cfg) if device is None else device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
+from pyramid_repro.device import autocast, config_device, generator
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.provenance import provenance, write_json
@@ -75,15 +76,18 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
         batch_size: int = 16) -> Path:
     """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json."""
     from pyramid_repro.eval.prompts import load_suite
-    from pyramid_repro.train.dit import final_model_dir, load_dit_for_sampling
+    from pyramid_repro.models import build_text_encoder, load_dit
+    from pyramid_repro.train.dit import final_model_dir
     from pyramid_repro.vae import decode_latents, load_vae
 
     exp = get_experiment(experiment)
-    res = Path(cfg.results) / cfg.profile
+    res = cfg.results_dir()
     out = out or res / experiment / "samples" / suite
     ckpt = checkpoint or final_model_dir(res, exp.checkpoint_from or experiment, cfg.train.curriculum[-1].name)
-    model, encoder = load_dit_for_sampling(ckpt, cfg)
-    vae = load_vae(res / "vae" / "final")
+    dev = config_device(cfg)
+    model = load_dit(ckpt, dev)
+    encoder = build_text_encoder(cfg, dev)
+    vae = load_vae(res / "vae" / "final", cfg.vae.encode_chunk_frames, dev)
     prompts = load_suite(suite, cfg)
     if cfg.eval.max_prompts:
         prompts = prompts[: cfg.eval.max_prompts]
@@ -103,9 +107,10 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
             text = TextCondition(*encoder.encode([p.text for p, _ in chunk]))
             # one generator per batch, seeded from its first sample: deterministic for a fixed batch size
             seed = sample_seed(cfg.seed, chunk[0][0].id, chunk[0][1])
-            g = torch.Generator().manual_seed(seed)
-            lat = generate_latents(model, cfg, text, empty, latent_frames, size, g)
-            videos = decode_latents(vae, lat)
+            g = generator(seed, dev)
+            with autocast(dev, cfg.train.precision):
+                lat = generate_latents(model, cfg, text, empty, latent_frames, size, g)
+            videos = decode_latents(vae, lat.float())
             for (p, i), v in zip(chunk, videos):
                 frames = to_uint8(v)
                 name = video_filename(p.text, i)

@@ -42,13 +42,19 @@ class MiniLMEncoder(torch.nn.Module):
         self.identity = f"minilm:{Path(path).name}:{max_tokens}"
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        # float32 whatever dtype the weights are stored in: the embeddings feed fp32 models and on-disk caches
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).float().eval().requires_grad_(False)
         self.max_tokens = max_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens (B, max_tokens, 384), mask (B, max_tokens) bool, pooled (B, 384)) on the encoder's device."""
         t = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens,
-                           return_tensors="pt")
+                           return_tensors="pt").to(self.device)
         h = self.model(**t).last_hidden_state
         m = t["attention_mask"].bool()
         pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1)
@@ -74,32 +80,38 @@ class ClipT5Encoder(torch.nn.Module):
         self.pooled_dim = self.clip_l.config.projection_dim + self.clip_g.config.projection_dim
         self.identity = f"clip_t5:{Path(clip_l).name}:{Path(clip_g).name}:{Path(t5).name}:{max_tokens}"
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(T5 tokens (B, max_tokens, d_model), mask (B, max_tokens) bool, CLIP-L+G pooled) on the encoders'
+        device."""
         pooled = []
         for tok, model in ((self.tok_l, self.clip_l), (self.tok_g, self.clip_g)):
             t = tok(list(prompts), padding="max_length", truncation=True,
-                    max_length=min(77, tok.model_max_length), return_tensors="pt")
+                    max_length=min(77, tok.model_max_length), return_tensors="pt").to(self.device)
             pooled.append(model(input_ids=t["input_ids"]).text_embeds)
         t = self.tok_t5(list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens,
-                        return_tensors="pt")
+                        return_tensors="pt").to(self.device)
         h = self.t5(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).last_hidden_state
         return h, t["attention_mask"].bool(), torch.cat(pooled, dim=-1)
 
 
-def build_text_encoder(cfg: Config):
-    """The profile's text encoder (cfg.text_encoder.kind)."""
+def build_text_encoder(cfg: Config, device: torch.device | str = "cpu"):
+    """The profile's text encoder (cfg.text_encoder.kind), frozen, on `device`."""
     te = cfg.text_encoder
     if te.kind == "minilm":
-        return MiniLMEncoder(te.max_tokens)
+        return MiniLMEncoder(te.max_tokens).to(device)
     if te.kind == "clip_t5":
         return ClipT5Encoder(_local_dir(te.clip_l_path, "clip_l_path"), _local_dir(te.clip_g_path, "clip_g_path"),
-                             _local_dir(te.t5_path, "t5_path"), te.max_tokens)
+                             _local_dir(te.t5_path, "t5_path"), te.max_tokens).to(device)
     raise ConfigError(f"text_encoder.kind={te.kind!r}; expected 'minilm' or 'clip_t5'")
 
 
 def encode_cached(encoder, prompts: list[str], cache_path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """encode() with an on-disk safetensors cache keyed by the prompts and the encoder identity."""
+    """encode() with an on-disk safetensors cache keyed by the prompts and the encoder identity; CPU tensors."""
     from safetensors.torch import load_file, save_file
 
     key = hashlib.sha256(("\n".join([encoder.identity, *prompts])).encode()).hexdigest()[:16]
@@ -109,7 +121,7 @@ def encode_cached(encoder, prompts: list[str], cache_path: Path) -> tuple[torch.
         d = load_file(str(path))
         return d["tokens"], d["mask"].bool(), d["pooled"]
     out = [encoder.encode(prompts[i: i + 256]) for i in range(0, len(prompts), 256)]
-    tokens, mask, pooled = (torch.cat([o[j] for o in out]) for j in range(3))
+    tokens, mask, pooled = (torch.cat([o[j] for o in out]).cpu() for j in range(3))
     path.parent.mkdir(parents=True, exist_ok=True)
     # a private temporary name: parallel jobs may fill the same cache entry at once (same content; last rename wins)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
 
 SHARD_SIZE = 1024
@@ -64,10 +65,11 @@ class Normalization:
 def compute_normalization(vae, bank, cfg: Config, n: int = 256) -> Normalization:
     """Mean/std of the posterior means of up to `n` training clips, separately for frame 0 and later frames."""
     vae.eval()
+    dev = next(vae.parameters()).device
     rows = torch.arange(min(n, len(bank)))
     firsts, laters = [], []
     for b in range(0, len(rows), 16):
-        z = vae.encode(bank.batch(rows[b: b + 16]))
+        z = vae.encode(bank.batch(rows[b: b + 16]).to(dev)).float().cpu()
         firsts.append(z[:, :, :1].flatten())
         laters.append(z[:, :, 1:].flatten())
     f, later = torch.cat(firsts), torch.cat(laters)
@@ -77,10 +79,14 @@ def compute_normalization(vae, bank, cfg: Config, n: int = 256) -> Normalization
 
 
 class LoadedVAE:
-    """A trained VAE with its normalisation statistics."""
+    """A trained VAE with its normalisation statistics. encode/decode take and return tensors on the VAE's device."""
 
     def __init__(self, model, norm: Normalization, chunk_frames: int = 0):
         self.model, self.norm, self.chunk_frames = model, norm, chunk_frames
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -92,14 +98,14 @@ class LoadedVAE:
         return self.model.decode(self.norm.denormalize(latents), chunk_frames=self.chunk_frames).clamp(-1, 1)
 
 
-def load_vae(folder: Path, chunk_frames: int = 0) -> LoadedVAE:
-    """The VAE saved by train-vae (folder = results/<profile>/vae/final)."""
+def load_vae(folder: Path, chunk_frames: int = 0, device: torch.device | str = "cpu") -> LoadedVAE:
+    """The VAE saved by train-vae (folder = results/<profile>/vae/final), in eval mode on `device`."""
     from pyramid_repro.vae.model import CausalVideoVAE
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no trained VAE (config.json missing); run `pyramid-repro train-vae`")
-    model = CausalVideoVAE.from_pretrained(folder).eval()
+    model = CausalVideoVAE.from_pretrained(folder).eval().to(device)
     return LoadedVAE(model, Normalization.load(folder / "normalization.json"), chunk_frames)
 
 
@@ -136,7 +142,7 @@ def encode_stage(cfg: Config, vae: LoadedVAE, stage, out: Path, batch: int = 32)
             continue
         for b in tqdm(range(0, len(ds), batch), desc=f"encode {stage.name}/{split}"):
             its = [ds[i] for i in range(b, min(b + batch, len(ds)))]
-            z = vae.encode(torch.stack([it["video"] for it in its]))
+            z = vae.encode(torch.stack([it["video"] for it in its]).to(vae.device)).cpu()
             shape = list(z.shape[1:])
             for j, it in enumerate(its):
                 if sum(s.shape[0] for s in shard) >= SHARD_SIZE:
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_arg(ap)
     args = ap.parse_args(argv)
     cfg = config_from_args(args)
-    vae = load_vae(cfg.results_dir("vae", "final"), cfg.vae.encode_chunk_frames)
+    vae = load_vae(cfg.results_dir("vae", "final"), cfg.vae.encode_chunk_frames, config_device(cfg))
     for st in cfg.train.curriculum:
         if args.stage and st.name not in args.stage:
             continue

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
+from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
 
 
@@ -70,14 +71,14 @@ def evaluate(cfg: Config, folder: Path | None = None) -> dict:
     from pyramid_repro.vae.cache import load_vae
 
     folder = folder or cfg.results_dir("vae")
-    vae = load_vae(folder / "final", cfg.vae.encode_chunk_frames)
+    vae = load_vae(folder / "final", cfg.vae.encode_chunk_frames, config_device(cfg))
     ds = ClipDataset.from_config(cfg, "test", "video")
     n = min(cfg.vae.eval_clips, len(ds))
     ps, ss, first = [], [], None
     for b in range(0, n, 8):
         x = torch.stack([ds[i]["video"] for i in range(b, min(b + 8, n))])
         # round-trip through the normalised latents, exactly what the DiT sees and the sampler decodes
-        y = vae.decode(vae.encode(x))
+        y = vae.decode(vae.encode(x.to(vae.device))).float().cpu()
         ps += psnr(x, y).tolist()
         ss += ssim(x, y).tolist()
         if first is None:
