@@ -144,3 +144,44 @@ def test_synthetic_dataset_items(tmp_path):
     assert vids[0]["video"].shape == (3, cfg.data.frames, cfg.data.height, cfg.data.width)
     assert imgs[0]["video"].shape == (3, 1, cfg.data.height, cfg.data.width)
     assert vids[0]["factors"]["objects"]
+
+
+@pytest.mark.parametrize("frames", [9, 17, 33, 65])
+def test_every_clip_length_keeps_objects_in_the_canvas(frames):
+    """Factors drawn for any profile's clip length (smoke 9, tiny 17, small 33, 65) place every object so it
+    stays inside the frame for the whole clip, camera pan included; the travel over the clip is that of a
+    17-frame clip, so `fast` stays twice `slow`."""
+    from pyramid_repro.data.synthetic import SPEEDS, speed_scale
+
+    rng = np.random.default_rng(frames)
+    for _ in range(300):
+        f = sample_factors(rng, max_objects=3, static_fraction=0.2, camera_pan_prob=0.5, frames=frames)
+        vx, vy = f.velocity
+        t = np.arange(frames)
+        for o in f.objects:
+            xs, ys = o.x + (vx + f.pan_velocity) * t, o.y + vy * t
+            assert xs.min() >= o.size - 1e-9 and xs.max() <= 1 - o.size + 1e-9, (f, frames)
+            assert ys.min() >= o.size - 1e-9 and ys.max() <= 1 - o.size + 1e-9, (f, frames)
+    travel = SPEEDS["fast"] * speed_scale(frames) * (frames - 1)
+    assert travel == pytest.approx(SPEEDS["fast"] * min(frames - 1, 16))
+
+
+@pytest.mark.parametrize("frames", [17, 33, 65])
+def test_prompted_motion_stays_visible_at_every_clip_length(frames):
+    f = factors_from_spec("square", "red", direction="right", speed="slow", background="gray", frames=frames)
+    clip = render_clip(f, 32, 32, frames)
+    first, last = _centroid(clip[0], COLOURS["red"]), _centroid(clip[-1], COLOURS["red"])
+    assert last[0] - first[0] > 4.0  # pixels to the right over the clip
+    assert (np.abs(clip.astype(int) - np.array(COLOURS["red"])).sum(-1) < 30).sum((1, 2)).min() > 10  # in frame
+
+
+def test_small_profile_dataset_builds_in_miniature(tmp_path):
+    """`make-dataset --profile small` (33-frame 128x128 clips) with a handful of items."""
+    out = tmp_path / "small"
+    assert make_dataset(["--profile", "small", "--set", "data.synthetic.n_train=4", "--set", "data.synthetic.n_val=2",
+                         "--set", "data.synthetic.n_test=2", "--set", "data.synthetic.n_images=2",
+                         "--out", str(out)]) == 0
+    df = pd.read_csv(out / "manifest.csv")
+    assert len(df) == 10 and set(df[df.kind == "video"].frames) == {33}
+    frames, _ = read_video(out / df[df.kind == "video"].path.iloc[0])
+    assert frames.shape == (33, 128, 128, 3)

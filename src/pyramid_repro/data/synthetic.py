@@ -32,7 +32,12 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 TEXTURES: tuple[str, ...] = ("none", "stripes", "checker")
 DIRECTIONS: dict[str, tuple[float, float]] = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
-SPEEDS: dict[str, float] = {"slow": 0.012, "fast": 0.025}  # fraction of the frame per frame at the profile's fps
+SPEEDS: dict[str, float] = {"slow": 0.012, "fast": 0.025}  # fraction of the frame per frame in a 17-frame clip
+# Longer clips move proportionally slower, so an object travels the same distance over the whole clip at any clip
+# length (a fast object crosses 40% of the frame, a slow one 19%): objects stay in the canvas for 33 or 65 frames,
+# the prompted motion stays visible, and `fast` stays twice `slow`.
+REFERENCE_FRAMES = 17
+PAN_SPEEDS: dict[str, float] = {"none": 0.0, "left": 0.01, "right": -0.01}  # per frame in a 17-frame clip
 RELATIONS: dict[str, tuple[float, float]] = {  # offset direction of object 0 relative to object 1
     "to the left of": (-1.0, 0.0),
     "to the right of": (1.0, 0.0),
@@ -62,14 +67,22 @@ class Factors:
     background: str = "gray"
     texture: str = "none"
     pan: str = "none"  # camera pan: none/left/right
+    clip_frames: int = REFERENCE_FRAMES  # frames of the clip the velocity is scaled to (see SPEEDS)
 
     @property
     def velocity(self) -> tuple[float, float]:
+        """Displacement per frame (fractions of the frame's width and height)."""
         if self.direction == "static":
             return (0.0, 0.0)
         dx, dy = DIRECTIONS[self.direction]
-        s = SPEEDS[self.speed]
+        s = SPEEDS[self.speed] * speed_scale(self.clip_frames)
         return (dx * s, dy * s)
+
+    @property
+    def pan_velocity(self) -> float:
+        """Horizontal on-screen shift of the whole scene per frame from the camera pan (camera left -> scene
+        moves right), scaled with the clip length like the objects' speeds."""
+        return PAN_SPEEDS[self.pan] * speed_scale(self.clip_frames)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,6 +92,12 @@ class Factors:
         d = dict(d)
         d["objects"] = [SceneObject(**o) for o in d["objects"]]
         return Factors(**d)
+
+
+def speed_scale(frames: int) -> float:
+    """Per-frame speed factor of a clip of `frames` frames: 1 up to REFERENCE_FRAMES, then (17 - 1) / (frames - 1)
+    so the travel over the clip stays that of a 17-frame clip."""
+    return min(1.0, (REFERENCE_FRAMES - 1) / max(1, frames - 1))
 
 
 def _place(rng: np.random.Generator, n: int, size: float, travel: tuple[float, float], relation: str | None):
@@ -127,9 +146,12 @@ def sample_factors(rng: np.random.Generator, max_objects: int = 3, static_fracti
     pan = "none" if still or rng.random() >= camera_pan_prob else str(rng.choice(["left", "right"]))
     texture = str(rng.choice(TEXTURES[1:])) if rng.random() < texture_prob else "none"
     f = Factors(objects=[], direction=direction, speed=speed, relation=relation,
-                background=str(rng.choice(list(BACKGROUNDS))), texture=texture, pan=pan)
+                background=str(rng.choice(list(BACKGROUNDS))), texture=texture, pan=pan, clip_frames=frames)
     vx, vy = f.velocity
-    travel = (vx * (frames - 1), vy * (frames - 1))
+    travel = ((vx + f.pan_velocity) * (frames - 1), vy * (frames - 1))  # the pan moves the objects too
+    if abs(travel[0]) > 1 - 2 * size:  # a pan along a fast motion would carry the object out: no pan
+        f.pan = "none"
+        travel = (vx * (frames - 1), vy * (frames - 1))
     centres = _place(rng, n, size, travel, relation)
     colours = rng.choice(list(COLOURS), size=n, replace=False)
     shapes = rng.choice(list(SHAPES), size=n, replace=True)
@@ -152,7 +174,7 @@ def factors_from_spec(shape: str, colour: str, direction: str = "static", speed:
     key = "|".join(map(str, (shape, colour, direction, background, relation, other_shape, other_colour)))
     rng = np.random.default_rng(zlib.crc32(key.encode()))
     f = Factors(objects=[], direction=direction, speed="static" if direction == "static" else speed,
-                relation=relation, background=background)
+                relation=relation, background=background, clip_frames=frames)
     vx, vy = f.velocity
     travel = (vx * (frames - 1), vy * (frames - 1))
     if relation is None:
@@ -211,8 +233,7 @@ def render_clip(f: Factors, height: int, width: int, frames: int) -> np.ndarray:
     ys = (np.arange(H) + 0.5) / H  # fractions of the frame
     xs = (np.arange(W) + 0.5) / W
     t = np.arange(frames, dtype=np.float64)
-    pan = {"none": 0.0, "left": 0.01, "right": -0.01}[f.pan]  # camera left -> scene moves right on screen
-    shift = t * pan  # (T,)
+    shift = t * f.pan_velocity  # (T,)
     bg = np.array(BACKGROUNDS[f.background], dtype=np.float64)
     # background with optional texture: (T, H, W, 3)
     if f.texture == "none":
