@@ -8,7 +8,7 @@
     stage instead of at every Euler step), checked against the uncached output.
 Prints the ratios and writes reports/performance.md.
 
-    python benchmarks/pyramid_vs_fullseq.py [--repeats 5] [--threads 2]
+    python benchmarks/pyramid_vs_fullseq.py [--repeats 5] [--threads 2] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from pyramid_repro.config import load_config
+from pyramid_repro.device import generator, resolve_device, synchronize
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.models import build_dit
@@ -37,29 +38,32 @@ def _cfg(profile: str, experiment: str, model: dict | None = None, size: int | N
     return load_config(profile, over, experiment)
 
 
-def _text(B: int) -> TextCondition:
-    return TextCondition(torch.randn(B, TEXT_TOKENS, TEXT_DIM), torch.ones(B, TEXT_TOKENS, dtype=torch.bool),
-                         torch.randn(B, TEXT_DIM))
+def _text(B: int, device: torch.device) -> TextCondition:
+    return TextCondition(torch.randn(B, TEXT_TOKENS, TEXT_DIM, device=device),
+                         torch.ones(B, TEXT_TOKENS, dtype=torch.bool, device=device),
+                         torch.randn(B, TEXT_DIM, device=device))
 
 
-def train_cost(cfg, batch: int, repeats: int) -> dict:
+def train_cost(cfg, batch: int, repeats: int, device: torch.device) -> dict:
     """Mean tokens, analytic FLOPs and wall seconds per training sample over `repeats` random batches."""
     torch.manual_seed(0)
-    model = build_dit(cfg, TEXT_DIM, TEXT_DIM).train()
+    model = build_dit(cfg, TEXT_DIM, TEXT_DIM).train().to(device)
     s = cfg.vae.spatial_compression
     H, W = cfg.data.height // s, cfg.data.width // s
     T = cost.latent_frames(cfg.data.frames, cfg.vae.temporal_compression)
-    lat = torch.randn(batch, cfg.vae.latent_channels, T, H, W)
+    lat = torch.randn(batch, cfg.vae.latent_channels, T, H, W).to(device)
     sched = PyramidSchedule.from_config(cfg.pyramid)
-    g = torch.Generator().manual_seed(0)
-    text = _text(batch)
+    g = generator(0, device)
+    text = _text(batch, device)
     toks = flops = secs = 0.0
     for i in range(repeats + 1):
         b = make_batch(lat, sched, cfg.pyramid, g)
+        synchronize(device)
         t0 = time.perf_counter()
         v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text.tokens,
                   text_mask=text.mask, pooled=text.pooled, full_size=(H, W))
         torch.nn.functional.mse_loss(v, b.target).backward()
+        synchronize(device)
         dt = time.perf_counter() - t0
         model.zero_grad(set_to_none=True)
         if i == 0:
@@ -71,19 +75,22 @@ def train_cost(cfg, batch: int, repeats: int) -> dict:
     return {"tokens": toks / repeats, "flops": flops / repeats, "seconds": secs / repeats}
 
 
-def generation(cfg, kv_cache: bool, seed: int = 0) -> tuple[torch.Tensor, float]:
+def generation(cfg, kv_cache: bool, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, float]:
     torch.manual_seed(0)
     model = build_dit(cfg, TEXT_DIM, TEXT_DIM).eval()
     for p in model.parameters():  # adaLN-Zero init predicts 0: randomise so the comparison is not trivial
         if p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.02)
+    model.to(device)
     s = cfg.vae.spatial_compression
     H, W = cfg.data.height // s, cfg.data.width // s
     T = cost.latent_frames(cfg.data.frames, cfg.vae.temporal_compression)
+    text, empty = _text(1, device), _text(1, device)
+    synchronize(device)
     t0 = time.perf_counter()
-    out = generate_latents(model, cfg, _text(1), _text(1), T, (H, W), torch.Generator().manual_seed(seed),
-                           kv_cache=kv_cache)
-    return out, time.perf_counter() - t0
+    out = generate_latents(model, cfg, text, empty, T, (H, W), generator(seed, device), kv_cache=kv_cache)
+    synchronize(device)
+    return out.cpu(), time.perf_counter() - t0
 
 
 def main() -> None:
@@ -91,10 +98,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("reports/performance.md"))
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when available)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} CPU threads"
     lines = ["# Pyramid vs full sequence, measured side by side", "",
-             f"torch {torch.__version__}, {args.threads} CPU threads; analytic FLOPs from flow/cost.py", ""]
+             f"torch {torch.__version__}, {where}, fp32; analytic FLOPs from flow/cost.py", ""]
 
     lines += ["## (a) training cost per sample", "",
               "| config | tokens pyr/full | analytic FLOPs pyr/full | measured time pyr/full | within 25% |",
@@ -103,8 +113,8 @@ def main() -> None:
                "larger (h256 d6, 16x16x9 latent)": ("tiny", {"depth": 6, "hidden_size": 256, "num_heads": 4},
                                                     64, 33, 8)}
     for name, (prof, model, size, frames, batch) in configs.items():
-        p = train_cost(_cfg(prof, "pyramid", model, size, frames), batch, args.repeats)
-        f = train_cost(_cfg(prof, "fullseq", model, size, frames), batch, args.repeats)
+        p = train_cost(_cfg(prof, "pyramid", model, size, frames), batch, args.repeats, device)
+        f = train_cost(_cfg(prof, "fullseq", model, size, frames), batch, args.repeats, device)
         rt, rf, rs = p["tokens"] / f["tokens"], p["flops"] / f["flops"], p["seconds"] / f["seconds"]
         ok = abs(rs / rf - 1) <= 0.25
         print(f"[train] {name}: tokens {rt:.3f}  FLOPs {rf:.3f}  wall {rs:.3f}  (wall/FLOP ratio {rs / rf:.2f})")
@@ -112,9 +122,9 @@ def main() -> None:
 
     steps = {"steps_first_frame": [20, 20, 20], "steps_later_frames": [10, 10, 10]}
     gen_cfg = lambda e: load_config("tiny", {"pyramid": {"sampler": steps}}, e)  # noqa: E731
-    pyr, tp = generation(gen_cfg("pyramid"), kv_cache=False)
-    pyr_kv, tk = generation(gen_cfg("pyramid"), kv_cache=True)
-    _, tf = generation(gen_cfg("fullseq"), kv_cache=False)
+    pyr, tp = generation(gen_cfg("pyramid"), False, device)
+    pyr_kv, tk = generation(gen_cfg("pyramid"), True, device)
+    _, tf = generation(gen_cfg("fullseq"), False, device)
     c = gen_cfg("pyramid")
     s = c.vae.spatial_compression
     H, W, T = c.data.height // s, c.data.width // s, cost.latent_frames(c.data.frames, c.vae.temporal_compression)

@@ -1,0 +1,23 @@
+"""benchmarks/gpu_check.py is the one-command GPU check; CI has no GPU, so its code runs here on the CPU with a
+small model (its figures only mean something on a GPU)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_model_part_runs_on_cpu(tmp_path):
+    r = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--only", "model", "--device", "cpu", "--model",
+                        "smoke", "--steps", "1", "--frames", "2", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    assert [x["check"] for x in lines] == ["environment", "train_step", "train_step", "generate", "generate",
+                                           "generate", "generate_ratios"]
+    assert all(x["seconds_per_step"] > 0 and x["mean_tokens"] > 0 for x in lines if x["check"] == "train_step")
+    ratios = lines[-1]
+    assert ratios["kv_vs_uncached_max_abs_diff"] < 1e-4  # fp32 on the CPU: the history KV cache is exact
+    assert r.stdout.count("\n") == len(lines)  # one JSON line per figure on stdout
