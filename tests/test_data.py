@@ -15,7 +15,7 @@ from pyramid_repro.data.datasets import BadVideoError, ClipDataset, check_manife
 from pyramid_repro.data.synthetic import (
     BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, Factors, caption, factors_from_spec, render_clip, sample_factors,
 )
-from pyramid_repro.data.video_io import VideoReadError, read_video, write_video
+from pyramid_repro.data.video_io import read_video, write_video
 
 
 def _sha(path) -> str:
@@ -43,7 +43,8 @@ def test_factors_cover_the_vocabulary_and_captions_name_them():
     assert {o.colour for f in fs for o in f.objects} == set(COLOURS) and len(COLOURS) >= 6
     assert {len(f.objects) for f in fs} == {1, 2, 3}
     assert {f.direction for f in fs} == set(DIRECTIONS) | {"static"}
-    assert {f.pan for f in fs} == {"none", "left", "right"} and {f.texture for f in fs} == {"none", "stripes", "checker"}
+    assert {f.pan for f in fs} == {"none", "left", "right"}
+    assert {f.texture for f in fs} == {"none", "stripes", "checker"}
     for f in fs:
         cap = caption(f)
         assert all(o.colour in cap and o.shape in cap for o in f.objects)
@@ -137,7 +138,7 @@ def test_bad_video_is_a_clear_error(real_manifest, name, problem):
 
 def test_synthetic_dataset_items(tmp_path):
     cfg = load_config("smoke", {"results": str(tmp_path)})
-    out = cfg.results_dir("data")
+    out = cfg.layout.data()
     build_synthetic(cfg, out).to_csv(out / "manifest.csv", index=False)
     vids = ClipDataset.from_config(cfg, "train", "video")
     imgs = ClipDataset.from_config(cfg, "train", "image")
@@ -185,3 +186,102 @@ def test_small_profile_dataset_builds_in_miniature(tmp_path):
     assert len(df) == 10 and set(df[df.kind == "video"].frames) == {33}
     frames, _ = read_video(out / df[df.kind == "video"].path.iloc[0])
     assert frames.shape == (33, 128, 128, 3)
+
+
+# --- bad rows of a real-data manifest through `pyramid-repro make-dataset`: one line, no traceback ---------------
+
+
+def _cli_make_dataset(manifest, out, *sets):
+    from pyramid_repro.cli import main as cli
+
+    args = ["make-dataset", "--profile", "smoke", "--set", "data.source=manifest", "--set", f"data.manifest={manifest}"]
+    for s in sets:
+        args += ["--set", s]
+    try:
+        return cli(args + ["--out", str(out)])
+    except SystemExit as e:  # argparse / config errors
+        return e.code
+
+
+def _subset(manifest, names, splits=None):
+    df = pd.read_csv(manifest).set_index("path").loc[names].reset_index()
+    if splits is not None:
+        df["split"] = splits
+    df.to_csv(manifest, index=False)
+    return manifest
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("name,problem", [("missing.mp4", "file not found"), ("broken.mp4", "cannot decode"),
+                                          ("short.mp4", "too short")])
+def test_make_dataset_bad_row_is_one_line_error(real_manifest, tmp_path, capsys, name, problem):
+    manifest = _subset(real_manifest, ["good.mp4", name])
+    rc = _cli_make_dataset(manifest, tmp_path / "out")  # data.on_bad_video defaults to error
+    assert rc not in (0, None)
+    line = _one_line_error(capsys)
+    assert line.startswith("pyramid-repro make-dataset: ")
+    assert str(manifest) in line and "row 1 (line 3)" in line and f"path '{name}'" in line and problem in line
+    assert "fix or remove the row" in line and "data.on_bad_video: skip" in line
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_make_dataset_every_row_skipped_is_an_error(real_manifest, tmp_path, capsys):
+    manifest = _subset(real_manifest, ["short.mp4", "broken.mp4", "missing.mp4"])
+    rc = _cli_make_dataset(manifest, tmp_path / "out", "data.on_bad_video=skip")
+    assert rc not in (0, None)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]  # the per-row "skipped" notes come first
+    assert line.startswith("pyramid-repro make-dataset: ") and str(manifest) in line
+    assert "all 3 row(s)" in line and "skipped" in line
+    assert "1 too short" in line and "1 cannot decode" in line and "1 file not found" in line
+    assert "row 0, path 'short.mp4'" in line and "fix the files or their paths" in line
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_make_dataset_split_emptied_by_skipping_is_an_error(real_manifest, tmp_path, capsys):
+    manifest = _subset(real_manifest, ["good.mp4", "broken.mp4"], splits=["train", "val"])
+    rc = _cli_make_dataset(manifest, tmp_path / "out", "data.on_bad_video=skip")
+    assert rc not in (0, None)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(manifest) in line and "all 1 row(s) of split='val' kind='video'" in line and "1 cannot decode" in line
+
+
+def test_make_dataset_skips_a_bad_row_and_reports_it(real_manifest, tmp_path, capsys):
+    manifest = _subset(real_manifest, ["good.mp4", "missing.mp4"])
+    out = tmp_path / "out"
+    assert _cli_make_dataset(manifest, out, "data.on_bad_video=skip") == 0
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err
+    assert "skipped" in cap.err and "row 1 (line 3), path 'missing.mp4'" in cap.err and "file not found" in cap.err
+    assert "1 bad row(s) skipped" in cap.out
+    df = pd.read_csv(out / "manifest.csv")
+    assert len(df) == 1 and df.path.iloc[0].endswith("good.mp4")
+    info = json.loads((out / "dataset.json").read_text())
+    assert [(b["row"], b["path"], b["reason"]) for b in info["bad_rows"]] == [("1", "missing.mp4", "file not found")]
+
+
+def test_bad_row_met_while_training_is_one_line_error(real_manifest, tmp_path, capsys, monkeypatch):
+    """A bad row read later (ClipDataset.__getitem__ in a training/eval command) ends the command the same way."""
+    import pyramid_repro.data.build as build
+    from pyramid_repro.cli import main as cli
+
+    manifest = _subset(real_manifest, ["good.mp4", "broken.mp4"])
+
+    def command(argv):
+        cfg = load_config("smoke", {"data": {"source": "manifest", "manifest": str(manifest)}})
+        ds = ClipDataset.from_config(cfg, "train", "video")
+        return [ds[i] for i in range(len(ds))] and 0
+
+    monkeypatch.setattr(build, "main", command)
+    assert cli(["make-dataset"]) == 2
+    line = _one_line_error(capsys)
+    assert str(manifest) in line and "row 1 (line 3), path 'broken.mp4'" in line and "cannot decode" in line
+    assert "data.on_bad_video: skip" in line

@@ -35,6 +35,16 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# bad input data (a manifest row or video file that cannot give a sample): printed as one line, like a ConfigError
+_DATA_ERRORS = (("pyramid_repro.data.datasets", "BadVideoError"), ("pyramid_repro.data.video_io", "VideoReadError"))
+
+
+def _is_bad_data(e: BaseException) -> bool:
+    # only an imported module can have raised its error type, so this imports nothing (keeps --help fast)
+    types = [getattr(sys.modules.get(mod), name, None) for mod, name in _DATA_ERRORS]
+    return any(t is not None and isinstance(e, t) for t in types)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -52,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(entry(rest) or 0)
     except ConfigError as e:
         print(f"pyramid-repro {name}: configuration error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if not _is_bad_data(e):
+            raise
+        print(f"pyramid-repro {name}: bad input data: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 

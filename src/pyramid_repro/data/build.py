@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pyramid_repro.cliutil import add_config_args, config_from_args
-from pyramid_repro.config import Config
+from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.synthetic import caption, render_clip, sample_factors
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.provenance import atomic_write_bytes, provenance, write_json
@@ -60,6 +61,42 @@ def build_synthetic(cfg: Config, out: Path, workers: int | None = None) -> pd.Da
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
+def check_real_manifest(cfg: Config, max_listed: int = 20) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """make-dataset on a real-data manifest: every row must decode and be long enough for the longest clip the
+    profile reads (data.frames, vae.train_frames, the video stages of train.curriculum) at data.fps.
+
+    A bad row raises BadVideoError (on_bad_video=error; `pyramid-repro` prints it as one line, exit status 2); with
+    on_bad_video=skip the bad rows are listed on stderr and returned, and skipping that leaves no usable row at all,
+    or none of a split the profile reads (train/val/test videos, train images when a stage trains on images), raises
+    BadVideoError naming the manifest, how many rows were skipped and why."""
+    from pyramid_repro.data.datasets import BadVideoError, check_manifest, read_manifest, row_label, skipped_summary
+
+    d = cfg.data
+    if not d.manifest:
+        raise ConfigError("data.source is 'manifest' but data.manifest is not set")
+    frames = max([d.frames, cfg.vae.train_frames or 0] + [s.frames for s in cfg.train.curriculum if s.kind == "video"])
+    df, bad = check_manifest(d.manifest, on_bad_video=d.on_bad_video, frames=frames, fps=d.fps)
+    if not bad:
+        return df, bad
+    for b in bad[:max_listed]:
+        print(f"make-dataset: skipped {row_label(d.manifest, int(b['row']), b['path'])}: {b['error']}", file=sys.stderr)
+    if len(bad) > max_listed:
+        print(f"make-dataset: ... and {len(bad) - max_listed} more bad row(s) (all listed in dataset.json)",
+              file=sys.stderr)
+    # a split the profile reads that had rows and lost them all to skipping
+    full = read_manifest(d.manifest)
+    needed = [("train", "video"), ("val", "video"), ("test", "video")]
+    if any(s.kind == "image" for s in cfg.train.curriculum):
+        needed.append(("train", "image"))
+    bad_rows = {int(b["row"]) for b in bad}
+    for split, kind in needed:
+        rows = full.index[(full["split"] == split) & (full["kind"] == kind)]
+        if len(rows) and all(int(r) in bad_rows for r in rows):
+            lost = [b for b in bad if int(b["row"]) in set(rows)]
+            raise BadVideoError(skipped_summary(d.manifest, lost, len(rows), f" of split={split!r} kind={kind!r}"))
+    return df, bad
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="pyramid-repro make-dataset",
@@ -71,12 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="render processes (default: up to 2)")
     args = ap.parse_args(argv)
     cfg = config_from_args(args)
-    out = Path(args.out or cfg.results_dir("data"))
+    out = Path(args.out or cfg.layout.data())
     out.mkdir(parents=True, exist_ok=True)
     if cfg.data.source == "manifest":
-        from pyramid_repro.data.datasets import check_manifest
-
-        df, bad = check_manifest(cfg.data.manifest, on_bad_video=cfg.data.on_bad_video)
+        df, bad = check_real_manifest(cfg)
         src = Path(cfg.data.manifest).resolve().parent
         df = df.assign(path=[str(src / p) for p in df["path"]])
         info = {"source": "manifest", "manifest": str(cfg.data.manifest), "rows": len(df), "bad_rows": bad}
@@ -84,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         df = build_synthetic(cfg, out, args.workers)
         info = {"source": "synthetic", "rows": len(df), "counts": df.groupby(["kind", "split"]).size().to_dict()}
     atomic_write_bytes(out / "manifest.csv", df.to_csv(index=False).encode())
-    write_json(out / "dataset.json", {**provenance(cfg), **{k: str(v) if isinstance(v, dict) else v for k, v in info.items()}})
-    print(f"wrote {len(df)} rows to {out / 'manifest.csv'}")
+    info = {k: str(v) if isinstance(v, dict) else v for k, v in info.items()}
+    write_json(out / "dataset.json", {**provenance(cfg), **info})
+    skipped = f" ({len(info['bad_rows'])} bad row(s) skipped, listed in dataset.json)" if info.get("bad_rows") else ""
+    print(f"wrote {len(df)} rows to {out / 'manifest.csv'}{skipped}")
     return 0
