@@ -63,3 +63,13 @@ def test_torch_pins_stay_within_the_local_cache():
 def test_gitignore_keeps_results_and_reports_out():
     ignore = (ROOT / ".gitignore").read_text().splitlines()
     assert "results/" in ignore and "reports/*" in ignore
+
+
+def test_ruff_check_is_clean():
+    """`ruff check` (configured in pyproject.toml) over the whole repository, as part of CI's test run."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
