@@ -1,13 +1,20 @@
 # Pyramid Flow replication workflow.
 #   snakemake --cores all reports/table1.pdf                      # embedded default profile (tiny, CPU)
-#   snakemake --cores all --config profile=smoke -- reports/table1.pdf
-#   snakemake -n --profile workflows/profiles/slurm --config profile=paper -- reports/table1.pdf
+#   snakemake --cores all --config profile=smoke -- reports/smoke/table1.pdf
+#   snakemake -n --profile workflows/profiles/slurm --config profile=paper -- reports/paper/table1.pdf
+# After a run, Snakemake's own HTML report with captioned tables and figures: snakemake --report report.html
+# From another working directory (results/ and reports/ go there): snakemake -s <checkout>/Snakefile --directory DIR
 # Configuration is data: replication/config.yaml selects the profile (replication/profiles/<name>.yaml);
-# experiments (pyramid, fullseq, ablations) are replication/experiments.yaml.
+# experiments (pyramid, fullseq, ablations) are replication/experiments.yaml. Every path comes from the run's
+# layout (pyramid_repro/layout.py via PLAN.paths); docs/design.md describes the tree.
 import os
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
+
+REPO = Path(workflow.basedir)
+# the jobs (pyramid-repro commands) find replication/ here, whatever the working directory
+os.environ.setdefault("PYRAMID_REPRO_ROOT", str(REPO))
 
 from pyramid_repro.cliutil import OVERRIDES_ENV
 from pyramid_repro.workflow import Plan, coerce_cli_values
@@ -15,11 +22,11 @@ from pyramid_repro.workflow import Plan, coerce_cli_values
 min_version("9.0")
 
 
-configfile: "replication/config.yaml"
+configfile: str(REPO / "replication" / "config.yaml")
 
 
 coerce_cli_values(config)
-validate(config, "replication/schemas/config.schema.yaml")
+validate(config, str(REPO / "replication" / "schemas" / "config.schema.yaml"))
 
 PLAN = Plan(config)
 CFG, PROFILE, RES, REPORTS = PLAN.cfg, PLAN.profile, PLAN.res, PLAN.reports
@@ -31,7 +38,14 @@ os.environ[OVERRIDES_ENV] = PLAN.overrides_json
 # progress bars go to the rule logs: one line every 10 s there, not ten a second (tqdm reads TQDM_* variables)
 os.environ.setdefault("TQDM_MININTERVAL", "10")
 # documents the software of every rule (used with --use-conda); the default run uses the installed package
-ENV = str(Path(workflow.basedir) / "environment.yml")
+ENV = str(REPO / "environment.yml")
+# Snakemake's HTML report (--report): which outputs appear, under which heading (captions: workflows/report/<output>.rst)
+REPORT_CATEGORIES = {"table1_pdf": "1. Tables", "table5_pdf": "1. Tables", "table6_pdf": "1. Tables",
+                     "fid_convergence_pdf": "2. Figures", "ablations_pdf": "2. Figures",
+                     "gpu_hours_pdf": "3. GPU-hour audit"}
+
+
+report: "workflows/report/workflow.rst"
 
 
 include: "workflows/rules/data.smk"
@@ -45,4 +59,4 @@ include: "workflows/rules/report.smk"
 rule all:
     default_target: True
     input:
-        f"{REPORTS}/table1.pdf",
+        PLAN.paths.report("table1.pdf"),

@@ -1,4 +1,4 @@
-"""Forward+backward time per token of the MM-DiT at each pyramid stage (issue D), tiny profile by default.
+"""Forward+backward time per token of the MM-DiT at each pyramid stage, tiny profile by default.
 
 One training-shaped call per stage: a single current latent frame at the stage resolution with the temporal-pyramid
 history of the last frame of a clip (as the trainer builds it), text tokens included.
@@ -57,7 +57,8 @@ def main() -> None:
             if i:
                 times.append(time.perf_counter() - t0)
         ms = 1000 * sum(times) / len(times)
-        print(f"{k:>5}  {cur.shape[-2]:>4}x{cur.shape[-1]:<5}  {tokens:>13}  {ms:>7.1f}  {1000 * ms / (tokens * B):>8.2f}")
+        us = 1000 * ms / (tokens * B)
+        print(f"{k:>5}  {cur.shape[-2]:>4}x{cur.shape[-1]:<5}  {tokens:>13}  {ms:>7.1f}  {us:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from pyramid_repro.config import load_config
-from pyramid_repro.device import generator, resolve_device, synchronize
+from pyramid_repro.device import autocast, generator, resolve_device, synchronize
 from pyramid_repro.flow import PyramidSchedule, cost
 
 # dense bf16 tensor-core peaks (TFLOP/s) for MFU; other GPUs print MFU null
@@ -111,19 +111,11 @@ def train_steps(cfg, label: str, device: torch.device, steps: int, sink: list[di
     pooled = torch.randn(1, pooled_dim, device=device)
     g = generator(0, device)
     times, tokens, flops = [], [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
-                                                                                                        enabled=False)
     for i in range(steps + 2):  # two warm-up steps
         b = make_batch(lat, sched, cfg.pyramid, g)
         synchronize(device)
         t0 = time.perf_counter()
-        with autocast:
-            out = model(history=b.history, current=b.current, timestep=b.timestep, tokens=tok, text_mask=mask,
-                        pooled=pooled, full_size=(H, W))
-            loss = torch.nn.functional.mse_loss(out.float(), b.target.float())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _dit_step(model, opt, b, (tok, mask, pooled), (H, W), device, "bf16")
         synchronize(device)
         if i >= 2:
             n = b.video_tokens(m.patch_size) + L
@@ -162,9 +154,7 @@ def generation(model_size: str, device: torch.device, frames: int, sink: list[di
                              torch.randn(1, 2048, device=device))
         empty = TextCondition(torch.randn(1, L, 4096, device=device), torch.ones(1, L, dtype=torch.bool, device=device),
                               torch.randn(1, 2048, device=device))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-            "cpu", enabled=False)
-        with autocast:
+        with autocast(device, "bf16"):
             generate_latents(model, cfg, text, empty, 1, (H, W), generator(0, device), kv_cache=kv)  # warm-up
             synchronize(device)
             t0 = time.perf_counter()
@@ -182,7 +172,18 @@ def generation(model_size: str, device: torch.device, frames: int, sink: list[di
 
 
 def _amp(device: torch.device, precision: str):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
+    return autocast(device, precision)
+
+
+def _dit_step(model, opt, b, text: tuple, full_size: tuple[int, int], device: torch.device, precision: str) -> None:
+    """One optimizer step of the MM-DiT on TrainBatch `b` with text (tokens, mask, pooled)."""
+    with _amp(device, precision):
+        out = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text[0], text_mask=text[1],
+                    pooled=text[2], full_size=full_size)
+        loss = torch.nn.functional.mse_loss(out.float(), b.target.float())
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def _seconds_per_call(fn, device: torch.device, repeats: int) -> float:
@@ -234,14 +235,8 @@ def _dit_step_seconds(cfg, stage, device: torch.device, repeats: int) -> float:
     sched = PyramidSchedule.from_config(cfg.pyramid)
 
     def step():
-        b = make_batch(lat, sched, cfg.pyramid, g)
-        with _amp(device, cfg.train.precision):
-            out = model(history=b.history, current=b.current, timestep=b.timestep, tokens=tok, text_mask=mask,
-                        pooled=pooled, full_size=(h, w))
-            loss = torch.nn.functional.mse_loss(out.float(), b.target.float())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _dit_step(model, opt, make_batch(lat, sched, cfg.pyramid, g), (tok, mask, pooled), (h, w), device,
+                  cfg.train.precision)
 
     return _seconds_per_call(step, device, repeats) * max(1, stage.batch_size // micro)
 

@@ -31,10 +31,11 @@ def snakemake(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """The whole workflow on the smoke profile, into a temporary results/ and reports/ folder."""
+    """The whole workflow on the smoke profile, into a temporary results/ and reports/ folder (the smoke profile's
+    reports are <reports>/smoke/: only the default profile's go to <reports>/ itself)."""
     base = tmp_path_factory.mktemp("smoke")
     args = ["--cores", "2", "--config", "profile=smoke", f"results={base}/results", f"reports={base}/reports"]
-    r = snakemake(*args, "--", f"{base}/reports/table1.pdf")
+    r = snakemake(*args, "--", f"{base}/reports/smoke/table1.pdf")
     log = (r.stdout + r.stderr)[-8000:]
     assert r.returncode == 0, log
     return base

@@ -148,3 +148,12 @@ def test_shared_image_stage_owner_and_plan():
     assert len(runs) == 3 * len(training_experiments()) - 3  # three ablations borrow pyramid's image stage
     own = Plan({"profile": "paper"})
     assert own.previous_stage("bidirectional", "video_lowres") == [f"{own.res}/bidirectional/dit/image/done.json"]
+
+
+def test_experiment_method_must_match_its_config():
+    """experiments.yaml's `method` is checked against what the resolved config trains."""
+    from pyramid_repro.config import ConfigError, load_config
+
+    assert load_config("smoke", None, "fullseq").pyramid.stages == 1
+    with pytest.raises(ConfigError, match="experiment 'pyramid' is method 'pyramid'.*pyramid.stages=1"):
+        load_config("smoke", {"pyramid": {"stages": 1, "end_sigmas": [0.0], "stage_weights": [1.0]}}, "pyramid")

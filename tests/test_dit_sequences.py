@@ -30,7 +30,8 @@ def test_pyramid_batch_history_follows_temporal_pyramid():
         assert b.current.shape == (3, 4, 1, side, side) == b.target.shape
         assert len(b.history) == b.frame
         # newest history at the current stage, the one before one coarser, older at the coarsest
-        want = [0] * max(0, b.frame - 2) + ([max(b.stage - 1, 0)] if b.frame >= 2 else []) + ([b.stage] if b.frame else [])
+        want = ([0] * max(0, b.frame - 2) + ([max(b.stage - 1, 0)] if b.frame >= 2 else [])
+                + ([b.stage] if b.frame else []))
         assert b.history_stages == want
         for i, (h, s) in enumerate(zip(b.history, b.history_stages)):  # uncorrupted = the clean downsampled frame
             torch.testing.assert_close(h, pyramid_latents(x[:, :, i], 3)[s])

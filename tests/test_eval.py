@@ -155,7 +155,7 @@ def test_probe_reads_shape_and_colour_of_real_frames(smoke_run: Path):
 
 @pytest.mark.slow
 def test_tiny_probe_accuracy_at_least_95_percent(tmp_path):
-    """Acceptance of issue F on the embedded default profile (about 90 s on 2 cores)."""
+    """The synthetic backend on the embedded default profile (about 90 s on 2 cores)."""
     import subprocess
     import sys
 

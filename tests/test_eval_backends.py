@@ -42,7 +42,7 @@ def probe_cfg(tmp_path_factory):
     cfg.results = str(tmp_path_factory.mktemp("results"))
     torch.manual_seed(0)
     probe = ProbeNet().eval()
-    d = cfg.results_dir("probe")
+    d = cfg.layout.probe()
     d.mkdir(parents=True)
     save_file(probe.state_dict(), str(d / "probe.safetensors"))
     feats = be.probe_features(probe, _real(np.random.default_rng(1), 60))
@@ -68,7 +68,7 @@ def test_fid_probe_uses_clean_fids_frechet_distance(probe_cfg, monkeypatch):
     calls = []
     orig = cleanfid.fid.frechet_distance
     monkeypatch.setattr(cleanfid.fid, "frechet_distance", lambda *a, **k: calls.append(1) or orig(*a, **k))
-    stats = np.load(probe_cfg.results_dir("probe", "real_stats.npz"))
+    stats = np.load(probe_cfg.layout.probe_real_stats())
     # identical Gaussians -> 0
     assert orig(stats["mu"], stats["sigma"], stats["mu"], stats["sigma"]) == pytest.approx(0, abs=1e-3)
     be.fid_probe_score(_to_tensor(_real(np.random.default_rng(3), 4)), probe_cfg)
@@ -88,7 +88,7 @@ def test_fid_probe_score_rejects_bad_input(probe_cfg, tmp_path):
 
 def _sample_dir(cfg, experiment, prompts, corrupt=False):
     """A folder as the sampler writes it: <prompt text>-<i>.mp4 and samples.json."""
-    out = cfg.results_dir(experiment, "samples", cfg.eval.suite)
+    out = cfg.layout.samples(experiment, cfg.eval.suite)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     samples = []
@@ -108,7 +108,7 @@ def test_score_writes_the_agreed_metrics_json(probe_cfg):
     prompts = load_suite("synthetic", cfg)[:9]
     _sample_dir(cfg, "pyramid", prompts)
     doc = score_experiment(cfg, "pyramid", "synthetic")
-    path = cfg.results_dir("pyramid", "metrics", "synthetic.json")
+    path = cfg.layout.metrics("pyramid", "synthetic")
     on_disk = json.loads(path.read_text())
     for key in ("backend", "label", "experiment", "profile", "config_hash", "commit", "created_utc", "dimensions",
                 "aggregate", "fid", "n_videos", "extra"):
@@ -124,7 +124,7 @@ def test_score_writes_the_agreed_metrics_json(probe_cfg):
     # the fid-probe backend through the CLI entry point, with --set for the results folder
     rc = score_main(["--profile", "smoke", "--experiment", "pyramid", "--backend", "fid-probe",
                      "--set", f"results={cfg.results}"])
-    fid = json.loads(cfg.results_dir("pyramid", "metrics", "fid-probe.json").read_text())
+    fid = json.loads(cfg.layout.metrics("pyramid", "fid-probe").read_text())
     assert rc == 0 and fid["backend"] == "fid-probe" and fid["fid"] >= 0 and fid["extra"]["frames"] == 9 * T
     # noise videos under another experiment: worse flicker and a larger probe FID
     _sample_dir(cfg, "fullseq", prompts, corrupt=True)
@@ -137,7 +137,7 @@ def test_score_errors_name_the_file(probe_cfg):
     cfg = probe_cfg
     with pytest.raises(FileNotFoundError, match="samples.json"):
         score_experiment(cfg, "no_temporal_pyramid", "synthetic")
-    d = cfg.results_dir("bidirectional", "samples", cfg.eval.suite)
+    d = cfg.layout.samples("bidirectional", cfg.eval.suite)
     d.mkdir(parents=True)
     (d / "samples.json").write_text(json.dumps({"samples": [
         {"prompt_id": "nope", "prompt": "x", "sample_index": 0, "seed": 0, "path": "x-0.mp4"}]}))

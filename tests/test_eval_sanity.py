@@ -1,4 +1,4 @@
-"""Metric sanity of the `synthetic` proxy backend (issue F, item 4), fast: a probe fitted in seconds on rendered
+"""Metric sanity of the `synthetic` proxy backend , fast: a probe fitted in seconds on rendered
 16x16 frames of the synthetic world (the real training routine, fewer steps), then every dimension must score
 real renders of the suite's prompts above noise, shuffled-frame and wrong-caption videos by a margin. The same
 checks with the tiny profile's fully trained probe run in test_eval.py (slow)."""

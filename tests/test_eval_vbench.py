@@ -1,4 +1,4 @@
-"""VBench: aggregation reproduces Table 1 from Table 5 (PAPER.md section 8) with VBench's own constants, and the
+"""VBench: aggregation reproduces Table 1 from Table 5 (docs/method.md §8) with VBench's own constants, and the
 official runner is built correctly (weights from eval.vbench_weights, a folder holding only videos, results JSON
 in VBench's layout parsed, clear errors)."""
 
@@ -21,7 +21,7 @@ TABLE5 = {"subject_consistency": 96.95, "background_consistency": 98.06, "tempor
 
 def test_table5_gives_table1_total_quality_semantic():
     agg = vb.aggregate({d: s / 100 for d, s in TABLE5.items()})
-    # Table 1 (to 0.01) and the unrounded values of PAPER.md section 8 (84.746 is printed as 84.74 in Table 1)
+    # Table 1 (to 0.01) and the unrounded values of docs/method.md §8 (84.746 is printed as 84.74 in Table 1)
     assert agg["total"] == pytest.approx(81.72, abs=0.01) and agg["total"] == pytest.approx(81.721, abs=5e-4)
     assert agg["quality"] == pytest.approx(84.74, abs=0.01) and agg["quality"] == pytest.approx(84.746, abs=5e-4)
     assert agg["semantic"] == pytest.approx(69.62, abs=0.01) and agg["semantic"] == pytest.approx(69.619, abs=5e-4)

@@ -1,4 +1,4 @@
-"""Pyramidal flow matching against the paper's numbers and against theory (PAPER.md sections 1-2)."""
+"""Pyramidal flow matching against the paper's numbers and against theory (docs/method.md §1-§2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MM-DiT (PAPER.md sections 3-4): causality, position encodings, paper size, save/load, text encoders."""
+"""MM-DiT (docs/method.md §3-§4): causality, position encodings, paper size, save/load, text encoders."""
 
 import pytest
 import torch

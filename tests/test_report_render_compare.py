@@ -1,4 +1,4 @@
-"""Issue G: tables from metrics JSON, FID speed-up functions, ablation frames, checkpoint comparison with fakes."""
+"""tables from metrics JSON, FID speed-up functions, ablation frames, checkpoint comparison with fakes."""
 
 import json
 from pathlib import Path

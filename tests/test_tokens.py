@@ -1,4 +1,4 @@
-"""Token arithmetic of PAPER.md section 4 (`pyramid-repro tokens`)."""
+"""Token arithmetic of docs/method.md §4 (`pyramid-repro tokens`)."""
 
 import pytest
 

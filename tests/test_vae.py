@@ -1,4 +1,4 @@
-"""Causal 3D VAE (PAPER.md section 4): causality, compression shapes, chunked == whole, save/load, resume."""
+"""Causal 3D VAE (docs/method.md §4): causality, compression shapes, chunked == whole, save/load, resume."""
 
 import json
 import os

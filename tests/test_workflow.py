@@ -48,7 +48,7 @@ def test_dry_run_tiny_plans_every_experiment(tmp_path):
 
 def test_dry_run_paper_on_slurm_lists_three_stages_per_experiment_with_gpus(tmp_path):
     r = snakemake("-n", "--profile", "workflows/profiles/slurm", "--config", "profile=paper", f"reports={tmp_path}",
-                  "--", f"{tmp_path}/table1.pdf")
+                  "--", f"{tmp_path}/paper/table1.pdf")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     from pyramid_repro.experiments import training_experiments
 
@@ -65,7 +65,8 @@ def test_documented_snakemake_commands_parse():
     import shlex
 
     docs = (ROOT / "README.md").read_text() + (ROOT / "Snakefile").read_text()
-    cmds = set(re.findall(r"`(snakemake [^`]+)`", docs)) | set(re.findall(r"^#\s+(snakemake .+?)\s*(?:#.*)?$", docs, re.M))
+    cmds = set(re.findall(r"`(snakemake [^`]+)`", docs))
+    cmds |= set(re.findall(r"^#\s+(snakemake .+?)\s*(?:#.*)?$", docs, re.M))
     assert len(cmds) >= 5, cmds
     for c in sorted(cmds):
         args = shlex.split(c.replace("<ablation>", "bidirectional").replace("\\|", "|"))[1:]
@@ -79,7 +80,7 @@ def test_unknown_profile_fails_at_once():
 
 
 def test_smoke_workflow_end_to_end(smoke_run: Path):
-    reports = smoke_run / "reports"
+    reports = smoke_run / "reports" / "smoke"
     for name in ("table1.pdf", "table1.csv", "table1.md"):
         assert (reports / name).is_file(), f"missing {name}"
     from pyramid_repro.experiments import experiments
@@ -97,7 +98,7 @@ def test_single_ablation_rerun_plans_only_that_ablation(smoke_run: Path):
     args = ["-n", "--config", "profile=smoke", f"results={base}/results", f"reports={base}/reports"]
     # smoke shares pyramid's image stage (train.share_image_stage): the ablation's first own stage is video_lowres
     target = f"{base}/results/smoke/bidirectional/dit/video_lowres/done.json"
-    r = snakemake(*args, "--forcerun", target, "--", f"{base}/reports/table1.pdf")
+    r = snakemake(*args, "--forcerun", target, "--", f"{base}/reports/smoke/table1.pdf")
     assert r.returncode == 0, r.stderr[-4000:]
     outputs = " ".join(re.findall(r"^\s+output: (.*)$", r.stdout, re.M))
     from pyramid_repro.experiments import experiments
@@ -112,8 +113,55 @@ def test_config_change_reruns_only_affected_rules(smoke_run: Path):
     base = smoke_run
     args = ["-n", "--config", "profile=smoke", f"results={base}/results", f"reports={base}/reports",
             "eval={'samples_per_prompt': 2}"]
-    r = snakemake(*args, "--", f"{base}/reports/table1.pdf")
+    r = snakemake(*args, "--", f"{base}/reports/smoke/table1.pdf")
     assert r.returncode == 0, r.stderr[-4000:]
     jobs = planned_jobs(r.stdout)
     assert "train_dit" not in jobs and "train_vae" not in jobs and "make_dataset" not in jobs
     assert jobs.get("sample", 0) >= 1
+
+
+def test_two_profiles_in_one_checkout_keep_their_own_reports(smoke_run: Path):
+    """The smoke run's reports are under <reports>/smoke/; the default profile planned into the same folders still
+    plans its whole run and its report at <reports>/table1.pdf (a shared reports/table1.pdf used to make Snakemake
+    plan nothing for the second profile), and nothing of the smoke run is planned again."""
+    base = smoke_run
+    assert (base / "reports" / "smoke" / "table1.pdf").is_file() and not (base / "reports" / "table1.pdf").exists()
+    assert "profile smoke" in (base / "reports" / "smoke" / "table1.md").read_text()
+    roots = [f"results={base}/results", f"reports={base}/reports"]
+    r = snakemake("-n", "--config", *roots, "--", f"{base}/reports/table1.pdf")  # the default profile: tiny
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = planned_jobs(r.stdout)
+    assert jobs["report"] == 1 and jobs["train_vae"] == 1 and jobs["make_dataset"] == 1
+    assert f"{base}/results/smoke/" not in r.stdout
+    r = snakemake("-n", "--config", "profile=smoke", *roots, "--", f"{base}/reports/smoke/table1.pdf")
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:]
+
+
+def test_workflow_runs_from_another_directory(tmp_path):
+    """`snakemake -s <checkout>/Snakefile --directory <elsewhere>`: the config, schema and rule files are found
+    beside the Snakefile, the jobs find replication/ without PYRAMID_REPRO_ROOT, and results/ lands in <elsewhere>."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYRAMID_REPRO_ROOT", "PYRAMID_REPRO_OVERRIDES")}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--cores", "1", "--config", "profile=smoke", "--", "results/smoke/data/manifest.csv"]
+    r = subprocess.run(cmd, cwd="/", capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert (tmp_path / "results" / "smoke" / "data" / "manifest.csv").is_file()
+    assert (tmp_path / "results" / "smoke" / "data" / "videos").is_dir()
+
+
+def test_snakemake_html_report_has_captioned_figures(smoke_run: Path, tmp_path):
+    """`snakemake --report report.html` on the smoke run: Snakemake's own report with the tables and figures under
+    their captions (workflows/report/*.rst)."""
+    out = tmp_path / "report.html"
+    r = snakemake("--config", "profile=smoke", f"results={smoke_run}/results", f"reports={smoke_run}/reports",
+                  "--report", str(out), "--", f"{smoke_run}/reports/smoke/table1.pdf")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    html = out.read_text(errors="replace")
+    for caption in ("the paper's VBench rows", "FID against training samples", "GPU-hour audit"):
+        assert caption in html, caption
+    for name in ("table1.pdf", "fid_convergence.pdf", "ablations.pdf", "gpu_hours.pdf"):
+        assert name in html, name

@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The tree. Defaults are the paper's values wherever the paper gives one (PAPER.md sections 1-5).
+# The tree. Defaults are the paper's values wherever the paper gives one (docs/method.md §1-§5).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -81,7 +81,7 @@ class TrainLoopConfig:
 
     steps: int = 1000
     batch_size: int = 8  # global batch
-    micro_batch_size: int = 0  # 0 = batch_size (no gradient accumulation)
+    micro_batch_size: int = 0  # 0 = batch_size / processes (one micro-batch per process; train/loop.py)
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -114,7 +114,7 @@ class VAEConfig:
 
 @dataclass
 class SamplerConfig:
-    """Inference (PAPER.md section 2): repo defaults."""
+    """Inference (docs/method.md §2): repo defaults."""
 
     steps_first_frame: list[int] = field(default_factory=lambda: [20, 20, 20])
     steps_later_frames: list[int] = field(default_factory=lambda: [10, 10, 10])
@@ -195,7 +195,7 @@ class DiTTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ckpt_every: int = 1000
-    log_every: int = 10
+    log_every: int = 10  # steps between progress-line updates (loss and its mean over these steps)
     precision: Literal["fp32", "bf16"] = "bf16"
     fid_every: int = 0  # 0 = no FID curve
     fid_samples: int = 0
@@ -203,7 +203,7 @@ class DiTTrainConfig:
     # never reads (history, attention across frames); they start their video stages from its weights
     share_image_stage: bool = False
     # equal compute instead of equal steps: every experiment's stage runs as many steps as spend this experiment's
-    # expected training FLOPs of that stage (PAPER.md section 7 compares the pyramid at equal compute)
+    # expected training FLOPs of that stage (docs/method.md §7 compares the pyramid at equal compute)
     match_compute_to: str | None = None
 
 
@@ -274,8 +274,12 @@ class Config:
         back with load_config_file has no separate user overrides: its values count as the profile's)."""
         return load_config(self.profile, getattr(self, "_user_overrides", None), experiment)
 
-    def results_dir(self, *parts: str) -> Path:
-        return Path(self.results, self.profile, *parts)
+    @property
+    def layout(self):
+        """Where this run's artifacts live (pyramid_repro/layout.py)."""
+        from pyramid_repro.layout import Layout
+
+        return Layout.of(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +302,11 @@ def repo_root() -> Path:
 
 def replication_dir() -> Path:
     return repo_root() / "replication"
+
+
+def default_profile() -> str:
+    """The embedded default profile: replication/config.yaml's `profile`."""
+    return str(_read_yaml(replication_dir() / "config.yaml").get("profile", "tiny"))
 
 
 def schema_path() -> Path:
@@ -450,7 +459,7 @@ def resolve_tree(
     """Merge profile YAML + experiment overrides + user overrides into one validated plain dict."""
     root_cfg = _read_yaml(replication_dir() / "config.yaml")
     overrides = dict(overrides or {})
-    profile = profile or overrides.pop("profile", None) or root_cfg.get("profile", "tiny")
+    profile = profile or overrides.pop("profile", None) or default_profile()
     overrides.pop("profile", None)
     ppath = profile_path(profile)
     tree = _read_yaml(ppath)
@@ -476,8 +485,23 @@ def load_config(
     tree = resolve_tree(profile, overrides, experiment)
     cfg = _build(Config, tree, "")
     check_consistency(cfg)
+    if experiment is not None:
+        check_method(cfg, experiment)
     cfg._user_overrides = dict(overrides or {})  # not a field: not hashed, not saved (see for_experiment)
     return cfg
+
+
+def check_method(cfg: Config, experiment: str) -> None:
+    """An experiment's declared `method` (replication/experiments.yaml) must be what its resolved config trains:
+    `fullseq` is one flow stage (pyramid.stages 1), `pyramid` several. Catches overrides that silently turn one
+    into the other (e.g. --set pyramid.stages=1 on a pyramid experiment)."""
+    from pyramid_repro.experiments import get_experiment
+
+    method = get_experiment(experiment).method
+    if (method == "fullseq") != (cfg.pyramid.stages == 1):
+        raise ConfigError(f"experiment {experiment!r} is method {method!r} (replication/experiments.yaml) but its "
+                          f"config has pyramid.stages={cfg.pyramid.stages}; a {method} run needs "
+                          f"{'pyramid.stages: 1' if method == 'fullseq' else 'pyramid.stages > 1'}")
 
 
 def load_config_file(path: str | Path) -> Config:

@@ -33,7 +33,8 @@ def _load() -> dict[str, Experiment]:
             raise ConfigError(f"{path}: experiment '{name}' must be a mapping")
         unknown = set(spec) - _KEYS
         if unknown:
-            raise ConfigError(f"{path}: experiment '{name}': unknown key(s) {sorted(unknown)}; expected {sorted(_KEYS)}")
+            raise ConfigError(f"{path}: experiment '{name}': unknown key(s) {sorted(unknown)}; "
+                              f"expected {sorted(_KEYS)}")
         method = spec.get("method", "pyramid")
         if method not in ("pyramid", "fullseq"):
             raise ConfigError(f"{path}: experiment '{name}'.method={method!r}; expected 'pyramid' or 'fullseq'")
@@ -42,7 +43,8 @@ def _load() -> dict[str, Experiment]:
         out[name] = Experiment(name, spec.get("description", ""), method, trains, src, spec.get("overrides") or {})
     for e in out.values():
         if e.checkpoint_from not in out or not out[e.checkpoint_from].trains:
-            raise ConfigError(f"{path}: experiment '{e.name}'.checkpoint_from={e.checkpoint_from!r} is not a training experiment")
+            raise ConfigError(f"{path}: experiment '{e.name}'.checkpoint_from={e.checkpoint_from!r} is not a "
+                              "training experiment")
     return out
 
 

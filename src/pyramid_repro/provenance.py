@@ -1,4 +1,4 @@
-"""Provenance stamped on every artifact (DESIGN.md "Provenance and accounting") and atomic file writes."""
+"""Provenance stamped on every artifact (docs/design.md §3) and atomic file writes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """What the Snakefile needs to plan a run, kept out of the rule files (Snakemake lint: no functions beside rules).
 
 `Plan(config)` resolves the profile + command-line overrides exactly as the CLI does, and answers the questions
-the rules ask: config sections as `params` (so a change reruns the rules that read it), compute resources, the
-curriculum's previous stage, the checkpoint an experiment samples from, and how to launch a training job.
+the rules ask: every path (`Plan.paths`, the run's layout.Layout as strings, wildcards allowed), config sections as
+`params` (so a change reruns the rules that read it), compute resources, the curriculum's previous stage, the
+checkpoint an experiment samples from, the files a job writes, and how to launch a training job.
 """
 
 from __future__ import annotations
@@ -14,6 +15,23 @@ import yaml
 
 from pyramid_repro.config import load_config
 from pyramid_repro.experiments import experiments, stage_owner, training_experiments
+from pyramid_repro.layout import EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout
+
+# files save_pretrained writes into a model folder (diffusers ModelMixin) and the resolved config saved beside them
+MODEL_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "train_config.yaml")
+
+
+class Paths:
+    """A Layout whose methods return strings (Snakemake input/output patterns)."""
+
+    def __init__(self, layout: Layout):
+        self._layout = layout
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._layout, name)
+        if callable(attr):
+            return lambda *args: str(attr(*args))
+        return str(attr)
 
 
 def coerce_cli_values(node: Any) -> Any:
@@ -39,9 +57,10 @@ class Plan:
         self.profile = config["profile"]
         # everything in Snakemake's `config` besides `profile` overrides the profile (e.g. --config results=/tmp/r)
         self.overrides = {k: v for k, v in config.items() if k != "profile"}
-        self.cfg = load_config(self.profile, self.overrides).to_dict()  # defaults filled in, validated
-        self.res = f"{self.cfg['results']}/{self.profile}"
-        self.reports = self.cfg["reports"]
+        config_obj = load_config(self.profile, self.overrides)
+        self.cfg = config_obj.to_dict()  # defaults filled in, validated
+        self.paths = Paths(config_obj.layout)
+        self.res, self.reports = self.paths.results, self.paths.reports
         self.experiments = list(experiments())
         self.trained = training_experiments()
         self.curriculum = [s["name"] for s in self.cfg["train"]["curriculum"]]
@@ -73,7 +92,7 @@ class Plan:
         """done.json of `experiment`'s run of `stage`: its own, or the shared one (train.share_image_stage)."""
         kind = self.cfg["train"]["curriculum"][self.curriculum.index(stage)]["kind"]
         owner = stage_owner(experiment, kind, self.cfg["train"]["share_image_stage"])
-        return f"{self.res}/{owner}/dit/{stage}/done.json"
+        return self.paths.stage_done(owner, stage)
 
     def stages_done(self, experiment: str) -> list[str]:
         return [self.stage_done(experiment, s) for s in self.curriculum]
@@ -85,7 +104,40 @@ class Plan:
     def final_checkpoint(self, experiment: str) -> str:
         """done.json of the last stage of the experiment whose weights `experiment` samples."""
         source = experiments()[experiment].checkpoint_from
-        return f"{self.res}/{source}/dit/{self.curriculum[-1]}/done.json"
+        return self.paths.stage_done(source, self.curriculum[-1])
+
+    # -- what a job writes (declared outputs) -----------------------------------------------------------------
+    def synthetic_data(self) -> bool:
+        return self.cfg["data"]["source"] == "synthetic"
+
+    def stage_outputs(self, experiment: str, stage: str) -> dict[str, str]:
+        """The files a finished DiT stage leaves (besides done.json): final weights, loss log, FID points. Its
+        checkpoints/ and ledger.csv are not declared: Snakemake deletes a job's declared outputs before running it
+        again, and a rerun must resume from the checkpoints and keep the ledger rows of earlier attempts."""
+        final = self.paths.stage_final(experiment, stage)
+        out = {f"final_{k.split('.')[0]}": f"{final}/{k}" for k in MODEL_FILES}
+        out["log"] = f"{self.paths.stage(experiment, stage)}/train_log.csv"
+        if self.cfg["train"]["fid_every"]:
+            out["fid"] = f"{self.paths.stage(experiment, stage)}/fid.csv"
+        return out
+
+    def vae_outputs(self) -> dict[str, str]:
+        """The files train-vae leaves besides normalization.json (its checkpoints/ and ledger.csv: see
+        stage_outputs)."""
+        final = self.paths.vae_final()
+        return {**{f"final_{k.split('.')[0]}": f"{final}/{k}" for k in MODEL_FILES},
+                "log": f"{self.paths.vae()}/train_log.csv"}
+
+    def report_outputs(self) -> dict[str, str]:
+        """Every file the report job writes (table6 only when an EvalCrafter backend is scored)."""
+        names = REPORT_FILES + (EVALCRAFTER_REPORT_FILES if any(b.startswith("evalcrafter") for b in self.backends)
+                                else ())
+        return {n.replace(".", "_"): self.paths.report(n) for n in names}
+
+    def extra_resources(self) -> dict[str, Any]:
+        """Resources every job asks for besides CPUs/memory/time: the SLURM partition of compute.partition."""
+        part = self.compute("partition")
+        return {"slurm_partition": part} if part else {}
 
     @staticmethod
     def launcher(resources) -> str:

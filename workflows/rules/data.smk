@@ -1,10 +1,14 @@
 # Dataset for the active profile: the synthetic world (or a checked copy of a real-data manifest).
+# Paths come from the run's layout (PLAN.paths, pyramid_repro/layout.py); every file the job writes is an output.
 
 
 rule make_dataset:
     output:
-        manifest=f"{RES}/data/manifest.csv",
-        info=f"{RES}/data/dataset.json",
+        manifest=PLAN.paths.manifest(),
+        info=PLAN.paths.dataset_info(),
+        # the synthetic world's clips and still images (a real-data manifest points at the user's files)
+        **({"videos": directory(f"{PLAN.paths.data()}/videos"), "images": directory(f"{PLAN.paths.data()}/images")}
+           if PLAN.synthetic_data() else {}),
     params:
         data=PLAN.section("data"),
         seed=CFG["seed"],
@@ -12,10 +16,11 @@ rule make_dataset:
     resources:
         mem_mb=4000,
         runtime=30,
+        **PLAN.extra_resources(),
     log:
-        f"{RES}/logs/make_dataset.log",
+        PLAN.paths.logs("make_dataset.log"),
     benchmark:
-        f"{RES}/benchmarks/make_dataset.tsv"
+        PLAN.paths.benchmarks("make_dataset.tsv")
     conda:
         ENV
     shell:

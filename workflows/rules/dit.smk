@@ -1,19 +1,20 @@
-# Three-stage DiT curriculum per training experiment (PAPER.md section 5, Table 4):
+# Three-stage DiT curriculum per training experiment (docs/method.md §5, arXiv Table 4):
 #   stage 1 images -> stage 2 low-res video -> stage 3 high-res video; each resumes from the previous stage.
 #   With train.share_image_stage (tiny profile) the ablations whose image stage is the same computation as
 #   pyramid's start from pyramid's (PLAN.stage_done).
-# Outputs of a stage: {RES}/{experiment}/dit/{stage}/done.json (checkpoints beside it are kept on failure,
-# so a rerun resumes; they are not declared outputs for that reason).
+# A stage's checkpoints/ and ledger.csv are deliberately not outputs: Snakemake deletes declared outputs before
+# rerunning a job, and a rerun resumes from the checkpoints and keeps the ledger rows of earlier attempts.
 
 
 rule train_dit:
     input:
-        latents=lambda wc: f"{RES}/latents/{wc.stage}/index.json",
-        vae=f"{RES}/vae/final/normalization.json",
-        probe=f"{RES}/probe/probe.json",  # FID-vs-compute points during training
+        latents=lambda wc: PLAN.paths.latents(wc.stage),
+        vae=PLAN.paths.vae_normalization(),
+        probe=PLAN.paths.probe_info(),  # FID-vs-compute points during training
         previous=lambda wc: PLAN.previous_stage(wc.experiment, wc.stage),
     output:
-        done=f"{RES}/{{experiment}}/dit/{{stage}}/done.json",
+        done=PLAN.paths.stage_done("{experiment}", "{stage}"),
+        **PLAN.stage_outputs("{experiment}", "{stage}"),
     params:
         stage=lambda wc: PLAN.stage_cfg(wc.stage),
         model=PLAN.section("model"),
@@ -30,15 +31,16 @@ rule train_dit:
         runtime=PLAN.compute("runtime_min", 60),
         gpus=PLAN.compute("gpus_per_job", 0),
         nodes=PLAN.compute("nodes", 1),
+        **PLAN.extra_resources(),
     log:
-        f"{RES}/logs/train_dit/{{experiment}}_{{stage}}.log",
+        PLAN.paths.logs("train_dit", "{experiment}_{stage}.log"),
     benchmark:
-        f"{RES}/benchmarks/train_dit_{{experiment}}_{{stage}}.tsv"
+        PLAN.paths.benchmarks("train_dit_{experiment}_{stage}.tsv")
     conda:
         ENV
     shell:
         f"{{params.launch}} train-dit --profile {PROFILE} --experiment {{wildcards.experiment}} --stage {{wildcards.stage}} "
-        f"--threads {{threads}} > {{log}} 2>&1"
+        f"--out $(dirname {{output.done}}) --threads {{threads}} > {{log}} 2>&1"
 
 
 rule fid_curve:
@@ -46,17 +48,18 @@ rule fid_curve:
     input:
         lambda wc: PLAN.stages_done(wc.experiment),
     output:
-        f"{RES}/{{experiment}}/fid_curve.csv",
+        PLAN.paths.fid_curve("{experiment}"),
     wildcard_constraints:
         experiment="|".join(TRAINED),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+        **PLAN.extra_resources(),
     log:
-        f"{RES}/logs/fid_curve/{{experiment}}.log",
+        PLAN.paths.logs("fid_curve", "{experiment}.log"),
     benchmark:
-        f"{RES}/benchmarks/fid_curve_{{experiment}}.tsv"
+        PLAN.paths.benchmarks("fid_curve_{experiment}.tsv")
     conda:
         ENV
     shell:

@@ -1,16 +1,17 @@
 # Scoring: the probe network (offline backends) and one metrics JSON per experiment and backend.
-# Assumes the Snakefile defines PLAN (section/compute helpers), CFG, PROFILE, RES, ENV, EXPERIMENTS, SUITE
-# (= eval.suite) and BACKENDS (= eval.backends); the sample rule writes {RES}/{experiment}/samples/{SUITE}/ with
-# samples.json. Only the offline backends need the probe; it is an input of every score job (cheap, trained once).
+# Assumes the Snakefile defines PLAN (paths, sections, compute helpers), CFG, PROFILE, ENV, EXPERIMENTS, SUITE
+# (= eval.suite) and BACKENDS (= eval.backends). Only the offline backends need the probe; it is an input of every
+# score job (cheap, trained once). The `vbench` backend runs VBench's own code in a separate environment
+# (eval.vbench_env; docs/vbench.md says how to create it).
 
 
 rule train_probe:
     input:
-        manifest=f"{RES}/data/manifest.csv",
+        manifest=PLAN.paths.manifest(),
     output:
-        info=f"{RES}/probe/probe.json",
-        weights=f"{RES}/probe/probe.safetensors",
-        real_stats=f"{RES}/probe/real_stats.npz",
+        info=PLAN.paths.probe_info(),
+        weights=PLAN.paths.probe_weights(),
+        real_stats=PLAN.paths.probe_real_stats(),
     params:
         data=PLAN.section("data"),
         steps=CFG["eval"]["probe_steps"],
@@ -18,23 +19,26 @@ rule train_probe:
     resources:
         mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=30,  # minutes; ~1.5 on 2 cores at the tiny profile
+        gpus=min(1, PLAN.compute("gpus_per_job", 0)),
+        **PLAN.extra_resources(),
     conda:
         ENV
     log:
-        f"{RES}/logs/train_probe.log",
+        PLAN.paths.logs("train_probe.log"),
     benchmark:
-        f"{RES}/benchmarks/train_probe.tsv"
+        PLAN.paths.benchmarks("train_probe.tsv")
     shell:
-        f"pyramid-repro train-probe --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
+        f"pyramid-repro train-probe --profile {PROFILE} --out $(dirname {{output.info}}) --threads {{threads}} "
+        f"> {{log}} 2>&1"
 
 
 rule score:
     input:
-        samples=f"{RES}/{{experiment}}/samples/{SUITE}/samples.json",
-        probe=f"{RES}/probe/probe.json",
-        weights=f"{RES}/probe/probe.safetensors",
+        samples=PLAN.paths.samples_index("{experiment}", SUITE),
+        probe=PLAN.paths.probe_info(),
+        weights=PLAN.paths.probe_weights(),
     output:
-        f"{RES}/{{experiment}}/metrics/{{backend}}.json",
+        PLAN.paths.metrics("{experiment}", "{backend}"),
     params:
         eval=PLAN.section("eval"),
     wildcard_constraints:
@@ -45,12 +49,13 @@ rule score:
         mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=30,
         gpus=1 if "vbench" in BACKENDS else 0,
+        **PLAN.extra_resources(),
     conda:
         ENV
     log:
-        f"{RES}/logs/score/{{experiment}}_{{backend}}.log",
+        PLAN.paths.logs("score", "{experiment}_{backend}.log"),
     benchmark:
-        f"{RES}/benchmarks/score_{{experiment}}_{{backend}}.tsv"
+        PLAN.paths.benchmarks("score_{experiment}_{backend}.tsv")
     shell:
         f"pyramid-repro score --profile {PROFILE} --experiment {{wildcards.experiment}} --backend {{wildcards.backend}} "
-        f"--threads {{threads}} > {{log}} 2>&1"
+        f"--out {{output}} --threads {{threads}} > {{log}} 2>&1"

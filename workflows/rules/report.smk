@@ -1,40 +1,34 @@
-# Reports (issue G): every experiment's metrics (each backend) and FID curves -> tables, plots and the GPU-hour
-# audit. One job writes them all (they share the inputs and take seconds), so `snakemake reports/table1.pdf`
-# builds every report. Inputs assumed from the other rule files:
-#   {RES}/{experiment}/metrics/{backend}.json  for every experiment x CFG["eval"]["backends"]   (evaluate.smk)
-#   {RES}/{experiment}/fid_curve.csv           for every training experiment (TRAINED)           (dit.smk)
-#   {RES}/vae/eval.json                                                                           (vae.smk)
-# Ledgers ({RES}/vae/ledger.csv, {RES}/{experiment}/dit/{stage}/ledger.csv) and benchmark files are written by
-# those jobs as side effects and read with the glob {RES}/**/ledger*.csv. table6.pdf appears beside the others
-# when an `evalcrafter` backend produced metrics.
+# Reports: every experiment's metrics (each backend) and FID curves -> tables, plots and the GPU-hour audit, into
+# the profile's reports folder (PLAN.paths.reports: reports/ for the default profile, reports/<profile>/ else).
+# One job writes them all (they share the inputs and take seconds), so `snakemake reports/table1.pdf` builds every
+# report; its outputs are PLAN.report_outputs() (table6 only with an EvalCrafter backend). The metrics and curves
+# come from `input:`; the GPU-hour audit also reads every ledger of the run and the benchmark files, which no rule
+# declares (see dit.smk), so it takes them from the layout (PLAN.paths.ledger_glob).
 
 
 rule report:
     input:
-        metrics=[f"{RES}/{e}/metrics/{b}.json" for e in EXPERIMENTS for b in BACKENDS],
-        fid=[f"{RES}/{e}/fid_curve.csv" for e in TRAINED],
-        vae_eval=f"{RES}/vae/eval.json",
+        metrics=[PLAN.paths.metrics(e, b) for e in EXPERIMENTS for b in BACKENDS],
+        fid=[PLAN.paths.fid_curve(e) for e in TRAINED],
+        vae_eval=PLAN.paths.vae_eval(),
     output:
-        table1=f"{REPORTS}/table1.pdf",
-        table1_csv=f"{REPORTS}/table1.csv",
-        table1_md=f"{REPORTS}/table1.md",
-        table5=f"{REPORTS}/table5.pdf",
-        table5_csv=f"{REPORTS}/table5.csv",
-        fid=f"{REPORTS}/fid_convergence.pdf",
-        ablations=f"{REPORTS}/ablations.pdf",
-        gpu_hours=f"{REPORTS}/gpu_hours.pdf",
-        gpu_hours_csv=f"{REPORTS}/gpu_hours.csv",
+        **{k: report(v, caption=str(Path(workflow.basedir) / "workflows" / "report" / f"{k}.rst"),
+                     category=REPORT_CATEGORIES.get(k, "Data"))
+           if k in REPORT_CATEGORIES else v for k, v in PLAN.report_outputs().items()},
     params:
         eval=PLAN.section("eval"),
+        out=lambda wc, output: Path(output.table1_pdf).parent,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+        **PLAN.extra_resources(),
     conda:
         ENV
     log:
-        f"{RES}/logs/report.log",
+        PLAN.paths.logs("report.log"),
     benchmark:
-        f"{RES}/benchmarks/report.tsv"
+        PLAN.paths.benchmarks("report.tsv")
     shell:
-        f"pyramid-repro report --profile {PROFILE} --out $(dirname {{output.table1}}) > {{log}} 2>&1"
+        f"pyramid-repro report --profile {PROFILE} --out {{params.out}} --metrics {{input.metrics:q}} "
+        f"--fid-curves {{input.fid:q}} > {{log}} 2>&1"

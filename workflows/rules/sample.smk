@@ -1,13 +1,17 @@
 # Sampling of the prompt suite from each experiment's final checkpoint (inference-only ablations reuse the
-# checkpoint of `checkpoint_from`, e.g. no_corrective_noise samples the `pyramid` weights).
+# checkpoint of `checkpoint_from`, e.g. no_corrective_noise samples the `pyramid` weights). The videos
+# (<prompt>-<i>.mp4, as VBench names them; samples.json lists them) are not declared one by one: Snakemake keeps a
+# job's provenance under file names derived from each output path, which long prompt texts overflow, and a job
+# without provenance is no longer rerun when its parameters change.
 
 
 rule sample:
     input:
         checkpoint=lambda wc: PLAN.final_checkpoint(wc.experiment),
-        vae=f"{RES}/vae/final/normalization.json",
+        vae=PLAN.paths.vae_normalization(),
     output:
-        f"{RES}/{{experiment}}/samples/{SUITE}/samples.json",
+        index=PLAN.paths.samples_index("{experiment}", SUITE),
+        sheet=f"{PLAN.paths.samples('{experiment}', SUITE)}/contact_sheet.png",
     params:
         suite=SUITE,
         pyramid=PLAN.section("pyramid"),
@@ -20,12 +24,13 @@ rule sample:
         mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=PLAN.compute("runtime_min", 60),
         gpus=min(1, PLAN.compute("gpus_per_job", 0)),
+        **PLAN.extra_resources(),
     log:
-        f"{RES}/logs/sample/{{experiment}}.log",
+        PLAN.paths.logs("sample", "{experiment}.log"),
     benchmark:
-        f"{RES}/benchmarks/sample_{{experiment}}.tsv"
+        PLAN.paths.benchmarks("sample_{experiment}.tsv")
     conda:
         ENV
     shell:
         f"pyramid-repro sample --profile {PROFILE} --experiment {{wildcards.experiment}} --suite {{params.suite}} "
-        f"--threads {{threads}} > {{log}} 2>&1"
+        f"--out $(dirname {{output.index:q}}) --threads {{threads}} > {{log}} 2>&1"

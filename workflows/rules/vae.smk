@@ -1,68 +1,77 @@
 # Causal video VAE: train -> evaluate (PSNR/SSIM) -> encode the latent cache of every curriculum stage.
+# train_vae's checkpoints/ and ledger.csv are deliberately not outputs (PLAN.vae_outputs says why).
 
 
 rule train_vae:
     input:
-        manifest=f"{RES}/data/manifest.csv",
+        manifest=PLAN.paths.manifest(),
     output:
-        norm=f"{RES}/vae/final/normalization.json",
+        norm=PLAN.paths.vae_normalization(),
+        **PLAN.vae_outputs(),
     params:
         vae=PLAN.section("vae"),
         data=PLAN.section("data"),
+        out=lambda wc, output: Path(output.norm).parent.parent,
         launch=lambda wc, resources: PLAN.launcher(resources),
     threads: PLAN.compute("cpus_per_job", 2)
     resources:
         mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=PLAN.compute("runtime_min", 60),
         gpus=PLAN.compute("gpus_per_job", 0),
+        **PLAN.extra_resources(),
     log:
-        f"{RES}/logs/train_vae.log",
+        PLAN.paths.logs("train_vae.log"),
     benchmark:
-        f"{RES}/benchmarks/train_vae.tsv"
+        PLAN.paths.benchmarks("train_vae.tsv")
     conda:
         ENV
     shell:
-        f"{{params.launch}} train-vae --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
+        f"{{params.launch}} train-vae --profile {PROFILE} --out {{params.out}} --threads {{threads}} > {{log}} 2>&1"
 
 
 rule eval_vae:
     input:
-        norm=f"{RES}/vae/final/normalization.json",
+        norm=PLAN.paths.vae_normalization(),
     output:
-        f"{RES}/vae/eval.json",
+        eval=PLAN.paths.vae_eval(),
+        grid=PLAN.paths.vae_reconstructions(),
     params:
         vae=PLAN.section("vae"),
     threads: PLAN.compute("cpus_per_job", 2)
     resources:
         mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=30,
+        gpus=min(1, PLAN.compute("gpus_per_job", 0)),
+        **PLAN.extra_resources(),
     log:
-        f"{RES}/logs/eval_vae.log",
+        PLAN.paths.logs("eval_vae.log"),
     benchmark:
-        f"{RES}/benchmarks/eval_vae.tsv"
+        PLAN.paths.benchmarks("eval_vae.tsv")
     conda:
         ENV
     shell:
-        f"pyramid-repro eval-vae --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
+        f"pyramid-repro eval-vae --profile {PROFILE} --out $(dirname {{output.eval}}) --threads {{threads}} > {{log}} 2>&1"
 
 
 rule encode_latents:
     input:
-        norm=f"{RES}/vae/final/normalization.json",
+        norm=PLAN.paths.vae_normalization(),
     output:
-        [f"{RES}/latents/{s}/index.json" for s in CURRICULUM],
+        [directory(PLAN.paths.latents(s)) for s in CURRICULUM],
     params:
         curriculum=PLAN.section("train", "curriculum"),
+        out=lambda wc, output: Path(output[0]).parent,
     threads: PLAN.compute("cpus_per_job", 2)
     resources:
         mem_mb=PLAN.compute("mem_mb", 4000),
         runtime=PLAN.compute("runtime_min", 60),
         gpus=min(1, PLAN.compute("gpus_per_job", 0)),
+        **PLAN.extra_resources(),
     log:
-        f"{RES}/logs/encode_latents.log",
+        PLAN.paths.logs("encode_latents.log"),
     benchmark:
-        f"{RES}/benchmarks/encode_latents.tsv"
+        PLAN.paths.benchmarks("encode_latents.tsv")
     conda:
         ENV
     shell:
-        f"pyramid-repro encode-latents --profile {PROFILE} --threads {{threads}} > {{log}} 2>&1"
+        f"pyramid-repro encode-latents --profile {PROFILE} --out {{params.out}} --threads {{threads}} > {{log}} 2>&1"

@@ -1,4 +1,4 @@
-"""`pyramid-repro tokens`: the token arithmetic of PAPER.md section 4 under a profile's schedule.
+"""`pyramid-repro tokens`: the token arithmetic of docs/method.md §4 under a profile's schedule.
 
 Prints tokens per latent frame, the full-sequence token count of a clip, the pyramid's expected tokens per
 training sample (stage sampled with the profile's weights, history compressed by the temporal pyramid) and per
@@ -15,7 +15,7 @@ from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.flow import cost
 
-PAPER_CLAIM_PERCENT = 85.0  # PAPER.md section 4: "training tokens reduced by more than 85% for a 10 s video"
+PAPER_CLAIM_PERCENT = 85.0  # docs/method.md §4: "training tokens reduced by more than 85% for a 10 s video"
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _print(r: TokenReport, cfg: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="pyramid-repro tokens",
-        description="Token arithmetic of PAPER.md section 4: tokens per latent frame, full-sequence vs pyramid "
+        description="Token arithmetic of docs/method.md §4: tokens per latent frame, full-sequence vs pyramid "
         "tokens per training sample and per generated video, and the reduction vs the paper's >85%% claim. "
         "Example: pyramid-repro tokens --profile paper --seconds 10  (prints 119040 full-sequence tokens).",
     )

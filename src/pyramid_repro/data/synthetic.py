@@ -8,7 +8,7 @@ Rendering is vectorised numpy with 4x supersampling (anti-aliased edges); the sa
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zlib
@@ -31,7 +31,8 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "brown": (105, 75, 45),
 }
 TEXTURES: tuple[str, ...] = ("none", "stripes", "checker")
-DIRECTIONS: dict[str, tuple[float, float]] = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+DIRECTIONS: dict[str, tuple[float, float]] = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0),
+                                              "down": (0.0, 1.0)}
 SPEEDS: dict[str, float] = {"slow": 0.012, "fast": 0.025}  # fraction of the frame per frame in a 17-frame clip
 # Longer clips move proportionally slower, so an object travels the same distance over the whole clip at any clip
 # length (a fast object crosses 40% of the frame, a slow one 19%): objects stay in the canvas for 33 or 65 frames,
@@ -112,7 +113,8 @@ def _place(rng: np.random.Generator, n: int, size: float, travel: tuple[float, f
     pts = []
     for _ in range(200):
         x1, y1 = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
-        x0, y0 = x1 + ox * gap + rng.uniform(-0.05, 0.05) * (ox == 0), y1 + oy * gap + rng.uniform(-0.05, 0.05) * (oy == 0)
+        x0 = x1 + ox * gap + rng.uniform(-0.05, 0.05) * (ox == 0)
+        y0 = y1 + oy * gap + rng.uniform(-0.05, 0.05) * (oy == 0)
         if not (lo_x <= x0 <= hi_x and lo_y <= y0 <= hi_y):
             continue
         pts = [(x0, y0), (x1, y1)]
@@ -155,7 +157,8 @@ def sample_factors(rng: np.random.Generator, max_objects: int = 3, static_fracti
     centres = _place(rng, n, size, travel, relation)
     colours = rng.choice(list(COLOURS), size=n, replace=False)
     shapes = rng.choice(list(SHAPES), size=n, replace=True)
-    f.objects = [SceneObject(str(s), str(c), float(x), float(y), size) for s, c, (x, y) in zip(shapes, colours, centres)]
+    f.objects = [SceneObject(str(s), str(c), float(x), float(y), size)
+                 for s, c, (x, y) in zip(shapes, colours, centres)]
     return f
 
 

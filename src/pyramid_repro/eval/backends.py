@@ -259,7 +259,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
-    path = cfg.results_dir("probe", "real_stats.npz")
+    path = cfg.layout.probe_real_stats()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: real-frame statistics missing; run `pyramid-repro train-probe`")
     real = np.load(path)
@@ -332,7 +332,7 @@ def inception_fid(videos: list[np.ndarray], cfg: Config) -> tuple[float, float]:
 
     dev = config_device(cfg)
     fake = inception_features(videos, cfg.eval.inception_path, device=dev)
-    stats = cfg.results_dir("inception_real_features.npy")
+    stats = cfg.layout.inception_real_features()
     if not stats.is_file():
         ds = ClipDataset.from_config(cfg, "test", "video")
         real = [((ds[i]["video"].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy() for i in range(len(ds))]

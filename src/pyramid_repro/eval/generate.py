@@ -1,9 +1,9 @@
-"""Generation with a trained DiT (PAPER.md sections 2-3): autoregressive through the spatial pyramid with the
+"""Generation with a trained DiT (docs/method.md §2-§3): autoregressive through the spatial pyramid with the
 compressed history (pyramid experiments), or the whole clip at once (full-sequence baseline).
 
 Text-to-video starts from noise for the first latent frame; image-to-video takes a given first latent frame.
 Classifier-free guidance batches the conditional and unconditional passes into one forward, with separate scales
-for the first frame and later frames (PAPER.md section 3.1).
+for the first frame and later frames (docs/method.md §2.5).
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def train_probe(cfg: Config, out: Path | None = None, steps: int | None = None, 
     """`pyramid-repro train-probe`: fit the probe on real frames of the train split (clips and images), report its
     accuracy on every frame of the held-out test clips, save probe.safetensors, probe.json and the held-out
     real-frame feature statistics real_stats.npz (mean, covariance) used by fid-probe. Returns probe.json."""
-    out = out or cfg.results_dir("probe")
+    out = out or cfg.layout.probe()
     out.mkdir(parents=True, exist_ok=True)
     steps = steps or cfg.eval.probe_steps
     rng = np.random.default_rng(cfg.seed)
@@ -180,7 +180,7 @@ def load_probe(cfg: Config, device: torch.device | str | None = None) -> ProbeNe
     profile's compute.device)."""
     from safetensors.torch import load_file
 
-    path = cfg.results_dir("probe", "probe.safetensors")
+    path = cfg.layout.probe_weights()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: probe not trained; run `pyramid-repro train-probe --profile {cfg.profile}`")
     m = ProbeNet()
@@ -194,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "backends `synthetic` and `fid-probe`); writes results/<profile>/probe/.")
     add_config_args(ap)
     ap.add_argument("--steps", type=int, help="training steps (default: eval.probe_steps)")
+    ap.add_argument("--out", type=Path, help="folder for probe.safetensors, probe.json, real_stats.npz "
+                    "(default: layout.probe)")
     add_threads_arg(ap)
     args = ap.parse_args(argv)
-    info = train_probe(config_from_args(args), steps=args.steps)
+    info = train_probe(config_from_args(args), out=args.out, steps=args.steps)
     print(json.dumps(info["heldout_accuracy"], indent=2))
     return 0

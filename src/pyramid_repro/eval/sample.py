@@ -77,17 +77,15 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
     """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json."""
     from pyramid_repro.eval.prompts import load_suite
     from pyramid_repro.models import build_text_encoder, load_dit
-    from pyramid_repro.train.dit import final_model_dir
     from pyramid_repro.vae import decode_latents, load_vae
 
     exp = get_experiment(experiment)
-    res = cfg.results_dir()
-    out = out or res / experiment / "samples" / suite
-    ckpt = checkpoint or final_model_dir(res, exp.checkpoint_from or experiment, cfg.train.curriculum[-1].name)
+    out = out or cfg.layout.samples(experiment, suite)
+    ckpt = checkpoint or cfg.layout.stage_final(exp.checkpoint_from or experiment, cfg.train.curriculum[-1].name)
     dev = config_device(cfg)
     model = load_dit(ckpt, dev)
     encoder = build_text_encoder(cfg, dev)
-    vae = load_vae(res / "vae" / "final", cfg.vae.encode_chunk_frames, dev)
+    vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, dev)
     prompts = load_suite(suite, cfg)
     if cfg.eval.max_prompts:
         prompts = prompts[: cfg.eval.max_prompts]

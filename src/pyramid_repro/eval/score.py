@@ -19,7 +19,7 @@ from pyramid_repro.provenance import provenance, write_json
 def score_experiment(cfg: Config, experiment: str, backend: str, videos: Path | None = None,
                      out: Path | None = None) -> dict:
     suite = cfg.eval.suite
-    videos = videos or cfg.results_dir(experiment, "samples", suite)
+    videos = videos or cfg.layout.samples(experiment, suite)
     index = videos / "samples.json"
     if not index.is_file():
         raise FileNotFoundError(f"{index}: no samples index; run `pyramid-repro sample --experiment {experiment}`")
@@ -41,7 +41,7 @@ def score_experiment(cfg: Config, experiment: str, backend: str, videos: Path | 
     doc = {"backend": backend, "label": LABELS[backend], "experiment": experiment, "profile": cfg.profile,
            "config_hash": cfg.config_hash(), "commit": prov.get("commit"), "created_utc": prov.get("created_utc"),
            "suite": suite, "n_videos": len(samples), **result, "provenance": prov}
-    write_json(out or cfg.results_dir(experiment, "metrics", f"{backend}.json"), doc)
+    write_json(out or cfg.layout.metrics(experiment, backend), doc)
     return doc
 
 
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     add_threads_arg(ap)
     args = ap.parse_args(argv)
-    doc = score_experiment(config_from_args(args, require_experiment=True), args.experiment, args.backend, args.videos, args.out)
+    cfg = config_from_args(args, require_experiment=True)
+    doc = score_experiment(cfg, args.experiment, args.backend, args.videos, args.out)
     agg = doc.get("aggregate") or {}
     print(f"{args.experiment} [{doc['label']}]: " + ", ".join(f"{k} {v:.2f}" for k, v in agg.items() if v is not None)
           + (f" FID {doc['fid']:.3f}" if doc.get("fid") is not None else ""))

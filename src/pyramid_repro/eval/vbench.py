@@ -1,4 +1,4 @@
-"""VBench: its aggregation (PAPER.md section 8, from VBench's own scoring scripts) and the official runner.
+"""VBench: its aggregation (docs/method.md §8, from VBench's own scoring scripts) and the official runner.
 
 `aggregate` turns raw dimension scores in [0, 1] into VBench's Quality / Semantic / Total in percent: each score is
 normalised (s - Min) / (Max - Min), Quality is the weighted mean of the 7 quality dimensions, Semantic of the 9
@@ -6,7 +6,7 @@ semantic ones (weight 1, dynamic degree 0.5), Total = (4 Quality + Semantic) / 5
 (e.g. the synthetic proxy) the same formula runs over the dimensions present and the result names what is missing.
 
 The official VBench pins transformers 4.33 / numpy < 2, so it runs in its own environment
-(workflows/envs/vbench.yaml; eval.vbench_env = that environment's python) and needs a GPU and its weights.
+(docs/vbench.md; eval.vbench_env = that environment's python) and needs a GPU and its weights.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def missing_videos(video_dir: Path, full_info: Path, samples_per_prompt: int) ->
 def _check_env(cfg: Config) -> tuple[Path, Path]:
     if not cfg.eval.vbench_env:
         raise ConfigError("eval.vbench_env is not set: the vbench backend needs the python of an environment "
-                          "with vbench 0.1.5 (create it from workflows/envs/vbench.yaml)")
+                          "with vbench 0.1.5 (docs/vbench.md says how to create it)")
     py = Path(cfg.eval.vbench_env)
     if not py.is_file():
         raise ConfigError(f"eval.vbench_env={str(py)!r}: no such python executable")

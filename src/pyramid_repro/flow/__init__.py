@@ -1,4 +1,4 @@
-"""Model-agnostic pyramidal flow matching (PAPER.md sections 1-3): schedules, training paths, the temporal
+"""Model-agnostic pyramidal flow matching (docs/method.md §1-§3): schedules, training paths, the temporal
 pyramid, samplers and cost accounting. Takes velocity callables; never imports pyramid_repro.models."""
 
 from pyramid_repro.flow.ops import corrective_noise, downsample, downsample_noise, upsample

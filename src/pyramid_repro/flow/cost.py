@@ -1,4 +1,4 @@
-"""Cost accounting (PAPER.md section 4): tokens, model evaluations and analytic FLOPs.
+"""Cost accounting (docs/method.md §4): tokens, model evaluations and analytic FLOPs.
 
 Pure functions over a schedule and sizes; the trainer's ledger, the `tokens` command, the GPU-hour projection
 and the benchmarks all use them.

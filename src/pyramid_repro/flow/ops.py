@@ -1,4 +1,4 @@
-"""Resampling operators of the spatial pyramid (PAPER.md section 1) and the corrective block noise (section 2).
+"""Resampling operators of the spatial pyramid (docs/method.md §1.2) and the corrective block noise (§2.4).
 
 All operators act on the last two (spatial) dimensions, so images (B, C, H, W) and video latents
 (B, C, T, H, W) are handled alike (per frame).

@@ -1,4 +1,4 @@
-"""Training paths (PAPER.md sections 1 and 9): coupled stage endpoints, x_t and the velocity target.
+"""Training paths (docs/method.md §1 and §9): coupled stage endpoints, x_t and the velocity target.
 
 With K = 1 this is standard rectified flow matching at full resolution (the full-sequence baseline):
 S = n, E = x, x_t = t n + (1 - t) x, v = n - x.
@@ -21,7 +21,7 @@ class TrainingSample:
     x_t: torch.Tensor  # noisy input at the stage resolution
     target: torch.Tensor  # velocity target S - E
     stage: int
-    local_t: torch.Tensor  # (B,) local time t' in [0, 1)
+    local_t: torch.Tensor  # (B,) local time t' in (0, 1] (t' = 1 - u / N)
     timestep: torch.Tensor  # (B,) global timestep fed to the model
     clean: torch.Tensor  # clean latent at the stage resolution (Down^k x)
 

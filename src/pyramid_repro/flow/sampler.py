@@ -1,4 +1,4 @@
-"""Euler sampling through the spatial pyramid with renoising at the jump points (PAPER.md section 2).
+"""Euler sampling through the spatial pyramid with renoising at the jump points (docs/method.md §2).
 
 The sampler is model-agnostic: it takes `velocity(x, timestep, stage) -> v` (timestep: (B,) global timesteps).
 Autoregressive video generation calls it once per latent frame with a closure that adds the history; the
@@ -22,7 +22,8 @@ def local_sigmas(n_steps: int, min_sigma: float = 1e-3) -> torch.Tensor:
     """Local times of one stage: linspace(1, min_sigma, n) then 0, as the official pipeline (n Euler steps)."""
     if n_steps < 1:
         raise ValueError(f"n_steps={n_steps} must be >= 1")
-    return torch.cat([torch.linspace(1.0, min_sigma, n_steps, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    return torch.cat([torch.linspace(1.0, min_sigma, n_steps, dtype=torch.float64),
+                      torch.zeros(1, dtype=torch.float64)])
 
 
 def guided(cond: VelocityFn, uncond: VelocityFn, scale: float) -> VelocityFn:

@@ -1,4 +1,4 @@
-"""The pyramid schedule (PAPER.md sections 1-2): stage sigmas, jump coefficients and timestep windows.
+"""The pyramid schedule (docs/method.md §1-§2): stage sigmas, jump coefficients and timestep windows.
 
 Convention of the official code: t = 0 is data, t = 1 is noise. Stage k (k = 0 coarsest) lives at resolution
 full / 2^(K-1-k) and runs its local time t' from 1 (start point S_k) to 0 (end point E_k).

@@ -1,4 +1,4 @@
-"""The temporal pyramid (PAPER.md sections 3 and 9): compressed, corrupted history of earlier latent frames.
+"""The temporal pyramid (docs/method.md §3 and §9): compressed, corrupted history of earlier latent frames.
 
 Model-agnostic: returns a list of per-frame tensors at their resolutions; models/ packs them into tokens.
 """

@@ -1,4 +1,4 @@
-"""MM-DiT and text encoders (PAPER.md sections 3-4). Knows tokens, not time schedules.
+"""MM-DiT and text encoders (docs/method.md §3-§4). Knows tokens, not time schedules.
 
 Public API: PyramidDiT (diffusers ModelMixin; forward(history, current, timestep, tokens, text_mask, pooled,
 full_size) -> velocity of current), build_dit(cfg, text_dim, pooled_dim), load_dit(folder, device),

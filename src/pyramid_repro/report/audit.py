@@ -1,4 +1,4 @@
-"""`pyramid-repro audit`: the GPU-hour audit (DESIGN.md "Provenance and accounting").
+"""`pyramid-repro audit`: the GPU-hour audit (docs/design.md §3).
 
 Sets the paper's own arithmetic (Table 4: 128 A100 x (12 + 90 + 60) h = 20,736 A100-hours; VAE excluded, about
 3 days on 32 A100s = 2,304 shown apart; Open-Sora 1.2's >40k) against this run's ledgers (one row per training job
@@ -34,7 +34,7 @@ def read_ledger_rows(cfg: Config) -> pd.DataFrame:
         from pyramid_repro.train.ledger import read_ledgers
     except ImportError:  # the trainer's module is optional for the audit: same CSV format
         read_ledgers = None
-    pattern = str(cfg.results_dir() / "**" / "ledger*.csv")
+    pattern = cfg.layout.ledger_glob()
     if read_ledgers is not None:
         return read_ledgers(pattern)
     files = sorted(glob.glob(pattern, recursive=True))
@@ -81,7 +81,7 @@ def benchmark_summary(cfg: Config) -> pd.DataFrame:
     """Snakemake benchmark files (results/<profile>/benchmarks/*.tsv: s, h:m:s, max_rss, ...): one row per rule
     job with its wall seconds, CPU seconds and peak memory."""
     rows = []
-    for f in sorted(glob.glob(str(cfg.results_dir("benchmarks") / "*.tsv"))):
+    for f in sorted(glob.glob(str(cfg.layout.benchmarks("*.tsv")))):
         b = pd.read_csv(f, sep="\t")
         if "s" not in b.columns:
             raise ValueError(f"{f}: not a Snakemake benchmark file (no 's' column; columns {list(b.columns)})")
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     led = ledger_summary(cfg)
     if led.empty:
-        print(f"no ledgers under {cfg.results_dir()} yet (train something first)")
+        print(f"no ledgers under {cfg.layout.results} yet (train something first)")
     else:
         _print(f"This run (profile {cfg.profile}): ledger per experiment and stage", led)
         print(f"total device-hours of this run: {led['device_hours'].sum():.4f}")

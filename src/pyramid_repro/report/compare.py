@@ -120,16 +120,16 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
 
     name = name or Path(checkpoint).resolve().name
     check_compatible(checkpoint, cfg)
-    work = cfg.results_dir("compare", name)
+    work = cfg.layout.compare(name)
     videos = work / "samples"
     sample_fn = sample_fn or (lambda c, ck, out: sample_run(c, "pyramid", c.eval.suite, out, ck))
     score_fn = score_fn or (lambda c, vids, b, out: score_experiment(c, "pyramid", b, vids, out))
     sample_fn(cfg, Path(checkpoint), videos)
     new = score_fn(cfg, videos, backend, work / f"{backend}.json")
-    ours_f = cfg.results_dir("pyramid", "metrics", f"{backend}.json")
+    ours_f = cfg.layout.metrics("pyramid", backend)
     ours = json.loads(ours_f.read_text()) if ours_f.is_file() else None
     table = comparison_table(new, ours, backend, name)
-    out = Path(cfg.reports)
+    out = cfg.layout.reports
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"compare_{name}.csv", index=False)
     render_comparison(table, cfg, out / f"compare_{name}.pdf")
@@ -167,5 +167,5 @@ def main(argv: list[str] | None = None) -> int:
         t.add_row(*["" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     Console(width=160).print(t)
     name = args.name or Path(args.checkpoint).resolve().name
-    print(f"wrote {Path(cfg.reports) / f'compare_{name}.csv'} and {Path(cfg.reports) / f'compare_{name}.pdf'}")
+    print(f"wrote {cfg.layout.report(f'compare_{name}.csv')} and {cfg.layout.report(f'compare_{name}.pdf')}")
     return 0

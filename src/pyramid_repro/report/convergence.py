@@ -1,4 +1,4 @@
-"""FID convergence speed-up of the spatial pyramid over full-sequence flow matching (PAPER.md section 7: "FID
+"""FID convergence speed-up of the spatial pyramid over full-sequence flow matching (docs/method.md §7: "FID
 converges about 3x faster with the pyramid").
 
 Pure functions on FID curves (x = training steps, samples, FLOPs or device-hours; y = FID, lower is better).
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-PAPER_SPEEDUP = 3.0  # PAPER.md section 7
+PAPER_SPEEDUP = 3.0  # docs/method.md §7
 AXES = ("step", "samples_seen", "flops", "device_hours")
 
 

@@ -42,17 +42,28 @@ def footer(cfg: Config) -> str:
             f"rendered {utc_now()}")
 
 
-def load_metrics(cfg: Config) -> list[dict]:
-    """Every metrics JSON of this profile's experiments, in experiments.yaml order."""
+def _experiment_order(experiment: str, name: str) -> tuple[int, str]:
+    """Sort key: experiments.yaml order, then file name."""
+    names = list(experiments())
+    return (names.index(experiment) if experiment in names else len(names), name)
+
+
+def load_metrics(cfg: Config, files: list[Path] | None = None) -> list[dict]:
+    """The metrics JSONs `files` (the report rule's inputs) or, without them, every metrics JSON of this profile's
+    experiments that exists (layout.metrics); in experiments.yaml order, then by backend file name."""
+    if files is None:
+        files = [f for name in experiments() for f in cfg.layout.metrics(name, "*").parent.glob("*.json")]
     out = []
-    for name in experiments():
-        for f in sorted(cfg.results_dir(name, "metrics").glob("*.json")):
-            d = json.loads(f.read_text())
-            missing = [k for k in ("backend", "label", "experiment") if k not in d]
-            if missing:
-                raise ValueError(f"{f}: metrics JSON lacks {missing}")
-            d["_path"] = str(f)
-            out.append(d)
+    for f in map(Path, files):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: metrics JSON not found (run `pyramid-repro score`)")
+        d = json.loads(f.read_text())
+        missing = [k for k in ("backend", "label", "experiment") if k not in d]
+        if missing:
+            raise ValueError(f"{f}: metrics JSON lacks {missing}")
+        d["_path"] = str(f)
+        out.append(d)
+    out.sort(key=lambda d: _experiment_order(d["experiment"], Path(d["_path"]).name))
     return out
 
 
@@ -114,8 +125,8 @@ def _draw_table(df: pd.DataFrame, title: str, path: Path, note: str, foot: str) 
     plt.close(fig)
 
 
-def render_table1(cfg: Config, out: Path) -> Path:
-    metrics = load_metrics(cfg)
+def render_table1(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path:
+    metrics = load_metrics(cfg) if metrics is None else metrics
     df = table1_frame(cfg, metrics)
     df.to_csv(out / "table1.csv", index=False)
     ours = df[~df["section"].str.startswith("paper")]
@@ -147,9 +158,9 @@ def _has_tabulate() -> bool:
         return False
 
 
-def render_table5(cfg: Config, out: Path) -> Path:
+def render_table5(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path:
     t5 = load_paper_table("table5").rename(columns={"score": "paper"})
-    for m in load_metrics(cfg):
+    for m in load_metrics(cfg) if metrics is None else metrics:
         if m.get("dimensions"):
             t5[f"{m['experiment']} ({m['backend']})"] = t5["dimension"].map(
                 lambda d: 100.0 * m["dimensions"][d] if d in m["dimensions"] else np.nan)
@@ -160,10 +171,11 @@ def render_table5(cfg: Config, out: Path) -> Path:
     return out / "table5.pdf"
 
 
-def render_table6(cfg: Config, out: Path) -> Path | None:
+def render_table6(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path | None:
     """Table 6 (EvalCrafter raw metrics): the paper's column and one per `evalcrafter*` metrics JSON of this run
     (raw metrics read from its `dimensions`, else `extra`); None when no EvalCrafter metrics exist."""
-    ec = [m for m in load_metrics(cfg) if str(m["backend"]).startswith("evalcrafter")]
+    metrics = load_metrics(cfg) if metrics is None else metrics
+    ec = [m for m in metrics if str(m["backend"]).startswith("evalcrafter")]
     if not ec:
         return None
     t6 = load_paper_table("table6").rename(columns={"score": "paper"})
@@ -190,29 +202,34 @@ def placeholder(path: Path, title: str, message: str, cfg: Config) -> Path:
     return path
 
 
-def load_fid_curves(cfg: Config) -> dict[str, pd.DataFrame]:
-    """results/<profile>/<experiment>/fid_curve.csv of every experiment that has one (non-empty)."""
+def load_fid_curves(cfg: Config, files: list[Path] | None = None) -> dict[str, pd.DataFrame]:
+    """Non-empty FID curves by experiment: the files `files` (the report rule's inputs) or, without them, every
+    experiment's layout.fid_curve that exists."""
+    names = list(experiments())
+    if files is None:
+        files = [cfg.layout.fid_curve(n) for n in names if cfg.layout.fid_curve(n).is_file()]
     curves = {}
-    for name in experiments():
-        f = cfg.results_dir(name, "fid_curve.csv")
-        if f.is_file():
-            df = pd.read_csv(f)
-            missing = {"samples_seen", "fid"} - set(df.columns)
-            if missing:
-                raise ValueError(f"{f}: FID curve lacks columns {sorted(missing)}; expected step, samples_seen, "
-                                 "tokens_seen, flops, device_hours, fid, backend")
-            if len(df):
-                curves[name] = df
+    for f in sorted(map(Path, files), key=lambda f: _experiment_order(f.parent.name, f.name)):
+        name = f.parent.name  # layout.fid_curve: <results>/<profile>/<experiment>/fid_curve.csv
+        df = pd.read_csv(f)
+        missing = {"samples_seen", "fid"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{f}: FID curve lacks columns {sorted(missing)}; expected step, samples_seen, "
+                             "tokens_seen, flops, device_hours, fid, backend")
+        if len(df):
+            curves[name] = df
     return curves
 
 
-def render_fid(cfg: Config, out: Path) -> Path:
+def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = None) -> Path:
     """FID vs training samples, FLOPs and device-hours for every trained experiment, with the measured speed-up
-    of `pyramid` over `fullseq` (report/convergence.py) beside the paper's "about 3x" (PAPER.md section 7)."""
-    curves = load_fid_curves(cfg)
+    of `pyramid` over `fullseq` (report/convergence.py) beside the paper's "about 3x" (docs/method.md §7)."""
+    curves = load_fid_curves(cfg) if curves is None else curves
     if not curves:
-        return placeholder(out / "fid_convergence.pdf", "FID convergence",
-                           f"no FID curves yet ({cfg.results_dir()}/<experiment>/fid_curve.csv)", cfg)
+        message = f"no FID curves yet ({cfg.layout.fid_curve('<experiment>')})"
+        pd.DataFrame().to_csv(out / "fid_convergence.csv", index=False)
+        (out / "fid_convergence.txt").write_text(message + "\n")
+        return placeholder(out / "fid_convergence.pdf", "FID convergence", message, cfg)
     plt = _plt()
     from matplotlib.ticker import NullFormatter
 
@@ -224,11 +241,11 @@ def render_fid(cfg: Config, out: Path) -> Path:
     stage = last if last and multi else None
     table = speedup_table(curves, stage=stage)
     lines = []
+    table.to_csv(out / "fid_convergence.csv", index=False)
     if table.empty:
         lines.append("speed-up: needs both `pyramid` and `fullseq` FID curves"
                      + (f" with points in stage {stage}" if stage else ""))
     else:
-        table.to_csv(out / "fid_convergence.csv", index=False)
         paper = f"   [paper: about {PAPER_SPEEDUP:.0f}x]"
         for (st, ax_name, tgt), grp in table.groupby(["stage", "axis", "target"], sort=False, dropna=False):
             r = grp.iloc[0].to_dict()
@@ -288,7 +305,7 @@ def frame_grid(frames: np.ndarray, n: int = 6) -> np.ndarray:
 def sample_frames(cfg: Config, experiment: str, videos: int = 3) -> np.ndarray | None:
     """The experiment's contact sheet (samples/<suite>/contact_sheet.png) or, without one, a grid of frames of
     its first sample videos (samples/<suite>/*.mp4); None when it has no samples."""
-    d = cfg.results_dir(experiment, "samples", cfg.eval.suite)
+    d = cfg.layout.samples(experiment, cfg.eval.suite)
     sheet = d / "contact_sheet.png"
     if sheet.is_file():
         from pyramid_repro.data.video_io import read_image
@@ -304,11 +321,12 @@ def sample_frames(cfg: Config, experiment: str, videos: int = 3) -> np.ndarray |
     return np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows], axis=0)
 
 
-def render_ablations(cfg: Config, out: Path) -> Path:
-    metrics = load_metrics(cfg)
+def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path:
+    metrics = load_metrics(cfg) if metrics is None else metrics
     if not metrics:
+        pd.DataFrame(columns=["experiment"]).to_csv(out / "ablations.csv", index=False)
         return placeholder(out / "ablations.pdf", "Ablations",
-                           f"no metrics yet ({cfg.results_dir()}/<experiment>/metrics/<backend>.json)", cfg)
+                           f"no metrics yet ({cfg.layout.metrics('<experiment>', '<backend>')})", cfg)
     rows = {}
     for m in metrics:
         r = rows.setdefault(m["experiment"], {"experiment": m["experiment"]})
@@ -358,7 +376,7 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
                      out: Path | None = None) -> Path:
     from pyramid_repro.report import audit
 
-    out = out or Path(cfg.reports)
+    out = out or cfg.layout.reports
     out.mkdir(parents=True, exist_ok=True)
     ledger = audit.ledger_summary(cfg) if ledger is None else ledger
     projection = audit.paper_projection(ledger) if projection is None else projection
@@ -395,13 +413,17 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
     return out / "gpu_hours.pdf"
 
 
-def render_all(cfg: Config, out: Path | None = None) -> list[Path]:
-    """Every report: table1/table5/fid_convergence/ablations/gpu_hours always (a placeholder page says what is
-    missing), table6 only when EvalCrafter metrics exist."""
-    out = Path(out or cfg.reports)
+def render_all(cfg: Config, out: Path | None = None, metrics_files: list[Path] | None = None,
+               fid_files: list[Path] | None = None) -> list[Path]:
+    """Every report (layout.REPORT_FILES): table1/table5/fid_convergence/ablations/gpu_hours always (a placeholder
+    page says what is missing), table6 only when EvalCrafter metrics exist. Reads the given metrics and FID-curve
+    files (the workflow passes its rule's inputs) or, without them, whatever the layout holds; the GPU-hour audit
+    reads every ledger of the run (layout.ledger_glob) and the Snakemake benchmark files."""
+    out = Path(out or cfg.layout.reports)
     out.mkdir(parents=True, exist_ok=True)
-    made = [render_table1(cfg, out), render_table5(cfg, out), render_table6(cfg, out), render_fid(cfg, out),
-            render_ablations(cfg, out), render_gpu_hours(cfg, out=out)]
+    metrics, curves = load_metrics(cfg, metrics_files), load_fid_curves(cfg, fid_files)
+    made = [render_table1(cfg, out, metrics), render_table5(cfg, out, metrics), render_table6(cfg, out, metrics),
+            render_fid(cfg, out, curves), render_ablations(cfg, out, metrics), render_gpu_hours(cfg, out=out)]
     return [p for p in made if p is not None]
 
 
@@ -410,8 +432,11 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Render every report the results allow: table1/table5 (.pdf/.csv/.md), "
                                  "fid_convergence.pdf, ablations.pdf, gpu_hours.pdf.")
     add_config_args(ap)
-    ap.add_argument("--out", type=Path, help="reports folder (default: config 'reports')")
+    ap.add_argument("--out", type=Path, help="reports folder (default: layout.reports: <reports>/ for the default "
+                    "profile, <reports>/<profile>/ for the others)")
+    ap.add_argument("--metrics", type=Path, nargs="+", help="metrics JSONs to report (default: every one the run has)")
+    ap.add_argument("--fid-curves", type=Path, nargs="+", help="fid_curve.csv files (default: every one the run has)")
     args = ap.parse_args(argv)
-    for p in render_all(config_from_args(args), args.out):
+    for p in render_all(config_from_args(args), args.out, args.metrics, args.fid_curves):
         print(f"wrote {p}")
     return 0

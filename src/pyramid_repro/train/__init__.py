@@ -1,2 +1,3 @@
-"""Training: accelerate setup (runtime), atomic checkpoints and resume (checkpoint), the GPU-hour ledger (ledger),
-training sequences (sequences) and the DiT curriculum trainer (dit)."""
+"""Training: the scaffold both trainers share (loop: accelerator, device, data parallel, EMA, resume), atomic
+checkpoints (checkpoint), the GPU-hour ledger (ledger), training sequences (sequences) and the DiT curriculum trainer
+(dit); the VAE's trainer is vae/train.py."""

@@ -1,4 +1,4 @@
-"""Atomic training checkpoints (DESIGN.md: a crash loses at most the steps since the last checkpoint).
+"""Atomic training checkpoints (docs/design.md §6: a crash loses at most the steps since the last checkpoint).
 
 A checkpoint is one file `step_<n>.pt` holding model and optimizer state, the step, the CPU RNG state and any
 `extra` payload (loss trace, EMA weights, scheduler state). It is written to a temporary file and renamed, so a

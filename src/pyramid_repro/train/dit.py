@@ -1,4 +1,4 @@
-"""`pyramid-repro train-dit`: one curriculum stage of one experiment (PAPER.md sections 3 and 5, Table 4).
+"""`pyramid-repro train-dit`: one curriculum stage of one experiment (docs/method.md §3 and §5, Table 4).
 
 Reads only the normalised latent cache of the stage (results/<profile>/latents/<stage>/) and the prompts'
 text embeddings; builds stage-homogeneous batches (train/sequences.py) for the pyramid or the full-sequence
@@ -36,19 +36,10 @@ from pyramid_repro.train.sequences import make_batch
 FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "fid", "backend", "stage"]
 
 
-def stage_dir(res: Path, experiment: str, stage: str) -> Path:
-    return res / experiment / "dit" / stage
-
-
-def final_model_dir(res: Path, experiment: str, stage: str) -> Path:
-    """Folder of a stage's final (EMA) weights, loadable with `models.load_dit`."""
-    return stage_dir(res, experiment, stage) / "final"
-
-
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
     """Folder of `experiment`'s run of `stage`: its own, or the one it shares (train.share_image_stage)."""
     owner = stage_owner(experiment, stage.kind, cfg.train.share_image_stage)
-    return stage_dir(cfg.results_dir(), owner, stage.name)
+    return cfg.layout.stage(owner, stage.name)
 
 
 def _stage(cfg: Config, name: str) -> tuple[int, CurriculumStage]:
@@ -178,15 +169,14 @@ class StageData:
     def load(cfg: Config, stage: str, encoder, device: torch.device) -> "StageData":
         from pyramid_repro.vae import LatentDataset
 
-        cache = cfg.results_dir("latents")
+        cache = cfg.layout.latents()
         data = LatentDataset(cache, stage, "train")
         captions = [it["caption"] for it in data.items]
         try:
             val_caps = [it["caption"] for it in LatentDataset(cache, stage, "val").items] or captions
         except FileNotFoundError:
             val_caps = captions
-        bank = CaptionBank.encode(encoder, captions + val_caps, cfg.results_dir("text_cache", f"{stage}.safetensors"),
-                                  device)
+        bank = CaptionBank.encode(encoder, captions + val_caps, cfg.layout.text_cache(stage), device)
         return StageData(data.all_latents().to(device), captions, val_caps, bank)
 
     def micro_batch(self, micro: int, schedule: PyramidSchedule, cfg: Config, g: torch.Generator):
@@ -232,7 +222,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     # 1. which run this is, where it writes, on which device and processes
     idx, st = _stage(cfg, stage_name)
     experiment, cfg = _owner(cfg, experiment, st)
-    out = out or stage_dir(cfg.results_dir(), experiment, stage_name)
+    out = out or cfg.layout.stage(experiment, stage_name)
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     job = TrainingJob(config_device(cfg), tc.precision, out / "checkpoints", stage_fingerprint(cfg, st),
@@ -305,8 +295,10 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
             trace.append(loss_value)
             for k, x in zip(("samples", "tokens", "flops"), total[1:]):
                 stats[k] += type(stats[k])(x)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
             done = step + 1
+            if done % tc.log_every == 0 or done == stop:  # the progress line (rule log) shows the recent loss
+                window = trace[-tc.log_every:]
+                bar.set_postfix(loss=f"{loss_value:.4f}", mean=f"{sum(window) / len(window):.4f}")
             if job.main and tc.fid_every and (done % tc.fid_every == 0 or done == steps):
                 fid.record(job.unwrap(model), ema, done, stats, time.time() - t_start)
             if done % tc.ckpt_every == 0 or done == stop:
@@ -377,7 +369,7 @@ class _FidCurve:
         model.eval()
         try:
             fid = _fid_point(model, cfg, self.data.bank, self.data.val_captions,
-                             load_vae(cfg.results_dir("vae", "final"), device=dev), self.latent_size,
+                             load_vae(cfg.layout.vae_final(), device=dev), self.latent_size,
                              cfg.train.fid_samples, cfg.seed)
         finally:
             model.load_state_dict(live)
@@ -417,12 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_arg(ap)
     ap.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (tests, debugging)")
     ap.add_argument("--collect-fid-curve", action="store_true", help="write the experiment's fid_curve.csv")
-    ap.add_argument("--out", type=Path, help="stage folder (default results/<profile>/<experiment>/dit/<stage>) "
-                    "or, with --collect-fid-curve, the CSV to write")
+    ap.add_argument("--out", type=Path, help="stage folder (default: layout.stage, results/<profile>/<experiment>/"
+                    "dit/<stage>) or, with --collect-fid-curve, the CSV to write (default: layout.fid_curve)")
     args = ap.parse_args(argv)
     cfg = config_from_args(args, require_experiment=True)
     if args.collect_fid_curve:
-        out = args.out or cfg.results_dir(args.experiment, "fid_curve.csv")
+        out = args.out or cfg.layout.fid_curve(args.experiment)
         print(f"wrote {collect_fid_curve(cfg, args.experiment, out)}")
         return 0
     if not args.stage:

@@ -1,4 +1,4 @@
-"""The GPU-hour ledger (DESIGN.md "Provenance and accounting"): one CSV row per training job and stage.
+"""The GPU-hour ledger (docs/design.md §3): one CSV row per training job and stage.
 
 `LedgerRecorder` times a job and appends its row when the job ends (also when it fails, with what it did);
 `read_ledgers` collects every ledger of a results tree for the audit.

@@ -1,4 +1,4 @@
-"""Training sequences as the paper builds them (PAPER.md sections 3 and 9).
+"""Training sequences as the paper builds them (docs/method.md §3 and §9).
 
 A batch of clean, normalised latent clips (B, C, T, H, W) becomes one stage-homogeneous training batch:
 
@@ -8,7 +8,7 @@ A batch of clean, normalised latent clips (B, C, T, H, W) becomes one stage-homo
   at the coarsest) and corrupted with sigma_c ~ U[history_corruption] (`flow.build_history`). This matches the
   official trainer, which learns the last unit of clips whose length varies from step to step so that the token
   count stays roughly constant; one difference we choose: all samples of a batch share (k, j) so the batch packs
-  into dense tensors (the official code splits a batch across stages by rank instead).
+  into dense tensors (the official code splits a batch into stage groups by its sample ratios instead).
 * full sequence (K = 1): every frame at full resolution on one flow path with its own t per sample, no history;
   the model sees all T frames at once (its attention mask comes from `model.attention`).
 

@@ -1,4 +1,4 @@
-"""Causal 3D video VAE (PAPER.md section 4): model, losses, training, evaluation and the normalised latent cache.
+"""Causal 3D video VAE (docs/method.md §4): model, losses, training, evaluation and the normalised latent cache.
 
 Public API: CausalVideoVAE, build_vae, load_vae(dir), encode_video(vae, video, norm), decode_latents(vae, latents),
 LatentDataset(cache_dir, stage_name, split).

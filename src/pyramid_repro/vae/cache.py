@@ -1,4 +1,4 @@
-"""Latent normalisation and the latent cache (PAPER.md section 4): DiT training reads only this cache.
+"""Latent normalisation and the latent cache (docs/method.md §4): DiT training reads only this cache.
 
 Normalisation as the official repo: z_norm = (z - shift) * scale, with separate statistics for the first latent
 frame (an image; repo: shift 0.1490, scale 1/1.8415) and the later frames (video; repo: shift -0.2343, scale
@@ -194,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                                  "(results/<profile>/latents/<stage>/ shards + index.json).")
     add_config_args(ap)
     ap.add_argument("--stage", action="append", help="only these stages (default: every curriculum stage)")
+    ap.add_argument("--out", type=Path, help="latent cache folder, one sub-folder per stage (default: layout.latents)")
     add_threads_arg(ap)
     args = ap.parse_args(argv)
     cfg = config_from_args(args)
-    vae = load_vae(cfg.results_dir("vae", "final"), cfg.vae.encode_chunk_frames, config_device(cfg))
+    vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, config_device(cfg))
+    out = args.out or cfg.layout.latents()
     for st in cfg.train.curriculum:
         if args.stage and st.name not in args.stage:
             continue
-        print(f"wrote {encode_stage(cfg, vae, st, cfg.results_dir('latents', st.name))}")
+        print(f"wrote {encode_stage(cfg, vae, st, out / st.name)}")
     return 0

@@ -66,12 +66,15 @@ def reconstruction_grid(orig: torch.Tensor, recon: torch.Tensor, path: Path, max
 
 
 @torch.no_grad()
-def evaluate(cfg: Config, folder: Path | None = None) -> dict:
+def evaluate(cfg: Config, out: Path | None = None) -> dict:
+    """PSNR/SSIM of the trained VAE (layout.vae_final) on held-out clips; writes eval.json and reconstructions.png
+    into `out` (default layout.vae)."""
     from pyramid_repro.data.datasets import ClipDataset
     from pyramid_repro.vae.cache import load_vae
 
-    folder = folder or cfg.results_dir("vae")
-    vae = load_vae(folder / "final", cfg.vae.encode_chunk_frames, config_device(cfg))
+    folder = Path(out or cfg.layout.vae())
+    folder.mkdir(parents=True, exist_ok=True)
+    vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, config_device(cfg))
     ds = ClipDataset.from_config(cfg, "test", "video")
     n = min(cfg.vae.eval_clips, len(ds))
     ps, ss, first = [], [], None
@@ -95,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                                  description="PSNR/SSIM of the trained VAE on held-out (test split) clips -> "
                                  "results/<profile>/vae/eval.json + reconstructions.png")
     add_config_args(ap)
+    ap.add_argument("--out", type=Path, help="folder for eval.json and reconstructions.png (default: layout.vae)")
     add_threads_arg(ap)
     args = ap.parse_args(argv)
-    r = evaluate(config_from_args(args))
+    r = evaluate(config_from_args(args), args.out)
     print(f"VAE on {r['n_clips']} held-out clips: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
     return 0

@@ -1,4 +1,4 @@
-"""VAE losses (PAPER.md section 4): MSE x10, KL x1e-12, optional LPIPS (local weights only), PatchGAN."""
+"""VAE losses (docs/method.md §4): MSE x10, KL x1e-12, optional LPIPS (local weights only), PatchGAN."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ class LPIPS(nn.Module):
         self.vgg.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
                                   if k.startswith("features.")}, strict=False)
         chans = (64, 128, 256, 512, 512)
-        self.lins = nn.ParameterList([nn.Parameter(state.get(f"lin{i}.weight", torch.ones(1, c, 1, 1)).reshape(1, c, 1, 1),
+        self.lins = nn.ParameterList([nn.Parameter(state.get(f"lin{i}.weight",
+                                                             torch.ones(1, c, 1, 1)).reshape(1, c, 1, 1),
                                                    requires_grad=False) for i, c in enumerate(chans)])
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))

@@ -1,4 +1,4 @@
-"""Causal 3D video VAE (PAPER.md section 4): MAGVIT-v2-like, the first frame encoded on its own.
+"""Causal 3D video VAE (docs/method.md §4): MAGVIT-v2-like, the first frame encoded on its own.
 
 Why not a diffusers VAE: diffusers' causal video VAEs (AutoencoderKLMagvit, AutoencoderKLCogVideoX, ...) fix
 their temporal compression (4x) in the architecture and do not expose the paper's 8x8x8 as configuration, so the

@@ -1,4 +1,4 @@
-"""`pyramid-repro train-vae`: train the causal video VAE of a profile (PAPER.md section 4).
+"""`pyramid-repro train-vae`: train the causal video VAE of a profile (docs/method.md §4).
 
 accelerate loop (one CPU process by default), gradient accumulation from vae.train.batch_size /
 micro_batch_size, optional EMA, PatchGAN after vae.loss.gan_start_step, atomic checkpoints every
@@ -64,7 +64,7 @@ def train_vae(cfg: Config, out: Path | None = None, max_steps: int | None = None
 
     # 1. where, on which device and processes
     tc = cfg.vae.train
-    out = out or cfg.results_dir("vae")
+    out = out or cfg.layout.vae()
     out.mkdir(parents=True, exist_ok=True)
     job = TrainingJob(config_device(cfg), tc.precision, out / "checkpoints", cfg.config_hash(VAE_SECTIONS))
     dev = job.device
