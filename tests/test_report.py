@@ -90,7 +90,7 @@ def test_compare_checks_shapes_and_computes_deltas(tmp_path):
     delta = table[table["model"].str.startswith("Δ new − pyramid")].iloc[0]
     assert (delta["total"], delta["quality"], delta["semantic"]) == (5.0, 1.0, 25.0)
     assert not table["model"].str.contains("− paper").any()  # a proxy is never differenced against VBench
-    assert (tmp_path / "rep" / "compare_new.csv").is_file()
+    assert (tmp_path / "rep" / "smoke" / "compare_new.csv").is_file()  # smoke: not the default profile
 
 
 def test_compare_on_the_pyramid_checkpoint_reproduces_its_row(smoke_run):

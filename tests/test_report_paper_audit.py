@@ -92,11 +92,11 @@ def test_audit_sums_ledgers_per_experiment_stage_and_device(tmp_path, capsys):
                        "--set", f"reports={tmp_path / 'reports'}"]) == 0
     out = capsys.readouterr().out
     assert "total device-hours of this run: 0.0300" in out and "train_vae" in out
-    csv = pd.read_csv(tmp_path / "reports" / "gpu_hours.csv")
+    csv = pd.read_csv(tmp_path / "reports" / "smoke" / "gpu_hours.csv")  # smoke: reports/<profile>/
     total = csv[(csv["section"] == "this run (ledger)") & (csv["item"] == "total")]["value"].item()
     assert total == pytest.approx(0.03)
     assert csv[csv["item"].str.startswith("total (128")]["value"].item() == 20736
-    assert (tmp_path / "reports" / "gpu_hours.pdf").stat().st_size > 1000
+    assert (tmp_path / "reports" / "smoke" / "gpu_hours.pdf").stat().st_size > 1000
 
 
 def test_benchmark_file_without_s_column_is_an_error(tmp_path):

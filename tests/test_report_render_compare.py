@@ -193,7 +193,7 @@ def test_compare_vbench_deltas_to_paper_and_pyramid(tmp_path):
     assert (dp["total"], dp["quality"], dp["semantic"]) == pytest.approx((1.0, 1.0, 1.0))  # vs 81.72/84.74/69.62
     do = t.loc["Δ new − pyramid (this run)"]
     assert (do["total"], do["quality"], do["semantic"]) == pytest.approx((2.72, 2.74, 2.62))
-    assert (tmp_path / "reports" / "compare_new.pdf").stat().st_size > 1000
+    assert (tmp_path / "reports" / "smoke" / "compare_new.pdf").stat().st_size > 1000
 
 
 def test_speedup_restricted_to_one_stage():
