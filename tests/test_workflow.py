@@ -56,7 +56,30 @@ def test_dry_run_paper_on_slurm_lists_three_stages_per_experiment_with_gpus(tmp_
     for exp in training_experiments():
         for stage in ("image", "video_lowres", "video_highres"):
             assert f"results/paper/{exp}/dit/{stage}/done.json" in r.stdout
-    assert "gpus=8" in r.stdout and "nodes=16" in r.stdout
+    # 8 GPUs per node x 16 nodes, one srun task per node starting each node's accelerate launch
+    jobs = r.stdout.split("\nrule ")
+    train = [j for j in jobs if j.startswith("train_dit:")]
+    assert train and all("gpus=8" in j and "slurm_extra=--gpus-per-node=8" in j and "nodes=16" in j
+                         and "processes_per_node=8" in j and "mpi=srun" in j and "tasks=16" in j for j in train)
+    assert all("srun --nodes=16 --ntasks=16 --ntasks-per-node=1 " in j and
+               "pyramid-repro launch --nodes 16 --processes-per-node 8 -- train-dit" in j for j in train)
+    assert "slurm_partition=gpu" in train[0]
+    # the VAE trains on one node with its 8 GPUs
+    vae = next(j for j in jobs if j.startswith("train_vae:"))
+    assert "nodes=1," in vae and "pyramid-repro launch --nodes 1 --processes-per-node 8 -- train-vae" in vae
+
+
+def test_dry_run_smoke_on_slurm_asks_for_the_smoke_profiles_resources(tmp_path):
+    r = snakemake("-n", "--profile", "workflows/profiles/slurm", "--config", "profile=smoke", f"reports={tmp_path}",
+                  "compute={account: test}", "--", f"{tmp_path}/smoke/table1.pdf")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    jobs = r.stdout.split("\nrule ")[1:]
+    assert len(jobs) > 30
+    for j in jobs:
+        res = re.search(r"resources: (.*)", j).group(1)
+        assert "cpus_per_task=1," in res and "gpus" not in res and "nodes=16" not in res, j
+        assert "slurm_account=test" in res and "slurm_partition" not in res, j  # smoke names no partition
+    assert all("Shell command: pyramid-repro " in j for j in jobs if j.startswith("train_dit:"))
 
 
 def test_documented_snakemake_commands_parse():

@@ -226,12 +226,14 @@ class ComputeConfig:
     accelerate launch)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when PyTorch sees a GPU, else the CPU
-    gpus_per_job: int = 0
-    nodes: int = 1
-    cpus_per_job: int = 2
-    mem_mb: int = 8000
-    runtime_min: int = 60
-    partition: str | None = None
+    gpus_per_job: int = 0  # GPUs per node of a job (a training job spans `nodes` nodes)
+    nodes: int = 1  # nodes of a DiT training job (SLURM; one srun task per node)
+    processes_per_node: int = 0  # training processes per node; 0 = one per GPU (one on a CPU node)
+    cpus_per_job: int = 2  # CPUs per node of a job (SLURM cpus-per-task), shared among its processes
+    mem_mb: int = 8000  # memory per node
+    runtime_min: int = 60  # wall-time limit of a long job (training, sampling)
+    partition: str | None = None  # SLURM partition (None: the cluster's default)
+    account: str | None = None  # SLURM account (None: the executor's guess, or none)
 
 
 @dataclass

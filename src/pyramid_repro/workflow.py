@@ -15,6 +15,7 @@ import yaml
 
 from pyramid_repro.config import load_config
 from pyramid_repro.experiments import experiments, stage_owner, training_experiments
+from pyramid_repro.launch import launch_prefix
 from pyramid_repro.layout import EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout
 
 # files save_pretrained writes into a model folder (diffusers ModelMixin) and the resolved config saved beside them
@@ -134,19 +135,53 @@ class Plan:
                                 else ())
         return {n.replace(".", "_"): self.paths.report(n) for n in names}
 
-    def extra_resources(self) -> dict[str, Any]:
-        """Resources every job asks for besides CPUs/memory/time: the SLURM partition of compute.partition."""
-        part = self.compute("partition")
-        return {"slurm_partition": part} if part else {}
+    def resources(self, gpus: int = 0, nodes: int = 1, cpus: int | None = None, mem_mb: int | None = None,
+                  runtime: int | None = None, training: bool = False) -> dict[str, Any]:
+        """A job's Snakemake resources from the profile's `compute` section (docs/design.md §7):
+        - CPUs per node as `cpus_per_task` (`compute.cpus_per_job` unless given; the rule's `threads` say the same
+          to a local run), memory in MB per node (`compute.mem_mb`), runtime in minutes (`compute.runtime_min`);
+        - GPUs per node as `gpus` and, for the SLURM executor, `slurm_extra: --gpus-per-node=N`;
+        - `slurm_partition` / `slurm_account` from `compute.partition` / `compute.account`;
+        - a training job: `nodes` and `processes_per_node` (`compute.processes_per_node`, else one per GPU, else
+          one); over several nodes also `mpi` + `tasks` (one task per node, started by the rule's own `srun`:
+          `launcher`)."""
+        res: dict[str, Any] = {"cpus_per_task": cpus or self.compute("cpus_per_job"),
+                               "mem_mb": mem_mb or self.compute("mem_mb"),
+                               "runtime": runtime or self.compute("runtime_min")}
+        if gpus > 0:
+            res["gpus"] = gpus
+            res["slurm_extra"] = f"--gpus-per-node={gpus}"
+        if training:
+            res["nodes"] = nodes
+            res["processes_per_node"] = self.compute("processes_per_node") or max(1, gpus)
+            if nodes > 1:
+                res.update(mpi="srun", tasks=nodes)
+        for key, name in (("partition", "slurm_partition"), ("account", "slurm_account")):
+            if self.compute(key):
+                res[name] = self.compute(key)
+        return res
+
+    def training_resources(self, multi_node: bool = True) -> dict[str, Any]:
+        """Resources of a training job: the profile's GPUs per node, its nodes (one node for the VAE:
+        multi_node=False) and processes per node."""
+        nodes = self.compute("nodes") if multi_node else 1
+        return self.resources(gpus=self.compute("gpus_per_job"), nodes=nodes, training=True)
+
+    def gpu_resources(self, **kw: Any) -> dict[str, Any]:
+        """Resources of a one-GPU job (sampling, encoding, evaluation) when the profile has GPUs."""
+        return self.resources(gpus=min(1, self.compute("gpus_per_job")), **kw)
 
     @staticmethod
     def launcher(resources) -> str:
-        """CPU: run the command directly. GPUs: `accelerate launch` with one process per GPU (data parallel,
-        `--multi_gpu` from two processes on) over the resources' nodes. Precision is the profile's (the job's
-        Accelerator sets it), not the launcher's."""
-        gpus, nodes = int(resources.get("gpus", 0) or 0), int(resources.get("nodes", 1) or 1)
-        if gpus <= 0:
-            return "pyramid-repro"
-        procs = gpus * nodes
-        multi = "--multi_gpu " if procs > 1 else ""
-        return f"accelerate launch {multi}--num_processes {procs} --num_machines {nodes} -m pyramid_repro.cli"
+        """The words before a training command: plain `pyramid-repro` for one process, `pyramid-repro launch`
+        (accelerate) for several on one node, `srun` of one `pyramid-repro launch` per node over several nodes
+        (launch.launch_prefix). Reads the job's resources, so --set-resources changes the launch with the request."""
+        nodes = int(resources.get("nodes", 1) or 1)
+        procs = int(resources.get("processes_per_node", 1) or 1)
+        return launch_prefix(nodes, procs, int(resources.get("cpus_per_task", 1) or 1))
+
+    @staticmethod
+    def process_threads(resources) -> int:
+        """CPU threads of each training process: the job's CPUs per node shared among its processes."""
+        cpus = int(resources.get("cpus_per_task", 1) or 1)
+        return max(1, cpus // int(resources.get("processes_per_node", 1) or 1))

@@ -12,11 +12,9 @@ rule make_dataset:
     params:
         data=PLAN.section("data"),
         seed=CFG["seed"],
-    threads: 2
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
-        **PLAN.extra_resources(),
+        **PLAN.resources(cpus=1, mem_mb=4000, runtime=30),
     log:
         PLAN.paths.logs("make_dataset.log"),
     benchmark:

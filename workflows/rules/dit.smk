@@ -22,16 +22,13 @@ rule train_dit:
         train=PLAN.train_cfg(),
         experiment=lambda wc: PLAN.experiment_overrides(wc.experiment),
         launch=lambda wc, resources: PLAN.launcher(resources),
+        proc_threads=lambda wc, resources: PLAN.process_threads(resources),
     wildcard_constraints:
         experiment="|".join(TRAINED),
         stage="|".join(CURRICULUM),
-    threads: PLAN.compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job")
     resources:
-        mem_mb=PLAN.compute("mem_mb", 4000),
-        runtime=PLAN.compute("runtime_min", 60),
-        gpus=PLAN.compute("gpus_per_job", 0),
-        nodes=PLAN.compute("nodes", 1),
-        **PLAN.extra_resources(),
+        **PLAN.training_resources(),
     log:
         PLAN.paths.logs("train_dit", "{experiment}_{stage}.log"),
     benchmark:
@@ -40,7 +37,7 @@ rule train_dit:
         ENV
     shell:
         f"{{params.launch}} train-dit --profile {PROFILE} --experiment {{wildcards.experiment}} --stage {{wildcards.stage}} "
-        f"--out $(dirname {{output.done}}) --threads {{threads}} > {{log}} 2>&1"
+        f"--out $(dirname {{output.done}}) --threads {{params.proc_threads}} > {{log}} 2>&1"
 
 
 rule fid_curve:
@@ -53,9 +50,7 @@ rule fid_curve:
         experiment="|".join(TRAINED),
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
-        **PLAN.extra_resources(),
+        **PLAN.resources(cpus=1, mem_mb=1000, runtime=5),
     log:
         PLAN.paths.logs("fid_curve", "{experiment}.log"),
     benchmark:

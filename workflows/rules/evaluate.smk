@@ -15,12 +15,9 @@ rule train_probe:
     params:
         data=PLAN.section("data"),
         steps=CFG["eval"]["probe_steps"],
-    threads: PLAN.compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job")
     resources:
-        mem_mb=PLAN.compute("mem_mb", 4000),
-        runtime=30,  # minutes; ~1.5 on 2 cores at the tiny profile
-        gpus=min(1, PLAN.compute("gpus_per_job", 0)),
-        **PLAN.extra_resources(),
+        **PLAN.gpu_resources(runtime=30),  # minutes; ~1.5 on 2 cores at the tiny profile
     conda:
         ENV
     log:
@@ -44,12 +41,9 @@ rule score:
     wildcard_constraints:
         experiment="|".join(EXPERIMENTS),
         backend="|".join(BACKENDS),
-    threads: PLAN.compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job")
     resources:
-        mem_mb=PLAN.compute("mem_mb", 4000),
-        runtime=30,
-        gpus=1 if "vbench" in BACKENDS else 0,
-        **PLAN.extra_resources(),
+        **PLAN.resources(gpus=1 if "vbench" in BACKENDS else 0, runtime=30),
     conda:
         ENV
     log:

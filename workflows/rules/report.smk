@@ -20,9 +20,7 @@ rule report:
         out=lambda wc, output: Path(output.table1_pdf).parent,
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
-        **PLAN.extra_resources(),
+        **PLAN.resources(cpus=1, mem_mb=2000, runtime=10),
     conda:
         ENV
     log:

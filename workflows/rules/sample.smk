@@ -19,12 +19,9 @@ rule sample:
         experiment=lambda wc: PLAN.experiment_overrides(wc.experiment),
     wildcard_constraints:
         experiment="|".join(EXPERIMENTS),
-    threads: PLAN.compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job")
     resources:
-        mem_mb=PLAN.compute("mem_mb", 4000),
-        runtime=PLAN.compute("runtime_min", 60),
-        gpus=min(1, PLAN.compute("gpus_per_job", 0)),
-        **PLAN.extra_resources(),
+        **PLAN.gpu_resources(),
     log:
         PLAN.paths.logs("sample", "{experiment}.log"),
     benchmark:

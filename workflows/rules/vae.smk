@@ -13,12 +13,10 @@ rule train_vae:
         data=PLAN.section("data"),
         out=lambda wc, output: Path(output.norm).parent.parent,
         launch=lambda wc, resources: PLAN.launcher(resources),
-    threads: PLAN.compute("cpus_per_job", 2)
+        proc_threads=lambda wc, resources: PLAN.process_threads(resources),
+    threads: PLAN.compute("cpus_per_job")
     resources:
-        mem_mb=PLAN.compute("mem_mb", 4000),
-        runtime=PLAN.compute("runtime_min", 60),
-        gpus=PLAN.compute("gpus_per_job", 0),
-        **PLAN.extra_resources(),
+        **PLAN.training_resources(multi_node=False),
     log:
         PLAN.paths.logs("train_vae.log"),
     benchmark:
@@ -26,7 +24,7 @@ rule train_vae:
     conda:
         ENV
     shell:
-        f"{{params.launch}} train-vae --profile {PROFILE} --out {{params.out}} --threads {{threads}} > {{log}} 2>&1"
+        f"{{params.launch}} train-vae --profile {PROFILE} --out {{params.out}} --threads {{params.proc_threads}} > {{log}} 2>&1"
 
 
 rule eval_vae:
@@ -37,12 +35,9 @@ rule eval_vae:
         grid=PLAN.paths.vae_reconstructions(),
     params:
         vae=PLAN.section("vae"),
-    threads: PLAN.compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job")
     resources:
-        mem_mb=PLAN.compute("mem_mb", 4000),
-        runtime=30,
-        gpus=min(1, PLAN.compute("gpus_per_job", 0)),
-        **PLAN.extra_resources(),
+        **PLAN.gpu_resources(runtime=30),
     log:
         PLAN.paths.logs("eval_vae.log"),
     benchmark:
@@ -61,12 +56,9 @@ rule encode_latents:
     params:
         curriculum=PLAN.section("train", "curriculum"),
         out=lambda wc, output: Path(output[0]).parent,
-    threads: PLAN.compute("cpus_per_job", 2)
+    threads: PLAN.compute("cpus_per_job")
     resources:
-        mem_mb=PLAN.compute("mem_mb", 4000),
-        runtime=PLAN.compute("runtime_min", 60),
-        gpus=min(1, PLAN.compute("gpus_per_job", 0)),
-        **PLAN.extra_resources(),
+        **PLAN.gpu_resources(),
     log:
         PLAN.paths.logs("encode_latents.log"),
     benchmark:
