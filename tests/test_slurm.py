@@ -19,7 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = ROOT / "tests" / "slurm" / "setup_single_node.sh"
-ACCOUNT, PARTITION = "test", "gpu"  # what the setup script creates
+# what the setup script creates (the same variables choose them there); on another cluster set them to yours
+ACCOUNT = os.environ.get("SLURM_TEST_ACCOUNT", "test")
+PARTITION = os.environ.get("SLURM_TEST_PARTITION", "gpu")
 
 pytestmark = pytest.mark.slow
 
