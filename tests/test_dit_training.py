@@ -68,6 +68,8 @@ def test_smoke_samples_are_real_videos(smoke_run: Path):
     assert frames.shape == (9, 16, 16, 3) and frames.std() > 0
     curve = list(csv.DictReader(open(smoke_run / "results" / "smoke" / "pyramid" / "fid_curve.csv")))
     assert curve and all(float(r["fid"]) > 0 for r in curve)
+    # every point has its bootstrap interval (basic: it may lie below a biased estimate, never inverted)
+    assert all(float(r["fid_lo"]) <= float(r["fid_hi"]) for r in curve)
     assert [int(r["step"]) for r in curve] == sorted(int(r["step"]) for r in curve)
 
 

@@ -16,6 +16,9 @@
   (eval.inception_path); never downloads.
 * `vbench`: the official VBench in its own environment (eval/vbench.py).
 * `evalcrafter`: EvalCrafter's raw metrics and aspect scores from a local installation (eval/evalcrafter.py).
+
+The synthetic, fid-probe and clean-fid backends also give bootstrap intervals (`intervals`, described by
+`interval`; eval/uncertainty.py): over the generated videos, resampled prompt by prompt.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.device import config_device
+from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval import vbench as vb
 
 LABELS = {
@@ -142,18 +146,17 @@ def is_dynamic(video: np.ndarray, factors: dict, min_shift: float = 1.5) -> floa
     return float(np.linalg.norm(last - first) >= min_shift)
 
 
-def prompted_motion(videos: list[np.ndarray], prompts: list) -> dict[str, float | int]:
-    """Does the prompted object move the prompted way? Over the videos of moving prompts: the prompted object's
-    centroid displacement along the prompted direction between the first and last frames it is seen in,
-    extrapolated to the whole clip, as a ratio of the ground-truth travel (speed x frames). `direction_accuracy`
-    is the share of videos with a ratio of at least 0.5. (VBench's dynamic degree only asks whether anything
-    moves; the synthetic world knows where things should go.)"""
+def motion_ratios(videos: list[np.ndarray], prompts: list) -> list[float | None]:
+    """Per video (None for static prompts): the prompted object's centroid displacement along the prompted
+    direction between the first and last frames it is seen in, extrapolated to the whole clip, as a ratio of the
+    ground-truth travel (speed x frames); 0 when the object is seen in fewer than two frames."""
     from pyramid_repro.data.synthetic import DIRECTIONS, Factors
 
-    ratios = []
+    ratios: list[float | None] = []
     for v, p in zip(videos, prompts):
         f = Factors.from_dict(p.factors)
         if f.direction == "static":
+            ratios.append(None)
             continue
         c = object_centroids(v, f.objects[0].colour)
         seen = np.where(~np.isnan(c).any(1))[0]
@@ -163,19 +166,48 @@ def prompted_motion(videos: list[np.ndarray], prompts: list) -> dict[str, float 
             continue
         shift = (c[seen[-1]] - c[seen[0]]) @ np.array(DIRECTIONS[f.direction]) * (len(v) - 1) / (seen[-1] - seen[0])
         ratios.append(float(shift / truth))
-    if not ratios:
+    return ratios
+
+
+def motion_summary(ratios: list[float | None]) -> dict[str, float | int]:
+    """`direction_accuracy`: the share of moving-prompt videos with a ratio (`motion_ratios`) of at least 0.5;
+    `displacement_ratio`: the mean ratio."""
+    r = np.array([x for x in ratios if x is not None], dtype=float)
+    if not len(r):
         return {"videos": 0}
-    r = np.array(ratios)
     return {"videos": len(r), "direction_accuracy": float((r >= 0.5).mean()), "displacement_ratio": float(r.mean())}
+
+
+def prompted_motion(videos: list[np.ndarray], prompts: list) -> dict[str, float | int]:
+    """Does the prompted object move the prompted way? (`motion_ratios`, `motion_summary`; VBench's dynamic
+    degree only asks whether anything moves; the synthetic world knows where things should go.)"""
+    return motion_summary(motion_ratios(videos, prompts))
 
 
 def synthetic_dimensions(videos: list[np.ndarray], prompts: list, probe) -> dict[str, float]:
     """Mean of each dimension over the videos whose prompt serves it."""
+    return dimension_means(synthetic_scores(videos, prompts, probe))
+
+
+def dimension_means(per_video: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each dimension over the videos that have a score in it (`synthetic_scores`)."""
+    per: dict[str, list[float]] = {}
+    for scores in per_video:
+        for d, x in scores.items():
+            per.setdefault(d, []).append(x)
+    return {d: float(np.mean(x)) for d, x in per.items()}
+
+
+def synthetic_scores(videos: list[np.ndarray], prompts: list, probe) -> list[dict[str, float]]:
+    """Each video's score in each dimension its prompt serves (the synthetic proxy of VBench's per-video
+    scores)."""
     from pyramid_repro.eval.probe import _vocab, probe_outputs
 
     shapes, colours, _ = _vocab()
-    per: dict[str, list[float]] = {}
+    out_scores: list[dict[str, float]] = []
     for v, p in zip(videos, prompts):
+        mine: dict[str, float] = {}
+        out_scores.append(mine)
         f = p.factors
         x = frames_to_tensor(v)
         out = probe_outputs(probe, x)
@@ -214,8 +246,31 @@ def synthetic_dimensions(videos: list[np.ndarray], prompts: list, probe) -> dict
                 s = flicker_score(v)
             else:
                 continue
-            per.setdefault(dim, []).append(s)
-    return {d: float(np.mean(s)) for d, s in per.items()}
+            mine[dim] = s
+    return out_scores
+
+
+def synthetic_intervals(per_video: list[dict[str, float]], ratios: list[float | None], clusters: list,
+                        seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Percentile-bootstrap intervals (eval/uncertainty.py) of the synthetic proxy's dimensions, its VBench-style
+    aggregates and the prompted-motion numbers, resampling the videos prompt by prompt. A resample that lacks a
+    dimension the full set has gives no aggregate (its composition would differ)."""
+    full = set(dimension_means(per_video))
+
+    def stat(idx: np.ndarray) -> dict[str, float | None]:
+        dims = dimension_means([per_video[i] for i in idx])
+        out: dict[str, float | None] = {f"dimensions/{d}": v for d, v in dims.items()}
+        agg = vb.aggregate(dims) if set(dims) == full else {}
+        out.update({f"aggregate/{k}": agg.get(k) for k in ("total", "quality", "semantic")})
+        motion = motion_summary([ratios[i] for i in idx])
+        out.update({f"prompted_motion/{k}": motion.get(k) for k in ("direction_accuracy", "displacement_ratio")})
+        return out
+
+    nested: dict[str, dict[str, list[float]]] = {}
+    for key, ci in uq.bootstrap(stat, clusters, method="percentile", seed=seed).items():
+        group, name = key.split("/")
+        nested.setdefault(group, {})[name] = ci
+    return nested
 
 
 def probe_features(probe, videos: list[np.ndarray] | torch.Tensor) -> np.ndarray:
@@ -258,20 +313,44 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
+def real_probe_stats(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of the probe features of the real held-out frames (results/<profile>/probe/real_stats.npz)."""
     path = cfg.layout.probe_real_stats()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: real-frame statistics missing; run `pyramid-repro train-probe`")
     real = np.load(path)
-    sigma = np.cov(feats, rowvar=False) if len(feats) > 1 else np.zeros_like(real["sigma"])
-    return float(frechet_distance(feats.mean(0), sigma, real["mu"], real["sigma"]))
+    return real["mu"], real["sigma"]
 
 
-def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
+def frechet_to_stats(feats: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """Fréchet distance of the features `feats` (N, D) to N(mu, sigma)."""
+    own = np.cov(feats, rowvar=False) if len(feats) > 1 else np.zeros_like(sigma)
+    return float(frechet_distance(feats.mean(0), own, mu, sigma))
+
+
+def frechet_to_real(feats: np.ndarray, cfg: Config) -> float:
+    return frechet_to_stats(feats, *real_probe_stats(cfg))
+
+
+def frechet_interval(per_video: list[np.ndarray], clusters: list, mu: np.ndarray, sigma: np.ndarray,
+                     n_resamples: int = uq.N_RESAMPLES, seed: int = 0) -> tuple[float, list[float]]:
+    """Fréchet distance of all frames of the videos to N(mu, sigma) and its basic-bootstrap interval over the
+    videos (resampled prompt by prompt; the real statistics, from many more frames, held fixed)."""
+    def stat(idx: np.ndarray) -> dict[str, float]:
+        return {"fid": frechet_to_stats(np.concatenate([per_video[i] for i in idx]), mu, sigma)}
+
+    fid = stat(np.arange(len(per_video)))["fid"]
+    return fid, uq.bootstrap(stat, clusters, n_resamples, method="basic", seed=seed)["fid"]
+
+
+def fid_probe_score(videos: torch.Tensor, cfg: Config, clusters: list | None = None,
+                    n_resamples: int = uq.N_RESAMPLES) -> float | tuple[float, list[float]]:
     """Probe FID (Fréchet distance of probe features, `frechet_distance`) of generated videos
     (N, 3, T, H, W) or frames (N, 3, H, W) in [-1, 1], every frame counted, against the cached statistics of the
     real held-out frames (results/<profile>/probe/real_stats.npz). Called by the DiT trainer every eval.fid_every
-    steps for the FID-vs-compute curves (paper Fig. 5-6 analogue; offline proxy, not Inception FID)."""
+    steps for the FID-vs-compute curves (paper Fig. 5-6 analogue; offline proxy, not Inception FID).
+    With `clusters` (one label per video, e.g. its caption) also its basic-bootstrap interval over the videos:
+    returns (fid, [lo, hi])."""
     from pyramid_repro.eval.probe import load_probe
 
     if not isinstance(videos, torch.Tensor) or videos.ndim not in (4, 5) or videos.shape[1] != 3:
@@ -281,12 +360,18 @@ def fid_probe_score(videos: torch.Tensor, cfg: Config) -> float:
         raise ValueError(f"fid_probe_score: values in [{float(videos.min()):.2f}, {float(videos.max()):.2f}]; "
                          "expected [-1, 1] (decoded videos, not uint8 or latents)")
     # a decoder's small overshoot is clipped as it would be when the video is written to uint8
-    videos = videos.clamp(-1, 1)
+    videos = videos.clamp(-1, 1).float()
     frames = videos if videos.ndim == 4 else videos.transpose(1, 2).reshape(-1, 3, *videos.shape[-2:])
     if len(frames) < 2:
         raise ValueError("fid_probe_score: at least 2 frames are needed for a covariance")
-    probe = load_probe(cfg, frames.device)
-    return frechet_to_real(probe_features(probe, [frames.float()]), cfg)
+    feats = probe_features(load_probe(cfg, frames.device), [frames])
+    mu, sigma = real_probe_stats(cfg)
+    if clusters is None:
+        return frechet_to_stats(feats, mu, sigma)
+    if len(clusters) != len(videos):
+        raise ValueError(f"fid_probe_score: {len(clusters)} cluster labels for {len(videos)} videos")
+    per_video = np.split(feats, len(videos))  # frames are video-major (N, T) -> N blocks of T
+    return frechet_interval(per_video, clusters, mu, sigma, n_resamples, seed=cfg.seed)
 
 
 def inception_features(videos: list[np.ndarray], path: str | None, batch: int = 64,
@@ -326,19 +411,27 @@ def fid_kid(fake: np.ndarray, real: np.ndarray, seed: int = 0) -> tuple[float, f
     return float(fid), float(kid)
 
 
-def inception_fid(videos: list[np.ndarray], cfg: Config) -> tuple[float, float]:
-    """Inception FID and KID of generated frames against the frames of the held-out (test split) real clips."""
+def inception_fid(videos: list[np.ndarray], cfg: Config, clusters: list | None = None
+                  ) -> tuple[float, float, list[float] | None]:
+    """Inception FID and KID of generated frames against the frames of the held-out (test split) real clips, and
+    the FID's basic-bootstrap interval over the generated videos (`clusters`: their prompt ids)."""
     from pyramid_repro.data.datasets import ClipDataset
 
     dev = config_device(cfg)
     fake = inception_features(videos, cfg.eval.inception_path, device=dev)
+    per_video = np.split(fake, np.cumsum([len(v) for v in videos])[:-1])
     stats = cfg.layout.inception_real_features()
     if not stats.is_file():
         ds = ClipDataset.from_config(cfg, "test", "video")
         real = [((ds[i]["video"].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy() for i in range(len(ds))]
         stats.parent.mkdir(parents=True, exist_ok=True)
         np.save(stats, inception_features(real, cfg.eval.inception_path, device=dev))
-    return fid_kid(fake, np.load(stats), cfg.seed)
+    real = np.load(stats)
+    fid, kid = fid_kid(fake, real, cfg.seed)
+    ci = None
+    if clusters is not None:
+        ci = frechet_interval(per_video, clusters, real.mean(0), np.cov(real, rowvar=False), seed=cfg.seed)[1]
+    return fid, kid, ci
 
 
 def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
@@ -348,19 +441,29 @@ def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, vi
             raise ConfigError("the synthetic backend needs prompts with ground-truth factors (eval.suite: synthetic)")
         from pyramid_repro.eval.probe import load_probe
 
-        dims = synthetic_dimensions(videos, prompts, load_probe(cfg))
+        per_video = synthetic_scores(videos, prompts, load_probe(cfg))
+        ratios = motion_ratios(videos, prompts)
+        dims = dimension_means(per_video)
         agg = vb.aggregate(dims)
+        intervals = synthetic_intervals(per_video, ratios, [p.id for p in prompts], cfg.seed)
         return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")},
                 "fid": None, "extra": {"missing_vbench_dimensions": agg["missing"],
-                                       "prompted_motion": prompted_motion(videos, prompts)}}
+                                       "prompted_motion": motion_summary(ratios)},
+                "intervals": intervals,
+                "interval": uq.metadata("percentile", "videos", len(videos), len({p.id for p in prompts}))}
     if backend == "fid-probe":
         from pyramid_repro.eval.probe import load_probe
 
-        fid = frechet_to_real(probe_features(load_probe(cfg), videos), cfg)
-        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"frames": int(sum(len(v) for v in videos))}}
+        probe = load_probe(cfg)
+        per_video = [probe_features(probe, [v]) for v in videos]
+        fid, ci = frechet_interval(per_video, [p.id for p in prompts], *real_probe_stats(cfg), seed=cfg.seed)
+        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"frames": int(sum(len(v) for v in videos))},
+                "intervals": {"fid": ci},
+                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts}))}
     if backend == "clean-fid":
-        fid, kid = inception_fid(videos, cfg)
-        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"kid": kid}}
+        fid, kid, ci = inception_fid(videos, cfg, [p.id for p in prompts])
+        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"kid": kid}, "intervals": {"fid": ci},
+                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts}))}
     if backend == "vbench":
         from pyramid_repro.config import replication_dir
 

@@ -89,9 +89,25 @@ def check_train_config(path: Path, cfg: Config, keys: tuple[str, ...] = ARCHITEC
 def _row(name: str, doc: dict | None) -> dict:
     if doc is None:
         return {"model": name}
+    from pyramid_repro.report.render import interval_columns
+
     agg = doc.get("aggregate") or {}
+    iv = interval_columns(doc)  # bootstrap intervals of the proxy numbers (eval/uncertainty.py)
     return {"model": name, "backend": doc.get("backend"), "total": agg.get("total"), "quality": agg.get("quality"),
-            "semantic": agg.get("semantic"), "fid": doc.get("fid")}
+            "semantic": agg.get("semantic"), "fid": doc.get("fid"),
+            **{f"{k}_{e}": iv[f"{k}_{e}"] for k in ("total", "fid") for e in ("lo", "hi")}}
+
+
+def _noise_note(a: dict, b: dict) -> str:
+    """Whether the new checkpoint's and this run's pyramid's intervals separate, metric by metric."""
+    from pyramid_repro.eval.uncertainty import separated
+
+    words = []
+    for k in ("total", "fid"):
+        ia, ib = [a.get(f"{k}_lo"), a.get(f"{k}_hi")], [b.get(f"{k}_lo"), b.get(f"{k}_hi")]
+        if all(v is not None and v == v for v in ia + ib):
+            words.append(f"{k}: {'outside' if separated(ia, ib) else 'within'} the noise")
+    return "; ".join(words)
 
 
 def comparison_table(new: dict, ours: dict | None, backend: str, name: str) -> pd.DataFrame:
@@ -104,7 +120,7 @@ def comparison_table(new: dict, ours: dict | None, backend: str, name: str) -> p
     if ours is not None:
         rows.append({"model": f"Δ {name} − pyramid (this run)", "backend": backend,
                      **{k: (n[k] - rows[1][k]) if n.get(k) is not None and rows[1].get(k) is not None else None
-                        for k in METRICS}})
+                        for k in METRICS}, "note": _noise_note(n, rows[1])})
     if backend == "vbench":
         rows.append({"model": f"Δ {name} − paper", "backend": backend,
                      **{k: (n[k] - paper[k]) if n.get(k) is not None and paper.get(k) is not None else None
@@ -138,11 +154,13 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
 
 def render_comparison(table: pd.DataFrame, cfg: Config, path: Path) -> Path:
     """The comparison table as a PDF with the run's provenance footer."""
-    from pyramid_repro.report.render import _draw_table, footer
+    from pyramid_repro.report.render import _draw_table, footer, with_intervals
 
-    _draw_table(table, f"Checkpoint comparison (profile {cfg.profile})", Path(path),
-                "Deltas to the paper only for VBench scores; proxy backends are compared with this run's pyramid only.",
-                footer(cfg))
+    cols = [c for c in table.columns if not c.endswith(("_lo", "_hi"))]
+    _draw_table(with_intervals(table, cols), f"Checkpoint comparison (profile {cfg.profile})", Path(path),
+                "Deltas to the paper only for VBench scores; proxy backends are compared with this run's pyramid only. "
+                "[lo, hi]: 95% bootstrap intervals over the generated videos; a delta is 'within the noise' when the "
+                "two intervals overlap.", footer(cfg))
     return Path(path)
 
 

@@ -11,6 +11,10 @@ Two targets are reported:
 * ``pyramid_best``: the best smoothed FID the pyramid reaches -- the paper's framing ("how long does the
   baseline need to match the pyramid"); "not reached" when the baseline never gets there, with the lower bound
   x_baseline_last / x_pyramid(target) (the speed-up is at least that).
+
+With bootstrap bands (fid_lo / fid_hi of each point, eval/uncertainty.py) each curve's crossing becomes a range:
+the lower band reaches the target first, the upper band last. A speed-up is stated only when the two ranges are
+disjoint (`separated`); otherwise the curves cannot be told apart at that target with this many samples.
 """
 
 from __future__ import annotations
@@ -53,15 +57,28 @@ def first_crossing(x: Sequence[float] | np.ndarray, fid: Sequence[float] | np.nd
     return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
 
 
-def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid, target: str | float = "common", k: int = 3) -> dict:
+def crossing_range(x, band: tuple | None, target: float, k: int = 3) -> tuple[float, float] | None:
+    """(earliest, latest) x at which a curve with bootstrap band (lo, hi) reaches `target`: the first crossing of
+    its lower and of its upper band (inf when that band never gets there). None without a band."""
+    if band is None:
+        return None
+    lo, hi = (first_crossing(x, b, target, k) for b in band)
+    return (np.inf if lo is None else lo, np.inf if hi is None else hi)
+
+
+def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid, target: str | float = "common", k: int = 3,
+                        base_band: tuple | None = None, pyr_band: tuple | None = None) -> dict:
     """Speed-up = x the baseline needs to reach a target FID / x the pyramid needs.
 
     target: "common" (worse of the two best smoothed FIDs), "pyramid_best" (the pyramid's best smoothed FID) or
     a number. Returns {"target", "speedup", "baseline_x", "pyramid_x", "reason", "lower_bound"}; speedup is None
     with reason "not reached" when a curve never reaches the target (lower_bound then gives the least speed-up
-    consistent with the data when only the baseline misses it).
+    consistent with the data when only the baseline misses it). With both bands (fid_lo, fid_hi arrays) also
+    "baseline_x_range", "pyramid_x_range" (`crossing_range`), "speedup_range" and "separated".
     """
-    out = {"target": None, "speedup": None, "baseline_x": None, "pyramid_x": None, "reason": "", "lower_bound": None}
+    out = {"target": None, "speedup": None, "baseline_x": None, "pyramid_x": None, "reason": "", "lower_bound": None,
+           "baseline_x_range": None, "pyramid_x_range": None, "speedup_range": None, "separated": None}
+    out = out | _ranges(base_x, pyr_x, target, base_fid, pyr_fid, base_band, pyr_band, k)
     if len(base_fid) == 0 or len(pyr_fid) == 0:
         return out | {"reason": "missing curve"}
     sb, sp = smooth(base_fid, k), smooth(pyr_fid, k)
@@ -91,6 +108,27 @@ def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid, target: str | float = 
     return out | {"speedup": xb / xp, "reason": reason}
 
 
+def _ranges(base_x, pyr_x, target, base_fid, pyr_fid, base_band, pyr_band, k: int) -> dict:
+    """The band part of `convergence_speedup` (empty without both bands or a target)."""
+    if base_band is None or pyr_band is None or len(base_fid) == 0 or len(pyr_fid) == 0:
+        return {}
+    sb, sp = smooth(base_fid, k), smooth(pyr_fid, k)
+    tgt = (float(max(sb[-1], sp[-1])) if target == "common" else float(sp[-1]) if target == "pyramid_best"
+           else float(target))
+    rb, rp = crossing_range(base_x, base_band, tgt, k), crossing_range(pyr_x, pyr_band, tgt, k)
+    separated = bool(rp[1] < rb[0] or rb[1] < rp[0])
+    # speed-up range: baseline's earliest / pyramid's latest crossing .. baseline's latest / pyramid's earliest
+    # (inf where a band never reaches the target; nan where the ratio is undefined)
+    return {"baseline_x_range": [float(v) for v in rb], "pyramid_x_range": [float(v) for v in rp],
+            "separated": separated, "speedup_range": [_ratio(rb[0], rp[1]), _ratio(rb[1], rp[0])]}
+
+
+def _ratio(a: float, b: float) -> float:
+    if b == 0 or (np.isinf(a) and np.isinf(b)):
+        return float("nan")
+    return float(a / b)
+
+
 def speedup_table(curves: dict[str, pd.DataFrame], baseline: str = "fullseq", pyramid: str = "pyramid",
                   axes: Sequence[str] = AXES, k: int = 3, stage: str | None = None) -> pd.DataFrame:
     """One row per (x axis, target kind) present in both curves: target FID, x of each, speed-up or why not.
@@ -112,17 +150,36 @@ def speedup_table(curves: dict[str, pd.DataFrame], baseline: str = "fullseq", py
             continue
         for kind in ("common", "pyramid_best"):
             r = convergence_speedup(b[ax].to_numpy(), b["fid"].to_numpy(), p[ax].to_numpy(), p["fid"].to_numpy(),
-                                    kind, k)
+                                    kind, k, _band(b), _band(p))
             rows.append({"stage": stage or "all", "axis": ax, "target_kind": kind, **r,
                          "paper_speedup": PAPER_SPEEDUP})
     return pd.DataFrame(rows)
 
 
+def _band(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fid_lo, fid_hi) of a curve whose every point has an interval, else None."""
+    if not {"fid_lo", "fid_hi"} <= set(curve.columns):
+        return None
+    lo, hi = (pd.to_numeric(curve[c], errors="coerce").to_numpy(float) for c in ("fid_lo", "fid_hi"))
+    return (lo, hi) if np.isfinite(lo).all() and np.isfinite(hi).all() else None
+
+
+def _fmt_range(r) -> str:
+    return "[" + ", ".join("?" if v is None or pd.isna(v) else "inf" if np.isinf(v) else f"{v:.3g}" for v in r) + "]"
+
+
 def describe(row: dict | pd.Series) -> str:
-    """One line for a speed-up row: '2.4x' or 'not reached (>= 1.3x)'."""
+    """One line for a speed-up row: '2.4x', '2.4x [1.6, 3.9]' (bands separated), 'not separated ...' (bands
+    overlap: no speed-up stated) or 'not reached (>= 1.3x)'."""
+    sep = row.get("separated")
+    if sep is not None and not pd.isna(sep) and not sep:
+        return (f"not separated: the bootstrap bands overlap (pyramid reaches it at "
+                f"{_fmt_range(row['pyramid_x_range'])}, fullseq at {_fmt_range(row['baseline_x_range'])}); "
+                "no speed-up stated at this sample size")
+    suffix = f" {_fmt_range(row['speedup_range'])}" if sep else ""
     if row["speedup"] is not None and not pd.isna(row["speedup"]):
         bound = {"lower": ">= ", "upper": "<= "}
         kind = next((k for k in bound if f"{k} bound" in str(row.get("reason", ""))), None)
-        return f"{bound[kind] if kind else ''}{row['speedup']:.2f}x"
+        return f"{bound[kind] if kind else ''}{row['speedup']:.2f}x{suffix}"
     lb = row.get("lower_bound")
-    return f"{row['reason']}" + (f" (>= {lb:.2f}x)" if lb is not None and not pd.isna(lb) else "")
+    return f"{row['reason']}" + (f" (>= {lb:.2f}x)" if lb is not None and not pd.isna(lb) else "") + suffix

@@ -22,6 +22,7 @@ import pandas as pd
 
 from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config
+from pyramid_repro.eval.uncertainty import LEVEL, describe_interval, separated
 from pyramid_repro.experiments import experiments
 from pyramid_repro.provenance import git_commit, utc_now
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
@@ -77,17 +78,47 @@ def table1_frame(cfg: Config, metrics: list[dict]) -> pd.DataFrame:
     for m in metrics:
         agg, dims = m.get("aggregate") or {}, m.get("dimensions") or {}
         pct = lambda k: 100.0 * dims[k] if k in dims else np.nan  # noqa: E731
-        rows.append({"section": f"this run: {m['label']}", "model": m["experiment"], "backend": m["backend"],
-                     "total": agg.get("total", np.nan), "quality": agg.get("quality", np.nan),
-                     "semantic": agg.get("semantic", np.nan), "motion_smoothness": pct("motion_smoothness"),
-                     "dynamic_degree": pct("dynamic_degree"),
-                     "fid": m["fid"] if m.get("fid") is not None else np.nan, "n_videos": m.get("n_videos"),
-                     "source": m["_path"]})
+        row = {"section": f"this run: {m['label']}", "model": m["experiment"], "backend": m["backend"],
+               "total": agg.get("total", np.nan), "quality": agg.get("quality", np.nan),
+               "semantic": agg.get("semantic", np.nan), "motion_smoothness": pct("motion_smoothness"),
+               "dynamic_degree": pct("dynamic_degree"),
+               "fid": m["fid"] if m.get("fid") is not None else np.nan, "n_videos": m.get("n_videos"),
+               "source": m["_path"]}
+        rows.append(row | interval_columns(m))
     df = pd.DataFrame(rows)
     # our rows grouped by backend (one section per backend), experiments in experiments.yaml order within it
     paper_part, ours = df.iloc[:len(paper)], df.iloc[len(paper):]
     ours = ours.sort_values(["backend"], kind="stable")
     return pd.concat([paper_part, ours], ignore_index=True)
+
+
+INTERVAL_COLUMNS = ("total", "quality", "semantic", "motion_smoothness", "dynamic_degree", "fid")
+
+
+def interval_columns(m: dict) -> dict[str, float]:
+    """<column>_lo / <column>_hi of a metrics JSON's bootstrap intervals (eval/uncertainty.py), in the table's
+    units (dimensions in percent); NaN where the backend gives none."""
+    iv = m.get("intervals") or {}
+    found = {**(iv.get("aggregate") or {}), **{k: [100.0 * v for v in ci] for k, ci in (iv.get("dimensions") or {})
+                                               .items()}}
+    if iv.get("fid"):
+        found["fid"] = iv["fid"]
+    out = {}
+    for c in INTERVAL_COLUMNS:
+        lo, hi = found.get(c) or (np.nan, np.nan)
+        out[f"{c}_lo"], out[f"{c}_hi"] = lo, hi
+    return out
+
+
+def with_intervals(df: pd.DataFrame, columns: list[str], digits: int = 1) -> pd.DataFrame:
+    """The columns as text 'value [lo, hi]' where the frame has <column>_lo/_hi, for the rendered tables."""
+    shown = df[columns].copy()
+    for c in columns:
+        if f"{c}_lo" not in df.columns:
+            continue
+        ci = [describe_interval([lo, hi], digits) for lo, hi in zip(df[f"{c}_lo"], df[f"{c}_hi"])]
+        shown[c] = [("" if pd.isna(v) else f"{v:.2f}") + (f" {i}" if i else "") for v, i in zip(df[c], ci)]
+    return shown
 
 
 def metrics_provenance(metrics: list[dict], cfg: Config) -> str:
@@ -137,6 +168,9 @@ def render_table1(cfg: Config, out: Path, metrics: list[dict] | None = None) -> 
         + "; ".join(f"{b} = {lab}" for b, lab in sorted(labels.items()))
         + ". Proxy aggregates are VBench-style over the dimensions the backend measures (missing ones listed in "
         "the metrics JSON)."))
+    if any(m.get("intervals") for m in metrics):
+        note += (f" Intervals [lo, hi]: {LEVEL:.0%} bootstrap intervals over the generated videos, resampled prompt "
+                 "by prompt (percentile for the proxy scores, basic for FID); see the metrics JSONs' `interval`.")
     prov = metrics_provenance(metrics, cfg)
     note += (" " + prov) if prov else ""
     md = [f"# Table 1 — {footer(cfg)}", "", note, "", df.drop(columns=["source"]).to_markdown(index=False)
@@ -144,8 +178,8 @@ def render_table1(cfg: Config, out: Path, metrics: list[dict] | None = None) -> 
     (out / "table1.md").write_text("\n".join(md) + "\n")
     cols = ["section", "model", "backend", "total", "quality", "semantic", "motion_smoothness", "dynamic_degree",
             "fid", "n_videos"]
-    _draw_table(df[cols], "Table 1: paper (VBench) and this run (backend named per row)", out / "table1.pdf",
-                note, footer(cfg))
+    _draw_table(with_intervals(df, cols), "Table 1: paper (VBench) and this run (backend named per row)",
+                out / "table1.pdf", note, footer(cfg))
     return out / "table1.pdf"
 
 
@@ -254,7 +288,8 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
                 lines.append(f"{head}: {r['reason']}")
                 continue
             kinds = "/".join(grp["target_kind"])
-            if r["speedup"] is None or pd.isna(r["speedup"]):  # a curve never gets there: say which, and the bound
+            overlap = r.get("separated") is False  # bootstrap bands overlap: no speed-up is stated
+            if overlap or r["speedup"] is None or pd.isna(r["speedup"]):  # or a curve never gets there
                 lines.append(f"{head}: FID {r['target']:.2f} ({kinds}) {describe(r)}{paper}")
             else:
                 lines.append(f"{head}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
@@ -267,9 +302,12 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
     backend = ", ".join(sorted({str(b) for d in curves.values() for b in d.get("backend", pd.Series(["?"]))}))
     for name, df in curves.items():
         main_ = name in ("pyramid", "fullseq")
+        band = {"fid_lo", "fid_hi"} <= set(df.columns) and df[["fid_lo", "fid_hi"]].notna().all().all()
         for ax, col in zip(axes, axes_cols):
-            ax.plot(df[col], df["fid"], marker="o", ms=3, label=name, lw=2.2 if main_ else 1,
-                    ls="-" if main_ else "--", alpha=1.0 if main_ else 0.8)
+            line, = ax.plot(df[col], df["fid"], marker="o", ms=3, label=name, lw=2.2 if main_ else 1,
+                            ls="-" if main_ else "--", alpha=1.0 if main_ else 0.8)
+            if band and main_:  # the ablations' bands would hide the two curves the speed-up compares
+                ax.fill_between(df[col], df["fid_lo"], df["fid_hi"], color=line.get_color(), alpha=0.18, lw=0)
     for ax, col in zip(axes, axes_cols):
         ax.set_xlabel(labels[col])
         if col != "samples_seen":
@@ -281,7 +319,9 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
     text = fig.add_subplot(gs[1, :])
     text.axis("off")
     notes = ["speed-up = x fullseq needs / x pyramid needs to first reach the target on smoothed 'best so far' curves;"
-             " target 'common' = worse of the two best FIDs, 'pyramid_best' = best FID the pyramid reaches"]
+             " target 'common' = worse of the two best FIDs, 'pyramid_best' = best FID the pyramid reaches",
+             f"bands: {LEVEL:.0%} bootstrap intervals of each FID point over its generated images (shaded for pyramid "
+             "and fullseq); a speed-up [range] is stated only where the two curves' crossing ranges are disjoint"]
     if cfg.train.match_compute_to:
         notes.append(f"train.match_compute_to={cfg.train.match_compute_to}: runs get equal FLOPs per stage, not equal "
                      "steps, so compare on the FLOPs and device-hours axes")
@@ -327,18 +367,27 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
         pd.DataFrame(columns=["experiment"]).to_csv(out / "ablations.csv", index=False)
         return placeholder(out / "ablations.pdf", "Ablations",
                            f"no metrics yet ({cfg.layout.metrics('<experiment>', '<backend>')})", cfg)
-    rows = {}
+    rows, cis = {}, {}
     for m in metrics:
         r = rows.setdefault(m["experiment"], {"experiment": m["experiment"]})
+        iv = interval_columns(m)
         if m.get("aggregate"):
             r[f"total ({m['backend']})"] = m["aggregate"].get("total")
+            cis[(m["experiment"], f"total ({m['backend']})")] = [iv["total_lo"], iv["total_hi"]]
         if m.get("fid") is not None:
             r[f"FID ({m['backend']})"] = m["fid"]
+            cis[(m["experiment"], f"FID ({m['backend']})")] = [iv["fid_lo"], iv["fid_hi"]]
     df = pd.DataFrame(list(rows.values()))
+    values = [c for c in df.columns if c != "experiment"]
+    for c in values:  # each number's bootstrap interval (eval/uncertainty.py)
+        df[f"{c} lo"] = [cis.get((e, c), [np.nan, np.nan])[0] for e in df["experiment"]]
+        df[f"{c} hi"] = [cis.get((e, c), [np.nan, np.nan])[1] for e in df["experiment"]]
     if "pyramid" in rows:
         base = df[df["experiment"] == "pyramid"].iloc[0]
-        for c in [c for c in df.columns if c != "experiment"]:
+        for c in values:
             df[f"Δ {c}"] = df[c] - base[c]
+            # the difference is called real only when the two intervals do not overlap (a conservative test)
+            df[f"Δ {c} separated"] = [separated(cis.get((e, c)), cis.get(("pyramid", c))) for e in df["experiment"]]
     df.to_csv(out / "ablations.csv", index=False)
     plt = _plt()
     sheets = [(n, img) for n in rows if (img := sample_frames(cfg, n)) is not None]
@@ -351,9 +400,14 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
     gs = fig.add_gridspec(2 if sheets else 1, ncol, height_ratios=[table_h, sheet_h] if sheets else [1])
     ax = fig.add_subplot(gs[0, :])
     ax.axis("off")
-    shown = df.copy()
-    for c in shown.columns[1:]:
-        shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}" if str(c).startswith("Δ") else f"{v:.2f}")
+    shown = pd.DataFrame({"experiment": df["experiment"]})
+    for c in values:
+        shown[c] = [("" if pd.isna(v) else f"{v:.2f}") + (f" {describe_interval([lo, hi])}" if not pd.isna(v) else "")
+                    for v, lo, hi in zip(df[c], df[f"{c} lo"], df[f"{c} hi"])]
+    for c in values:
+        if f"Δ {c}" in df:
+            shown[f"Δ {c}"] = ["" if pd.isna(v) else f"{v:+.2f}" + ("*" if sep else "")
+                               for v, sep in zip(df[f"Δ {c}"], df[f"Δ {c} separated"])]
     t = ax.table(cellText=shown.values, colLabels=list(shown.columns), loc="center", cellLoc="center")
     t.auto_set_font_size(False)
     t.set_fontsize(8)
@@ -366,7 +420,9 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
         a.imshow(p)
         a.axis("off")
         a.set_title(n, fontsize=8)
-    fig.text(0.01, 0.005, footer(cfg), fontsize=7)
+    fig.text(0.01, 0.005, f"[lo, hi]: {LEVEL:.0%} bootstrap intervals over the generated videos (prompt by prompt). "
+             "* = the experiment's interval and pyramid's do not overlap; a Δ without * is within the noise.\n"
+             + footer(cfg), fontsize=7)
     fig.savefig(out / "ablations.pdf", bbox_inches="tight")
     plt.close(fig)
     return out / "ablations.pdf"

@@ -33,7 +33,9 @@ from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.provenance import provenance, write_json
 from pyramid_repro.train.sequences import make_batch
 
-FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "fid", "backend", "stage"]
+FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "fid", "fid_lo", "fid_hi", "backend",
+               "stage"]
+FID_RESAMPLES = 200  # bootstrap resamples of a training FID point (its interval; eval/uncertainty.py)
 
 
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
@@ -86,9 +88,10 @@ class CaptionBank:
 
 
 def _fid_point(model, cfg: Config, bank: CaptionBank, val_captions: list[str], vae, latent_size, n: int,
-               seed: int) -> float:
+               seed: int) -> tuple[float, list[float]]:
     """Probe FID of `n` generated first frames (images) against real frames (paper Sec. 5, Fig. 5-6: FID
-    convergence of the spatial pyramid vs full-sequence flow matching), generated on the model's device."""
+    convergence of the spatial pyramid vs full-sequence flow matching), generated on the model's device, and its
+    bootstrap interval over the images (resampled caption by caption)."""
     from pyramid_repro.eval.backends import fid_probe_score
     from pyramid_repro.vae import decode_latents
 
@@ -101,7 +104,8 @@ def _fid_point(model, cfg: Config, bank: CaptionBank, val_captions: list[str], v
         with autocast(dev, cfg.train.precision):
             lat = generate_latents(model, cfg, text, bank.empty(), 1, latent_size, g)
         frames.append(decode_latents(vae, lat.float()))
-    return float(fid_probe_score(torch.cat(frames), cfg))
+    fid, ci = fid_probe_score(torch.cat(frames), cfg, clusters=caps, n_resamples=FID_RESAMPLES)
+    return float(fid), ci
 
 
 # what a DiT stage's training depends on (checkpoint fingerprint); eval/compute/report settings do not count
@@ -368,19 +372,32 @@ class _FidCurve:
         model.load_state_dict(ema.state_dict())
         model.eval()
         try:
-            fid = _fid_point(model, cfg, self.data.bank, self.data.val_captions,
-                             load_vae(cfg.layout.vae_final(), device=dev), self.latent_size,
-                             cfg.train.fid_samples, cfg.seed)
+            fid, (lo, hi) = _fid_point(model, cfg, self.data.bank, self.data.val_captions,
+                                       load_vae(cfg.layout.vae_final(), device=dev), self.latent_size,
+                                       cfg.train.fid_samples, cfg.seed)
         finally:
             model.load_state_dict(live)
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(FID_COLUMNS)
-            w.writerow([self.prev_steps + step, prev["samples"] + stats["samples"], prev["tokens"] + stats["tokens"],
-                        prev["flops"] + stats["flops"], prev["device_hours"] + seconds / 3600.0, f"{fid:.4f}",
-                        "fid-probe", self.stage])
+        append_fid_row(self.path, [self.prev_steps + step, prev["samples"] + stats["samples"],
+                                   prev["tokens"] + stats["tokens"], prev["flops"] + stats["flops"],
+                                   prev["device_hours"] + seconds / 3600.0, f"{fid:.4f}", f"{lo:.4f}", f"{hi:.4f}",
+                                   "fid-probe", self.stage])
+
+
+def append_fid_row(path: Path, row: list) -> None:
+    """Append one FID point to a stage's fid.csv; a file from before the interval columns (a resumed run) is
+    rewritten with today's header first (its old points without intervals)."""
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    if rows and list(rows[0]) != FID_COLUMNS:
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FID_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(FID_COLUMNS)
+        w.writerow(row)
 
 
 def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
