@@ -169,3 +169,47 @@ def test_clip_t5_encoder_with_tiny_local_models(tmp_path):
     assert (enc.token_dim, enc.pooled_dim) == (24, 32)
     assert t.shape == (2, 16, 24) and m.shape == (2, 16) and p.shape == (2, 32)
     assert m[0].sum() > m[1].sum()
+
+
+def _per_token_block(blk, txt, vid, c_ctx, c_cur, n_hist, mask, rope):
+    """Reference MM-DiT block with per-token (B, N, H) modulation tensors: the history tokens' rows from the
+    context conditioning, the current tokens' from the timestep's (how the block was first written)."""
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    from pyramid_repro.models.dit import modulate
+    from pyramid_repro.models.positions import apply_rope
+
+    n = vid.shape[1]
+    mh, mc = blk.vid.ada(c_ctx).chunk(6, dim=1), blk.vid.ada(c_cur).chunk(6, dim=1)
+    mv = [torch.cat([a[:, None].expand(-1, n_hist, -1), b[:, None].expand(-1, n - n_hist, -1)], dim=1)
+          for a, b in zip(mh, mc)]
+    qv, kv, vv = blk._qkv_tokens(blk.vid, modulate(blk.vid.norm1(vid), mv[0], mv[1]))
+    qv, kv = apply_rope(qv, *rope), apply_rope(kv, *rope)
+    mt = blk.txt.ada(c_ctx).chunk(6, dim=1)
+    qt, kt, vt = blk._qkv(blk.txt, txt, mt[0], mt[1])
+    o = F.scaled_dot_product_attention(torch.cat([qt, qv], 2), torch.cat([kt, kv], 2), torch.cat([vt, vv], 2),
+                                       attn_mask=mask)
+    o = rearrange(o, "b h n d -> b n (h d)")
+    L = txt.shape[1]
+    vid = vid + mv[2] * blk.vid.proj(o[:, L:])
+    return vid + mv[5] * blk.vid.mlp(modulate(blk.vid.norm2(vid), mv[3], mv[4]))
+
+
+@pytest.mark.parametrize("n_hist", [0, 5, 12])
+def test_sliced_modulation_equals_per_token_modulation_exactly(n_hist):
+    from pyramid_repro.models.dit import MMDiTBlock
+    from pyramid_repro.models.positions import attention_mask, rope_angles
+
+    torch.manual_seed(0)
+    blk = MMDiTBlock(32, 4, 2.0, True)
+    for p in blk.parameters():  # adaLN-Zero starts at zero: randomise so every modulation term matters
+        torch.nn.init.normal_(p, std=0.3)
+    B, L, N = 2, 3, 12
+    txt, vid = torch.randn(B, L, 32), torch.randn(B, N, 32)
+    c_ctx, c_cur = torch.randn(B, 32), torch.randn(B, 32)
+    frames = torch.tensor([0] * n_hist + [1] * (N - n_hist))
+    mask = attention_mask(frames, torch.ones(B, L, dtype=torch.bool), causal=True)
+    rope = rope_angles(frames, 8)
+    _, out = blk(txt, vid, c_ctx, c_cur, n_hist, mask, rope)
+    assert torch.equal(out, _per_token_block(blk, txt, vid, c_ctx, c_cur, n_hist, mask, rope))
