@@ -112,3 +112,17 @@ def test_table4_arithmetic_is_consistent():
     t4 = load_paper_table("table4")
     assert (t4["gpus"] * t4["hours"] == t4["a100_hours"]).all() and t4["a100_hours"].sum() == 20736
     assert t4["hours"].tolist() == [12, 90, 60] and (t4["gpus"] == 128).all()
+
+
+def test_paper_implied_utilisation_is_flops_over_its_hours():
+    from pyramid_repro.report import audit as au
+
+    proj = au.paper_projection(pd.DataFrame())
+    for r in proj.itertuples():
+        # the same FLOPs at the assumed MFU give the projected hours, so the two ratios must agree
+        assert r.implied_mfu == pytest.approx(au.ASSUMED_MFU * r.projected_a100_hours / r.paper_a100_hours)
+        assert r.implied_mfu == pytest.approx(r.train_flops / (r.paper_a100_hours * 3600 * 312e12))
+    no_benchmarks = pd.DataFrame(columns=["job", "seconds", "cpu_seconds", "max_rss_mb"])
+    frame = au.audit_frame(au.paper_table(), au.summarise_ledger(pd.DataFrame()), proj, no_benchmarks)
+    rows = frame[frame["section"] == "paper's implied utilisation"]
+    assert len(rows) == 4 and 0 < rows["value"].min() < rows["value"].max() < 1

@@ -105,11 +105,18 @@ def paper_projection(summary: pd.DataFrame) -> pd.DataFrame:
         flops = expected_sample_flops(paper, st) * st.steps * st.batch_size
         row = {"stage": st.name, "tokens_per_sample": expected_sample_tokens(paper, st), "train_flops": flops,
                "projected_a100_hours": flops / (A100_BF16_PEAK * ASSUMED_MFU) / 3600.0,
-               "paper_a100_hours": t4.a100_hours}
+               "paper_a100_hours": t4.a100_hours, "implied_mfu": implied_mfu(flops, t4.a100_hours)}
         if thr:
             row["projected_hours_on_this_device"] = flops / thr["flops_per_device_second"] / 3600.0
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def implied_mfu(train_flops: float, a100_hours: float) -> float:
+    """The utilisation the paper's hours imply under this suite's FLOP model: analytic training FLOPs / (A100-hours
+    x 3600 x the A100's bf16 peak). Low values mean the paper spent more than the model of its trainer needs
+    (more tokens per sample than one learnt frame, or idle GPUs), high ones the reverse."""
+    return float(train_flops) / (float(a100_hours) * 3600.0 * A100_BF16_PEAK)
 
 
 def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFrame,
@@ -134,9 +141,14 @@ def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFr
     for r in benchmarks.itertuples():
         rows += [("this run (Snakemake benchmarks)", r.job, "seconds", r.seconds, "s"),
                  ("this run (Snakemake benchmarks)", r.job, "max_rss_mb", r.max_rss_mb, "MB")]
+    if len(projection):
+        rows.append(("paper's implied utilisation", "all stages", "analytic FLOPs / (Table 4 A100-hours x peak)",
+                     implied_mfu(projection["train_flops"].sum(), projection["paper_a100_hours"].sum()), "fraction"))
     for r in projection.itertuples():
         rows.append(("projection (paper profile)", r.stage, f"A100-hours at {ASSUMED_MFU:.0%} MFU of "
                      f"{A100_BF16_PEAK / 1e12:.0f} TFLOP/s", float(r.projected_a100_hours), "A100-h"))
+        rows.append(("paper's implied utilisation", r.stage, "analytic FLOPs / (Table 4 A100-hours x peak)",
+                     float(r.implied_mfu), "fraction"))
         if hasattr(r, "projected_hours_on_this_device"):
             rows.append(("projection (paper profile)", r.stage, "device-hours at this run's measured FLOP/s",
                          float(r.projected_hours_on_this_device), "device-h"))
@@ -188,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{thr['flops_per_device_second'] / 1e9:,.2f} GFLOP/s per device")
     _print(f"Projection of the paper profile (analytic FLOPs at {ASSUMED_MFU:.0%} MFU of "
            f"{A100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16)", proj)
+    total = implied_mfu(proj["train_flops"].sum(), proj["paper_a100_hours"].sum())
+    print(f"the paper's hours imply {total:.1%} utilisation of the A100's bf16 peak under this FLOP model "
+          f"(per stage: {', '.join(f'{r.stage} {r.implied_mfu:.1%}' for r in proj.itertuples())})")
     from pyramid_repro.report.render import render_gpu_hours
 
     print(f"wrote {render_gpu_hours(cfg, led, proj)}")

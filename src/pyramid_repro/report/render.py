@@ -452,7 +452,11 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
     axes[0].axhline(pa["claim"], color="k", ls=":", lw=1, label="claim: 20.7k")
     axes[0].set_ylabel("A100-hours")
     axes[0].tick_params(axis="x", labelsize=8)
-    axes[0].set_title(f"Paper: 128 A100 x (12+90+60) h = {pa['total']:,.0f} A100-hours", fontsize=10)
+    implied = audit.implied_mfu(projection["train_flops"].sum(), projection["paper_a100_hours"].sum()) \
+        if {"train_flops", "paper_a100_hours"} <= set(projection.columns) and len(projection) else None
+    axes[0].set_title(f"Paper: 128 A100 x (12+90+60) h = {pa['total']:,.0f} A100-hours"
+                      + (f"\n(implies {implied:.0%} of the A100's bf16 peak under this suite's FLOP model)"
+                         if implied else ""), fontsize=10)
     axes[0].legend(fontsize=7)
     if not ledger.empty:
         lab = ledger["experiment"] + "/" + ledger["stage"]
