@@ -20,6 +20,7 @@ def test_launch_prefix_one_process_several_processes_several_nodes():
     multi = launch_prefix(16, 8, 64)
     assert multi.startswith("srun --nodes=16 --ntasks=16 --ntasks-per-node=1 --cpus-per-task=64 ")
     assert multi.endswith("pyramid-repro launch --nodes 16 --processes-per-node 8 --")
+    assert "--gpus-per-node" not in multi and "--gpus-per-node=8 " in launch_prefix(16, 8, 64, 8)
     with pytest.raises(ValueError, match="nodes and processes_per_node"):
         launch_prefix(0, 1, 1)
 

@@ -61,7 +61,7 @@ def test_dry_run_paper_on_slurm_lists_three_stages_per_experiment_with_gpus(tmp_
     train = [j for j in jobs if j.startswith("train_dit:")]
     assert train and all("gpus=8" in j and "slurm_extra=--gpus-per-node=8" in j and "nodes=16" in j
                          and "processes_per_node=8" in j and "mpi=srun" in j and "tasks=16" in j for j in train)
-    assert all("srun --nodes=16 --ntasks=16 --ntasks-per-node=1 " in j and
+    assert all("srun --nodes=16 --ntasks=16 --ntasks-per-node=1 " in j and "--gpus-per-node=8 --kill" in j and
                "pyramid-repro launch --nodes 16 --processes-per-node 8 -- train-dit" in j for j in train)
     assert "slurm_partition=gpu" in train[0]
     # the VAE trains on one node with its 8 GPUs

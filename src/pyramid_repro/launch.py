@@ -24,10 +24,10 @@ from collections.abc import Mapping
 PORT_BASE, PORT_SPAN = 20000, 20000  # multi-node rendezvous ports: PORT_BASE + job id mod PORT_SPAN
 
 
-def launch_prefix(nodes: int, processes_per_node: int, cpus_per_node: int) -> str:
+def launch_prefix(nodes: int, processes_per_node: int, cpus_per_node: int, gpus_per_node: int = 0) -> str:
     """The words a workflow rule puts before a `pyramid-repro` command (e.g. `train-dit ...`) to run it with
     `processes_per_node` processes on each of `nodes` nodes. Multi-node: `srun` with one task per node (the job's
-    SLURM allocation: --nodes N, its CPUs per task), each task running `pyramid-repro launch`."""
+    SLURM allocation: --nodes N, its CPUs and GPUs per node), each task running `pyramid-repro launch`."""
     if nodes < 1 or processes_per_node < 1:
         raise ValueError(f"nodes and processes_per_node must be >= 1 (got {nodes}, {processes_per_node})")
     if nodes == 1 and processes_per_node == 1:
@@ -35,7 +35,8 @@ def launch_prefix(nodes: int, processes_per_node: int, cpus_per_node: int) -> st
     inner = f"pyramid-repro launch --nodes {nodes} --processes-per-node {processes_per_node} --"
     if nodes == 1:
         return inner
-    return (f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --cpus-per-task={cpus_per_node} "
+    gpus = f"--gpus-per-node={gpus_per_node} " if gpus_per_node > 0 else ""
+    return (f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --cpus-per-task={cpus_per_node} {gpus}"
             f"--kill-on-bad-exit=1 {inner}")
 
 

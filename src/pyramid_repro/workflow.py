@@ -178,7 +178,8 @@ class Plan:
         (launch.launch_prefix). Reads the job's resources, so --set-resources changes the launch with the request."""
         nodes = int(resources.get("nodes", 1) or 1)
         procs = int(resources.get("processes_per_node", 1) or 1)
-        return launch_prefix(nodes, procs, int(resources.get("cpus_per_task", 1) or 1))
+        return launch_prefix(nodes, procs, int(resources.get("cpus_per_task", 1) or 1),
+                             int(resources.get("gpus", 0) or 0))
 
     @staticmethod
     def process_threads(resources) -> int:
