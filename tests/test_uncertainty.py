@@ -12,7 +12,7 @@ import pytest
 
 from pyramid_repro.config import load_config
 from pyramid_repro.eval import uncertainty as uq
-from pyramid_repro.eval.backends import frechet_distance, frechet_interval
+from pyramid_repro.eval.backends import FrechetToFixed, frechet_distance, frechet_interval
 from pyramid_repro.report import render
 from pyramid_repro.report.convergence import convergence_speedup, crossing_range, describe
 
@@ -33,16 +33,27 @@ def test_basic_interval_of_a_frechet_distance_covers_the_truth():
     d, n, trials = 4, 120, 150
     mu, sigma = np.full(d, 0.5), np.eye(d)
     hits = {"basic": 0, "percentile": 0}
+    to_ref = FrechetToFixed(mu, sigma)  # what the FID intervals resample with
     for s in range(trials):
         x = np.random.default_rng(s).normal(size=(n, d))
         for method in hits:
-            lo, hi = uq.bootstrap(lambda i: {"f": frechet_distance(x[i].mean(0), np.cov(x[i], rowvar=False), mu,
-                                                                    sigma)},
-                                  np.arange(n), n_resamples=300, method=method, seed=s)["f"]
+            lo, hi = uq.bootstrap(lambda i: {"f": to_ref(x[i])}, np.arange(n), n_resamples=300, method=method,
+                                  seed=s)["f"]
             hits[method] += lo <= 1.0 <= hi
     assert 0.88 <= hits["basic"] / trials <= 0.99, hits
     # the plug-in distance is biased upwards, and the basic interval corrects for it at least as well
     assert hits["basic"] >= hits["percentile"] - 3
+
+
+@pytest.mark.parametrize("n", [16, 200])
+def test_fast_frechet_to_fixed_statistics_equals_clean_fids(n):
+    # fewer samples than dimensions (a singular covariance, as a small FID point has) and more
+    rng = np.random.default_rng(n)
+    real = rng.normal(size=(3000, 32)) @ rng.normal(size=(32, 32)) * 0.3
+    mu, sigma = real.mean(0), np.cov(real, rowvar=False)
+    x = rng.normal(0.2, 1.0, size=(n, 32))
+    ref = frechet_distance(x.mean(0), np.cov(x, rowvar=False), mu, sigma)
+    assert FrechetToFixed(mu, sigma)(x) == pytest.approx(ref, rel=1e-6)
 
 
 def test_frechet_interval_contains_the_estimate_and_narrows_with_more_videos():
