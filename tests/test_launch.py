@@ -63,8 +63,10 @@ def test_launch_cli_outside_slurm_is_one_clear_line(capsys):
         launch.main(["--nodes", "1"])
 
 
-_PROBE = "import torch.distributed as d; d.init_process_group('gloo'); print('rank', d.get_rank(), 'of', " \
-         "d.get_world_size(), flush=True); d.barrier(); d.destroy_process_group()"
+# each process writes its own file: lines printed by two processes into one pipe can interleave
+_PROBE = "import os, pathlib, torch.distributed as d; d.init_process_group('gloo'); " \
+         "pathlib.Path(os.environ['PROBE_DIR'], f'rank{d.get_rank()}').write_text(f'{d.get_rank()} {d.get_world_size()}'); " \
+         "d.barrier(); d.destroy_process_group()"
 
 
 def test_two_simulated_nodes_meet_and_run_every_process(tmp_path):
@@ -76,16 +78,17 @@ def test_two_simulated_nodes_meet_and_run_every_process(tmp_path):
     (shim / "pyramid_repro_probe" / "__init__.py").write_text("")
     (shim / "pyramid_repro_probe" / "__main__.py").write_text(_PROBE)
     job_id = str(os.getpid() % 10000 + 5000)
-    env = {"SLURM_JOB_ID": job_id, "SLURM_STEP_NODELIST": "localhost,localhost",
+    probe_dir = tmp_path / "ranks"
+    probe_dir.mkdir()
+    env = {"SLURM_JOB_ID": job_id, "SLURM_STEP_NODELIST": "localhost,localhost", "PROBE_DIR": str(probe_dir),
            "PYTHONPATH": os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])}
     procs = [subprocess.Popen([sys.executable, "-c", _NODE, str(rank)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, **env, "SLURM_NODEID": str(rank)})
              for rank in (0, 1)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
-    ranks = sorted(int(line.split()[1]) for o in outs for line in o.splitlines() if line.startswith("rank "))
-    assert ranks == [0, 1, 2, 3], outs
-    assert all("of 4" in o for o in outs)
+    written = sorted(f.read_text() for f in probe_dir.iterdir())
+    assert written == ["0 4", "1 4", "2 4", "3 4"], outs
 
 
 # One simulated node: pyramid_repro.launch's own pieces, with the command replaced by the probe module
