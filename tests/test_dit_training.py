@@ -174,3 +174,15 @@ def test_match_compute_gives_equal_flops_not_equal_steps():
     assert plain_steps == [s.steps for s in plain.train.curriculum]
     with pytest.raises(ConfigError, match="train.match_compute_to='nope'"):
         load_config("tiny", {"train": {"match_compute_to": "nope"}})
+
+
+def test_fid_points_are_evenly_spaced_over_a_stage_or_every_fid_every_steps():
+    from pyramid_repro.train.dit import fid_point_steps
+
+    assert fid_point_steps(4000, 500, 4) == [1000, 2000, 3000, 4000]
+    # a compute-matched stage with fewer steps gets its points at the same shares of its compute
+    assert fid_point_steps(699, 500, 4) == [175, 350, 524, 699]
+    assert fid_point_steps(200, 500, 1) == [200]
+    assert fid_point_steps(3, 500, 4) == [1, 2, 3]  # never more points than steps
+    assert fid_point_steps(1200, 500) == [500, 1000, 1200]  # fid_points 0: every fid_every steps and the end
+    assert fid_point_steps(1200, 0, 4) == []  # fid_every 0 switches the curve off

@@ -64,8 +64,8 @@ def test_launch_cli_outside_slurm_is_one_clear_line(capsys):
 
 
 # each process writes its own file: lines printed by two processes into one pipe can interleave
-_PROBE = "import os, pathlib, torch.distributed as d; d.init_process_group('gloo'); " \
-         "pathlib.Path(os.environ['PROBE_DIR'], f'rank{d.get_rank()}').write_text(f'{d.get_rank()} {d.get_world_size()}'); " \
+_PROBE = "import os, pathlib, torch.distributed as d; d.init_process_group('gloo'); r = d.get_rank(); " \
+         "pathlib.Path(os.environ['PROBE_DIR'], f'rank{r}').write_text(f'{r} {d.get_world_size()}'); " \
          "d.barrier(); d.destroy_process_group()"
 
 
@@ -116,6 +116,10 @@ def test_plan_resources_follow_the_profile():
     assert res["slurm_partition"] == "gpu" and res["slurm_account"] == "proj42"
     assert paper.launcher(res).startswith("srun --nodes=16 ") and paper.process_threads(res) == 8
     vae = paper.training_resources(multi_node=False)
+    assert vae["cpus_per_task"] == 64  # compute.vae_cpus unset: cpus_per_job
+    tiny = Plan({"profile": "tiny", "compute": {"cpus_per_job": 1, "vae_cpus": 2}})
+    assert tiny.training_resources(multi_node=False)["cpus_per_task"] == 2 and tiny.vae_cpus() == 2
+    assert tiny.training_resources()["cpus_per_task"] == 1 and tiny.process_threads(tiny.training_resources()) == 1
     assert vae["nodes"] == 1 and "mpi" not in vae and paper.launcher(vae).startswith("pyramid-repro launch --nodes 1")
     assert paper.gpu_resources()["gpus"] == 1 and paper.gpu_resources()["slurm_extra"] == "--gpus-per-node=1"
 

@@ -182,6 +182,10 @@ class CurriculumStage:
     steps: int = 1000
     batch_size: int = 8
     micro_batch_size: int = 0
+    # FID points of this stage (train.fid_every > 0), evenly spaced over its steps, the last at its end: an
+    # experiment with compute-matched steps gets its points at the same shares of the stage's compute.
+    # 0: a point every train.fid_every steps and at the end
+    fid_points: int = 0
     paper_hours: float = 0.0  # Table 4 wall hours on `paper_gpus` A100s (paper profile only)
     paper_gpus: int = 0
 
@@ -230,6 +234,9 @@ class ComputeConfig:
     nodes: int = 1  # nodes of a DiT training job (SLURM; one srun task per node)
     processes_per_node: int = 0  # training processes per node; 0 = one per GPU (one on a CPU node)
     cpus_per_job: int = 2  # CPUs per node of a job (SLURM cpus-per-task), shared among its processes
+    # CPUs of the VAE training job (0: cpus_per_job). Nothing else can run while the VAE trains (every DiT job
+    # needs its latents), so a CPU profile that runs one-thread jobs side by side gives it all the cores
+    vae_cpus: int = 0
     mem_mb: int = 8000  # memory per node
     runtime_min: int = 60  # wall-time limit of a long job (training, sampling)
     partition: str | None = None  # SLURM partition (None: the cluster's default)

@@ -162,10 +162,15 @@ class Plan:
         return res
 
     def training_resources(self, multi_node: bool = True) -> dict[str, Any]:
-        """Resources of a training job: the profile's GPUs per node, its nodes (one node for the VAE:
-        multi_node=False) and processes per node."""
+        """Resources of a training job: the profile's GPUs per node, its nodes and processes per node. The VAE
+        (multi_node=False) runs on one node with `compute.vae_cpus` CPUs when set."""
         nodes = self.compute("nodes") if multi_node else 1
-        return self.resources(gpus=self.compute("gpus_per_job"), nodes=nodes, training=True)
+        cpus = None if multi_node else self.vae_cpus()
+        return self.resources(gpus=self.compute("gpus_per_job"), nodes=nodes, cpus=cpus, training=True)
+
+    def vae_cpus(self) -> int:
+        """CPUs of the VAE training job: `compute.vae_cpus`, else `compute.cpus_per_job`."""
+        return self.compute("vae_cpus") or self.compute("cpus_per_job")
 
     def gpu_resources(self, **kw: Any) -> dict[str, Any]:
         """Resources of a one-GPU job (sampling, encoding, evaluation) when the profile has GPUs."""

@@ -14,7 +14,9 @@ rule train_vae:
         out=lambda wc, output: Path(output.norm).parent.parent,
         launch=lambda wc, resources: PLAN.launcher(resources),
         proc_threads=lambda wc, resources: PLAN.process_threads(resources),
-    threads: PLAN.compute("cpus_per_job")
+    threads: PLAN.vae_cpus()
+    # first when it competes with train_probe for the cores: every DiT job waits for it
+    priority: 10
     resources:
         **PLAN.training_resources(multi_node=False),
     log:

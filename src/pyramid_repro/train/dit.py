@@ -5,9 +5,9 @@ text embeddings; builds stage-homogeneous batches (train/sequences.py) for the p
 baseline, trains the MM-DiT with flow matching through accelerate (gradient accumulation to the stage's global
 batch, EMA weights for sampling), checkpoints atomically every `train.ckpt_every` steps and resumes from the
 newest checkpoint; the data order and noise of step n depend only on (seed, stage, n), so a resumed run equals an
-uninterrupted one. Every `train.fid_every` steps it samples first frames and records the probe FID
-(results/<profile>/<experiment>/dit/<stage>/fid.csv). At the end: final/ (EMA weights, save_pretrained),
-done.json and one ledger row.
+uninterrupted one. Every `train.fid_every` steps (or at the stage's `fid_points`) it samples first frames and
+records the probe FID (results/<profile>/<experiment>/dit/<stage>/fid.csv). At the end: final/ (EMA weights,
+save_pretrained), done.json and one ledger row.
 """
 
 from __future__ import annotations
@@ -140,6 +140,17 @@ def expected_sample_flops(cfg: Config, stage: CurriculumStage) -> float:
                for pr, t in sample_token_distribution(cfg, stage))
 
 
+def fid_point_steps(steps: int, fid_every: int, fid_points: int = 0) -> list[int]:
+    """The steps of a stage after which a FID point is recorded: none when `fid_every` is 0; else `fid_points`
+    points evenly spaced over the stage's `steps` (the last at its end) when given, or every `fid_every` steps and
+    at the end."""
+    if fid_every <= 0 or steps <= 0:
+        return []
+    if fid_points > 0:
+        return sorted({max(1, round(steps * k / fid_points)) for k in range(1, fid_points + 1)})
+    return sorted(set(range(fid_every, steps + 1, fid_every)) | {steps})
+
+
 def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
     """Optimizer steps of `experiment`'s run of `stage`: the profile's, or with train.match_compute_to as many as
     spend the reference experiment's expected FLOPs of that stage (its steps x batch x FLOPs per sample), so
@@ -221,7 +232,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     """Train one curriculum stage; returns the stage folder (with done.json when finished)."""
     from pyramid_repro.models import build_text_encoder
     from pyramid_repro.train.ledger import LedgerRecorder
-    from pyramid_repro.train.loop import EMA, TrainingJob, check_finite, micro_batch_generator, write_trace
+    from pyramid_repro.train.loop import EMA, TrainingJob, adamw, check_finite, micro_batch_generator, write_trace
 
     # 1. which run this is, where it writes, on which device and processes
     idx, st = _stage(cfg, stage_name)
@@ -237,7 +248,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     encoder = build_text_encoder(cfg, dev)
     data = StageData.load(cfg, stage_name, encoder, dev)
     model = _initial_model(cfg, experiment, idx, encoder)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
+    opt = adamw(model.parameters(), dev, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
     sched_lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tc.warmup_steps)))
     model, opt = job.accelerator.prepare(model, opt)
     ema = EMA(job.unwrap(model), tc.ema_decay)
@@ -249,6 +260,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     mine = job.my_micro_batches(max(1, st.batch_size // micro), where)
     steps = stage_steps(cfg, experiment, st)
     stop = steps if max_steps is None else min(steps, max_steps)  # an early stop leaves a checkpoint to resume
+    fid_steps = set(fid_point_steps(steps, tc.fid_every, st.fid_points))
 
     # 4. resume
     step0, trace, stats = 0, [], {"samples": 0, "tokens": 0, "flops": 0.0}
@@ -303,7 +315,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
             if done % tc.log_every == 0 or done == stop:  # the progress line (rule log) shows the recent loss
                 window = trace[-tc.log_every:]
                 bar.set_postfix(loss=f"{loss_value:.4f}", mean=f"{sum(window) / len(window):.4f}")
-            if job.main and tc.fid_every and (done % tc.fid_every == 0 or done == steps):
+            if job.main and done in fid_steps:
                 fid.record(job.unwrap(model), ema, done, stats, time.time() - t_start)
             if done % tc.ckpt_every == 0 or done == stop:
                 job.save(done, {"model": model}, {"optimizer": opt},
@@ -351,8 +363,9 @@ def _previous_stats(cfg: Config, experiment: str, idx: int) -> dict:
 
 class _FidCurve:
     """FID-vs-compute points of a stage (results/<profile>/<experiment>/dit/<stage>/fid.csv): every
-    train.fid_every steps the EMA weights sample train.fid_samples first frames whose probe FID is recorded with
-    the samples, tokens, FLOPs and device-hours spent so far, earlier curriculum stages included."""
+    train.fid_every steps (or at the stage's `fid_points`: fid_point_steps) the EMA weights sample
+    train.fid_samples first frames whose probe FID is recorded with the samples, tokens, FLOPs and device-hours
+    spent so far, earlier curriculum stages included."""
 
     def __init__(self, path: Path, cfg: Config, experiment: str, stage_index: int, data: StageData,
                  latent_size: tuple[int, int], fresh: bool):

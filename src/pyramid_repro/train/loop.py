@@ -51,6 +51,14 @@ def make_accelerator(device: torch.device | str = "cpu", precision: str = "fp32"
     return Accelerator(mixed_precision=mixed, cpu=device.type == "cpu", kwargs_handlers=handlers)
 
 
+def adamw(params, device: torch.device | str, **kwargs) -> torch.optim.AdamW:
+    """AdamW with PyTorch's fused kernel where the device has one (CPU and CUDA): one call per step instead of a
+    dozen small ops per parameter tensor (the optimizer was 13% of a tiny CPU training step). Other devices
+    (`meta` in the device tests) get the reference implementation; both compute the same update."""
+    fused = torch.device(device).type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
 def check_finite(loss: float | torch.Tensor, step: int, checkpoints: Path | None = None) -> None:
     """Stop with a clear error on a NaN/inf loss, before it reaches the weights or a checkpoint."""
     value = float(loss)
@@ -76,8 +84,13 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            self.shadow[k].mul_(self.decay).add_(v.detach().to(self.shadow[k].dtype), alpha=1 - self.decay)
+        """shadow <- decay * shadow + (1 - decay) * weights, for all tensors in two multi-tensor calls (one call
+        per tensor and op was a tenth of a tiny CPU training step)."""
+        state = model.state_dict()
+        shadow = list(self.shadow.values())
+        current = [state[k].detach().to(v.dtype) for k, v in self.shadow.items()]
+        torch._foreach_mul_(shadow, self.decay)
+        torch._foreach_add_(shadow, current, alpha=1 - self.decay)
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         """Restore from a checkpoint's copy (stored on the CPU) onto the shadow's device."""

@@ -21,7 +21,7 @@ from pyramid_repro.config import Config, save_config
 from pyramid_repro.provenance import provenance, write_json
 from pyramid_repro.device import config_device
 from pyramid_repro.train.ledger import LedgerRecorder
-from pyramid_repro.train.loop import EMA, TrainingJob, check_finite, micro_batch_generator, write_trace
+from pyramid_repro.train.loop import EMA, TrainingJob, adamw, check_finite, micro_batch_generator, write_trace
 from pyramid_repro.vae.losses import VAELoss
 from pyramid_repro.vae.model import build_vae
 
@@ -76,7 +76,7 @@ def train_vae(cfg: Config, out: Path | None = None, max_steps: int | None = None
     torch.manual_seed(cfg.seed)
     vae = build_vae(cfg)
     loss_fn = VAELoss(cfg.vae.loss)
-    opt = torch.optim.AdamW(vae.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
+    opt = adamw(vae.parameters(), dev, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_schedule(tc))
     models, opts = {"vae": vae}, {"opt": opt}
     if loss_fn.disc is not None:
