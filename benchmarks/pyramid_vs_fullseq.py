@@ -5,10 +5,17 @@
 (b) generation cost per video at the paper's step counts (pyramid: 20/20/20 first frame, 10/10/10 later frames;
     full sequence: 60 steps), tokens and wall time;
 (c) the same pyramid generation with the history KV cache (history keys/values computed once per frame and
-    stage instead of at every Euler step), checked against the uncached output.
+    stage instead of at every Euler step), checked against the uncached output;
+(d) one attention layer (forward + backward; forward only on the CPU) at the longest training sequence of a
+    profile's last video stage (pyramid: the last latent frame at the finest stage after its compressed history;
+    full sequence: every frame at full resolution): dense-mask SDPA (the reference and CPU path), SDPA without a
+    mask (a lower bound for a dense kernel) and FlexAttention's block mask (models/attention.py; compiled on CUDA,
+    an uncompiled reference on the CPU), with the largest difference of the flex output to the dense one.
+    On a GPU the default is the paper-size layer (24 heads x 64) at 384p 5 s.
 Prints the ratios and writes reports/performance.md.
 
     python benchmarks/pyramid_vs_fullseq.py [--repeats 5] [--threads 2] [--device auto|cpu|cuda]
+                                            [--attention-profile tiny|paper]
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from pyramid_repro.config import load_config
 from pyramid_repro.device import generator, resolve_device, synchronize
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.flow import PyramidSchedule, cost
+from pyramid_repro.flow.temporal import build_history
 from pyramid_repro.models import build_dit
+from pyramid_repro.models.attention import MaskSpec, attend, flex_attention
 from pyramid_repro.train.sequences import make_batch
 
 TEXT_DIM, TEXT_TOKENS = 384, 16
@@ -93,12 +102,67 @@ def generation(cfg, kv_cache: bool, device: torch.device, seed: int = 0) -> tupl
     return out.cpu(), time.perf_counter() - t0
 
 
+def attention_layout(cfg, size: tuple[int, int, int] | None = None) -> tuple[torch.Tensor, int]:
+    """Frame index of every video token and the text length of the longest training sequence of a video stage
+    (height, width, pixel frames; default the profile's last curriculum stage): the last latent frame at the
+    finest pyramid stage after its compressed history."""
+    st, p, K = cfg.train.curriculum[-1], cfg.model.patch_size, cfg.pyramid.stages
+    height, width, n_frames = size or (st.height, st.width, st.frames)
+    s = cfg.vae.spatial_compression
+    H, W = height // s, width // s
+    T = cost.latent_frames(n_frames, cfg.vae.temporal_compression)
+    hist = build_history(torch.zeros(1, 1, T - 1, H, W), K - 1, K, cfg.pyramid.temporal_pyramid)
+    sizes = [hf.latent.shape[-2] // p * (hf.latent.shape[-1] // p) for hf in hist] + [H // p * (W // p)]
+    frames = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
+    return frames, cfg.text_encoder.max_tokens
+
+
+def attention_kernels(cfg, device: torch.device, repeats: int, size: tuple[int, int, int] | None = None) -> dict:
+    """Seconds of one attention layer's forward + backward (forward only on the CPU) under each kernel, and
+    flex's max abs difference to the dense mask."""
+    frames, L = attention_layout(cfg, size)
+    frames = frames.to(device)
+    heads, hd = cfg.model.num_heads, cfg.model.hidden_size // cfg.model.num_heads
+    spec = MaskSpec(frames, torch.ones(1, L, dtype=torch.bool, device=device), True, L + len(frames))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    g = generator(0, device)
+    backward = device.type == "cuda"  # FlexAttention has no CPU backward: the CPU times forward passes only
+    q, k, v = (torch.randn(1, heads, spec.n_keys, hd, generator=g, device=device, dtype=dtype).requires_grad_(backward)
+               for _ in range(3))
+    masks = {"sdpa, dense mask": spec.dense(), "sdpa, no mask": None}
+    if flex_attention is not None:
+        masks["flex, block mask" + ("" if device.type == "cuda" else " (uncompiled reference)")] = spec.build("flex")
+    out: dict = {"tokens": spec.n_keys, "density": float(spec.dense().float().mean()), "backward": backward}
+    outputs = {}
+    for name, mask in masks.items():
+        secs = 0.0
+        for i in range(repeats + 2):  # two warm-ups: the first flex call on CUDA compiles
+            synchronize(device)
+            t0 = time.perf_counter()
+            o = attend(q, k, v, mask)
+            if backward:
+                o.float().square().mean().backward()
+            synchronize(device)
+            if i >= 2:
+                secs += time.perf_counter() - t0
+        out[name] = secs / repeats
+        outputs[name] = o.detach().float()
+        q.grad = k.grad = v.grad = None
+    flex_name = next((n for n in masks if n.startswith("flex")), None)
+    if flex_name:
+        out["flex max abs diff"] = float((outputs[flex_name] - outputs["sdpa, dense mask"]).abs().max())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("reports/performance.md"))
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when available)")
+    ap.add_argument("--attention-profile", default=None, choices=["tiny", "paper"],
+                    help="whose last-stage sequence and layer size section (d) times (default: paper on CUDA, "
+                         "tiny on the CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -143,6 +207,27 @@ def main() -> None:
               "## (c) history KV cache", "",
               f"speed-up {tp / tk:.2f}x (token ratio {ana_p.tokens / ana_k.tokens:.2f}x); max abs difference to the "
               f"uncached latents {err:.2e}"]
+
+    att_profile = args.attention_profile or ("paper" if device.type == "cuda" else "tiny")
+    # paper: the 384p 5 s stage 3 (640x384, 121 frames = 16 latent frames), where a GPU can still hold the mask
+    size = (384, 640, 121) if att_profile == "paper" else None
+    for experiment in ("pyramid", "fullseq"):
+        acfg = load_config(att_profile, None, experiment)
+        att = attention_kernels(acfg, device, args.repeats, size)
+        dense = att["sdpa, dense mask"]
+        passes = "forward + backward" if att["backward"] else "forward"
+        lines += ["", f"## (d) attention kernels: one layer {passes}, {experiment} ({att_profile} profile, "
+                  f"{acfg.model.num_heads} heads x {acfg.model.hidden_size // acfg.model.num_heads}, "
+                  f"{att['tokens']:,} tokens, mask density {att['density']:.2f})", "",
+                  "| kernel | ms | speed vs dense mask |", "|---|---|---|"]
+        for name, sec in att.items():
+            if name.startswith(("sdpa", "flex,")):
+                print(f"[attention] {experiment} {att['tokens']} tokens, {name}: {sec * 1e3:.2f} ms "
+                      f"({dense / sec:.2f}x)")
+                lines.append(f"| {name} | {sec * 1e3:.2f} | {dense / sec:.2f}x |")
+        if "flex max abs diff" in att:
+            print(f"[attention] {experiment}: flex vs dense max abs difference {att['flex max abs diff']:.2e}")
+            lines += ["", f"FlexAttention vs dense mask: max abs difference {att['flex max abs diff']:.2e}"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

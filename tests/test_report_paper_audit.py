@@ -126,3 +126,24 @@ def test_paper_implied_utilisation_is_flops_over_its_hours():
     frame = au.audit_frame(au.paper_table(), au.summarise_ledger(pd.DataFrame()), proj, no_benchmarks)
     rows = frame[frame["section"] == "paper's implied utilisation"]
     assert len(rows) == 4 and 0 < rows["value"].min() < rows["value"].max() < 1
+
+
+def test_ledger_row_has_throughput_and_an_old_ledger_gains_the_column(tmp_path):
+    import csv
+    import time
+
+    from pyramid_repro.train.ledger import LEDGER_FIELDS, LedgerRecorder
+
+    path = tmp_path / "ledger.csv"
+    old_fields = [f for f in LEDGER_FIELDS if f != "tokens_per_device_second"]
+    with path.open("w", newline="") as f:  # a ledger from before the column (a job resumed across versions)
+        w = csv.DictWriter(f, fieldnames=old_fields)
+        w.writeheader()
+        w.writerow({k: "" for k in old_fields} | {"experiment": "pyramid", "stage": "image", "tokens": 10})
+    with LedgerRecorder(path, load_config("smoke"), "pyramid", "image", processes=2) as led:
+        time.sleep(0.2)  # a measurable wall time
+        led.update(tokens=5000)
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == LEDGER_FIELDS and rows[0]["tokens"] == "10" and rows[0]["tokens_per_device_second"] == ""
+    wall = float(rows[1]["wall_seconds"])
+    assert float(rows[1]["tokens_per_device_second"]) == pytest.approx(5000 / (2 * wall), rel=0.05, abs=0.1)

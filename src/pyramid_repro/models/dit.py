@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import RMSNorm
 from einops import rearrange
 
-from pyramid_repro.models.positions import apply_rope, attention_mask, rope_angles, spatial_embedding
+from pyramid_repro.models.attention import MaskSpec, attend, resolve_kernel
+from pyramid_repro.models.official import crop_pos_table, official_pos_table
+from pyramid_repro.models.positions import apply_rope, rope_angles, spatial_embedding
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -48,28 +49,34 @@ class ContextCache:
 class StreamWeights(nn.Module):
     """Per-stream (text or video) parameters of one MM-DiT block."""
 
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float, qk_norm: bool, qk_norm_eps: float = 1e-6,
+                 pre_only: bool = False):
         super().__init__()
+        # pre_only: the stream only gives keys/values (the authors' last text block, "context pre-only"): its
+        # adaLN has (scale, shift) alone and there is no output projection or MLP
+        self.pre_only = pre_only
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         hd = hidden // heads
-        self.q_norm = RMSNorm(hd, eps=1e-6) if qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(hd, eps=1e-6) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(hidden, hidden)
-        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(hidden, int(hidden * mlp_ratio)), nn.GELU(approximate="tanh"),
-                                 nn.Linear(int(hidden * mlp_ratio), hidden))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+        self.q_norm = RMSNorm(hd, eps=qk_norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(hd, eps=qk_norm_eps) if qk_norm else nn.Identity()
+        if not pre_only:
+            self.proj = nn.Linear(hidden, hidden)
+            self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+            self.mlp = nn.Sequential(nn.Linear(hidden, int(hidden * mlp_ratio)), nn.GELU(approximate="tanh"),
+                                     nn.Linear(int(hidden * mlp_ratio), hidden))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, (2 if pre_only else 6) * hidden))
         nn.init.zeros_(self.ada[-1].weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada[-1].bias)
 
 
 class MMDiTBlock(nn.Module):
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float, qk_norm: bool, qk_norm_eps: float = 1e-6,
+                 text_pre_only: bool = False):
         super().__init__()
         self.heads = heads
-        self.txt = StreamWeights(hidden, heads, mlp_ratio, qk_norm)
-        self.vid = StreamWeights(hidden, heads, mlp_ratio, qk_norm)
+        self.txt = StreamWeights(hidden, heads, mlp_ratio, qk_norm, qk_norm_eps, pre_only=text_pre_only)
+        self.vid = StreamWeights(hidden, heads, mlp_ratio, qk_norm, qk_norm_eps)
 
     def _qkv(self, s: StreamWeights, x: torch.Tensor, shift, scale):
         return self._qkv_tokens(s, modulate(s.norm1(x), shift, scale))
@@ -104,17 +111,22 @@ class MMDiTBlock(nn.Module):
         return torch.cat([x[:, :n] + _gate(mh[i]) * y[:, :n], x[:, n:] + _gate(mc[i]) * y[:, n:]], dim=1)
 
     def forward(self, txt: torch.Tensor | None, vid: torch.Tensor, c_ctx: torch.Tensor, c_cur: torch.Tensor,
-                n_hist: int, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                n_hist: int, mask, rope: tuple[torch.Tensor, torch.Tensor],
                 past: tuple[torch.Tensor, torch.Tensor] | None = None,
                 record: list | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """txt may be None when the context comes from `past` (cached keys/values of text + history)."""
+        """txt may be None when the context comes from `past` (cached keys/values of text + history); `mask` is
+        what MaskSpec.build gives for the model's attention kernel."""
         L = 0 if txt is None else txt.shape[1]
         mh, mc = self.vid.ada(c_ctx).chunk(6, dim=1), self.vid.ada(c_cur).chunk(6, dim=1)
         qv, kv, vv = self._qkv_tokens(self.vid, self._modulated(n_hist, self.vid.norm1(vid), mh, mc, 0))
         cos, sin = rope
         qv, kv = apply_rope(qv, cos, sin), apply_rope(kv, cos, sin)
         if txt is not None:
-            mt = self.txt.ada(c_ctx).chunk(6, dim=1)
+            if self.txt.pre_only:  # (scale, shift), diffusers' AdaLayerNormContinuous order
+                scale, shift = self.txt.ada(c_ctx).chunk(2, dim=1)
+                mt = (shift, scale)
+            else:
+                mt = self.txt.ada(c_ctx).chunk(6, dim=1)
             qt, kt, vt = self._qkv(self.txt, txt, mt[0], mt[1])
             q, k, v = torch.cat([qt, qv], 2), torch.cat([kt, kv], 2), torch.cat([vt, vv], 2)
         else:
@@ -123,8 +135,10 @@ class MMDiTBlock(nn.Module):
             record.append((k, v))
         if past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-        o = rearrange(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), "b h n d -> b n (h d)")
+        o = rearrange(attend(q, k, v, mask), "b h n d -> b n (h d)")
         ot, ov = o[:, :L], o[:, L:]
+        if txt is not None and self.txt.pre_only:
+            txt = None  # nothing reads the text after the last block
         if txt is not None:
             txt = txt + _gate(mt[2]) * self.txt.proj(ot)
             txt = txt + _gate(mt[5]) * self.txt.mlp(modulate(self.txt.norm2(txt), mt[3], mt[4]))
@@ -133,45 +147,82 @@ class MMDiTBlock(nn.Module):
         return txt, vid
 
 
+VARIANTS = ("suite", "official")
+
+
 class PyramidDiT(ModelMixin, ConfigMixin):
     """Velocity model v(history, current, t, text). See the module docstring for the token layout."""
 
     @register_to_config
     def __init__(self, in_channels: int = 16, patch_size: int = 2, hidden_size: int = 1536, depth: int = 24,
                  num_heads: int = 24, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int = 4096,
-                 pooled_dim: int = 2048, causal: bool = True):
+                 pooled_dim: int = 2048, causal: bool = True, variant: str = "suite", qk_norm_eps: float = 1e-6,
+                 pos_embed_max_size: int = 0, pos_embed_base_size: int = 0):
         super().__init__()
         p, H = patch_size, hidden_size
         if H % num_heads or (H // num_heads) % 2:
             raise ValueError(f"hidden_size {H} must split into {num_heads} heads of even size")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+        official = variant == "official"
+        if official and not (pos_embed_max_size > 0 and pos_embed_base_size > 0):
+            raise ValueError("variant 'official' needs pos_embed_max_size and pos_embed_base_size (the authors' "
+                             "sin-cos table, e.g. 192 and 64)")
         self.patch = nn.Linear(in_channels * p * p, H)
         self.text_proj = nn.Linear(text_dim, H)
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_emb = TimestepEmbedding(256, H)
         self.pooled_emb = nn.Sequential(nn.Linear(pooled_dim, H), nn.SiLU(), nn.Linear(H, H))
-        self.blocks = nn.ModuleList([MMDiTBlock(H, num_heads, mlp_ratio, qk_norm) for _ in range(depth)])
+        self.blocks = nn.ModuleList([MMDiTBlock(H, num_heads, mlp_ratio, qk_norm, qk_norm_eps,
+                                                text_pre_only=official and i == depth - 1) for i in range(depth)])
+        if official:  # the authors' position table, cropped around each grid (models/official.py)
+            self.register_buffer("pos_table", official_pos_table(pos_embed_max_size, pos_embed_base_size, H))
         self.final_norm = nn.LayerNorm(H, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(H, 2 * H))
         self.final = nn.Linear(H, in_channels * p * p)
         for m in (self.final_ada[-1], self.final):  # zero output: the untrained model predicts 0 velocity
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        # attention kernel (models/attention.py): auto = FlexAttention block mask on CUDA, dense-mask SDPA else.
+        # A runtime choice, not part of the saved config: both compute the same attention
+        self.attention_kernel = "auto"
+
+    def _mask(self, frame_of_token: torch.Tensor, text_valid: torch.Tensor, causal: bool, n_queries: int,
+              text_sees_first_frame: bool = False):
+        spec = MaskSpec(frame_of_token, text_valid.bool(), causal, n_queries, text_sees_first_frame)
+        return spec.build(resolve_kernel(self.attention_kernel, frame_of_token.device))
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         p = self.config.patch_size
         return self.patch(rearrange(x, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p))
 
+    @property
+    def official(self) -> bool:
+        """The authors' semantics (variant 'official', docs/method.md §3.6) instead of this suite's."""
+        return self.config.variant == "official"
+
     def _conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(context, current) conditioning vectors: the context (text + history) is conditioned as clean (t = 0),
         the frames being denoised on their timestep. Under the causal mask the context then never depends on
-        the current frame or its timestep, which is what makes the history KV cache exact."""
+        the current frame or its timestep, which is what makes the history KV cache exact. The authors' model
+        conditions every token on the current timestep (variant 'official')."""
         p = self.pooled_emb(pooled)
         c_cur = self.time_emb(self.time_proj(timestep).to(p.dtype)) + p
+        if self.official:
+            return c_cur, c_cur
         c_ctx = self.time_emb(self.time_proj(torch.zeros_like(timestep)).to(p.dtype)) + p
         return c_ctx, c_cur
 
+    def _current_positions(self, gh: int, gw: int, FH: int, FW: int, dev, dtype) -> torch.Tensor:
+        if self.official:
+            return crop_pos_table(self.pos_table, self.config.pos_embed_max_size, gh, gw).to(dev, dtype)
+        return spatial_embedding(gh, gw, FH, FW, self.config.hidden_size, False, dev, dtype)
+
     def _history_tokens(self, history: list[torch.Tensor], FH: int, FW: int) -> tuple[list, list]:
         p, dim = self.config.patch_size, self.config.hidden_size
+        if history and self.official:
+            raise NotImplementedError("variant 'official': history frames (the authors' interpolated history "
+                                      "positions) are not implemented yet; frame 0 (text-to-image) only")
         parts, frames = [], []
         for i, hf in enumerate(history):
             gh, gw = hf.shape[-2] // p, hf.shape[-1] // p
@@ -195,7 +246,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         FH, FW = full_size[0] // p, full_size[1] // p
         dev = current.device
         n = context.n_frames if context is not None else len(history)
-        cur_pos = spatial_embedding(h // p, w // p, FH, FW, dim, False, dev, current.dtype)
+        cur_pos = self._current_positions(h // p, w // p, FH, FW, dev, current.dtype)
         cur = torch.cat([self._tokens(current[:, :, t]) + cur_pos for t in range(T)], dim=1)
         cur_frames = torch.arange(n, n + T, device=dev).repeat_interleave(cur_pos.shape[0])
         c_ctx, c_cur = self._conditioning(timestep, pooled)
@@ -205,18 +256,17 @@ class PyramidDiT(ModelMixin, ConfigMixin):
             vid = torch.cat(parts + [cur], dim=1)
             frame_of_token = torch.cat(frames + [cur_frames])
             txt = self.text_proj(tokens)
-            mask = attention_mask(frame_of_token, text_mask.bool(), causal=self.config.causal)
+            mask = self._mask(frame_of_token, text_mask, self.config.causal, txt.shape[1] + vid.shape[1],
+                              self.official)
             cos, sin = rope_angles(frame_of_token, hd)
             n_hist = vid.shape[1] - cur.shape[1]
             for blk in self.blocks:
                 txt, vid = blk(txt, vid, c_ctx, c_cur, n_hist, mask, (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype)))
             vid = vid[:, n_hist:]
         else:
-            if not self.config.causal:
-                raise ValueError("the history KV cache needs causal attention (model.attention: causal)")
+            self._check_cache()
             all_frames = torch.cat([context.frame_of_token, cur_frames])
-            L, Nc = context.text_valid.shape[1], len(context.frame_of_token)
-            mask = attention_mask(all_frames, context.text_valid, causal=True)[:, :, L + Nc:]
+            mask = self._mask(all_frames, context.text_valid, True, cur.shape[1])
             cos, sin = rope_angles(cur_frames, hd)
             vid = cur
             for blk, past in zip(self.blocks, context.kv):
@@ -225,11 +275,21 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         out = self.final(modulate(self.final_norm(vid), shift, scale))
         return rearrange(out, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h // p, w=w // p, p=p, q=p)
 
+    def _check_cache(self) -> None:
+        """The history KV cache is exact only when the context depends on nothing the denoising step changes."""
+        if not self.config.causal:
+            raise ValueError("the history KV cache needs causal attention (model.attention: causal)")
+        if self.official:
+            raise ValueError("the history KV cache is not exact for variant 'official': the authors' model "
+                             "modulates the context (text and history) with the current timestep, so its keys "
+                             "and values change at every denoising step; sample without the cache")
+
     @torch.no_grad()
     def encode_context(self, history: list[torch.Tensor], tokens: torch.Tensor, text_mask: torch.Tensor,
                        pooled: torch.Tensor, full_size: tuple[int, int]) -> ContextCache:
         """Keys/values of text + history at every layer, computed once and reused for every denoising step of
         the next frame (exact under the causal mask; see `_conditioning`)."""
+        self._check_cache()
         p = self.config.patch_size
         FH, FW = full_size[0] // p, full_size[1] // p
         dev = tokens.device
@@ -238,7 +298,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         vid = torch.cat(parts, dim=1) if parts else txt[:, :0]
         frame_of_token = torch.cat(frames) if frames else torch.zeros(0, dtype=torch.long, device=dev)
         c_ctx, _ = self._conditioning(torch.zeros(tokens.shape[0], device=dev), pooled)
-        mask = attention_mask(frame_of_token, text_mask.bool(), causal=True)
+        mask = self._mask(frame_of_token, text_mask, True, txt.shape[1] + vid.shape[1])
         cos, sin = rope_angles(frame_of_token, self.config.hidden_size // self.config.num_heads)
         kv: list = []
         for blk in self.blocks:

@@ -77,17 +77,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rot * sin
 
 
-def attention_mask(frame_of_token: torch.Tensor, text_valid: torch.Tensor, causal: bool = True) -> torch.Tensor:
+def attention_mask(frame_of_token: torch.Tensor, text_valid: torch.Tensor, causal: bool = True,
+                   text_sees_first_frame: bool = False) -> torch.Tensor:
     """Boolean (B, 1, N, N) mask, True = may attend. Token order: L text tokens then video tokens.
 
     frame_of_token: (N_video,) frame index of each video token; text_valid: (B, L) False for padding.
+    text_sees_first_frame: text tokens also attend to the video tokens of frame 0 (the authors' model, where the
+    text stream reads the first frame; this suite's own model lets text see text only).
     """
     B, L = text_valid.shape
     f = frame_of_token
     Nv = f.shape[0]
     vv = (f[None, :] <= f[:, None]) if causal else torch.ones(Nv, Nv, dtype=torch.bool, device=f.device)
-    top = torch.cat([torch.ones(L, L, dtype=torch.bool, device=f.device),
-                     torch.zeros(L, Nv, dtype=torch.bool, device=f.device)], dim=1)  # text sees text only
+    tv = (f == 0)[None, :].expand(L, Nv) if text_sees_first_frame else torch.zeros(L, Nv, dtype=torch.bool,
+                                                                                  device=f.device)
+    top = torch.cat([torch.ones(L, L, dtype=torch.bool, device=f.device), tv], dim=1)
     bottom = torch.cat([torch.ones(Nv, L, dtype=torch.bool, device=f.device), vv], dim=1)
     m = torch.cat([top, bottom], dim=0)[None].expand(B, -1, -1).clone()
     keys_ok = torch.cat([text_valid, torch.ones(B, Nv, dtype=torch.bool, device=f.device)], dim=1)

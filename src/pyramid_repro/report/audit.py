@@ -135,6 +135,8 @@ def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFr
         rows += [("this run (ledger)", item, "device_hours", float(r.device_hours), "device-h"),
                  ("this run (ledger)", item, "wall_seconds", float(r.wall_seconds), "s"),
                  ("this run (ledger)", item, "tokens", float(r.tokens), "tokens"),
+                 ("this run (ledger)", item, "tokens_per_device_second",
+                  float(r.tokens) / (float(r.device_hours) * 3600.0) if r.device_hours > 0 else 0.0, "tokens/s"),
                  ("this run (ledger)", item, "flops", float(r.flops), "FLOP")]
     if not ledger.empty:
         rows.append(("this run (ledger)", "total", "device_hours", float(ledger["device_hours"].sum()), "device-h"))

@@ -17,8 +17,8 @@ from pyramid_repro.provenance import device_name, git_commit, utc_now
 
 LEDGER_FIELDS = [
     "experiment", "stage", "start_utc", "end_utc", "wall_seconds", "device_name", "device_count", "nodes",
-    "device_hours", "steps", "samples", "tokens", "flops", "commit", "config_hash", "profile", "resumed_from_step",
-    "status",
+    "device_hours", "steps", "samples", "tokens", "flops", "tokens_per_device_second", "commit", "config_hash",
+    "profile", "resumed_from_step", "status",
 ]
 
 
@@ -31,12 +31,20 @@ def launch_nodes() -> int:
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one row (header written for a new file); unknown keys are an error."""
+    """Append one row (header written for a new file); unknown keys are an error. A ledger written before a
+    column was added (a job resumed across versions) is rewritten with today's header first, its old rows
+    keeping their values and an empty cell in the new column."""
     extra = set(row) - set(LEDGER_FIELDS)
     if extra:
         raise KeyError(f"ledger row has unknown fields {sorted(extra)}; expected {LEDGER_FIELDS}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = list(csv.DictReader(path.open())) if path.exists() and path.stat().st_size else []
+    if old and list(old[0]) != LEDGER_FIELDS:
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LEDGER_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(old)
     new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LEDGER_FIELDS)
@@ -73,6 +81,8 @@ class LedgerRecorder:
         self.row.update({
             "end_utc": utc_now(), "wall_seconds": round(wall, 3), "device_name": device_name(self.device),
             "device_count": n, "nodes": nodes, "device_hours": wall * n / 3600.0, "commit": git_commit(),
+            # throughput per device (GPU, or the CPU process) over the job's whole wall time, FID points included
+            "tokens_per_device_second": round(float(self.row["tokens"]) / (wall * n), 1) if wall > 0 else 0.0,
             "config_hash": self.cfg.config_hash(), "profile": self.cfg.profile,
             "status": "ok" if exc_type is None else f"failed: {exc_type.__name__}",
         })
