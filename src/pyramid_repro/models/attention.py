@@ -122,7 +122,10 @@ class FlexMask:
 
 @functools.cache
 def _compiled_flex():
-    return torch.compile(flex_attention, dynamic=False)
+    # dynamic shapes: one kernel for every sequence length. The pyramid trains on dozens of lengths (stage x
+    # frame x history), and a kernel per length would recompile at every new one and, past dynamo's cache limit
+    # (8), fall back to the unfused reference
+    return torch.compile(flex_attention, dynamic=True)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
