@@ -168,6 +168,13 @@ class Plan:
         cpus = None if multi_node else self.vae_cpus()
         return self.resources(gpus=self.compute("gpus_per_job"), nodes=nodes, cpus=cpus, training=True)
 
+    @staticmethod
+    def training_priority(experiment: str) -> int:
+        """Scheduling priority of a DiT stage job (Snakemake runs ready jobs of higher priority first): training
+        before sampling and scoring, which gate nothing long; `pyramid`'s stages first among them, since its image
+        stage starts three ablations and its final weights feed two sample jobs (the end of the run waits on it)."""
+        return 8 if experiment == "pyramid" else 5
+
     def vae_cpus(self) -> int:
         """CPUs of the VAE training job: `compute.vae_cpus`, else `compute.cpus_per_job`."""
         return self.compute("vae_cpus") or self.compute("cpus_per_job")

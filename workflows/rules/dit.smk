@@ -27,6 +27,7 @@ rule train_dit:
         experiment="|".join(TRAINED),
         stage="|".join(CURRICULUM),
     threads: PLAN.compute("cpus_per_job")
+    priority: lambda wc: PLAN.training_priority(wc.experiment)
     resources:
         **PLAN.training_resources(),
     log:
