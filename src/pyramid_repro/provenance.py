@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import json
 import os
@@ -88,3 +89,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def append_csv_row(path: str | Path, fields: list[str], row: dict[str, Any]) -> None:
+    """Append one row to a CSV with header `fields` (written for a new file; missing cells empty). A file written
+    before a column was added (a job resumed across versions) is rewritten with today's header first, its old
+    rows keeping their values and an empty cell in each new column."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = list(csv.DictReader(path.open())) if path.exists() and path.stat().st_size else []
+    if old and list(old[0]) != fields:
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(old)
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in fields})

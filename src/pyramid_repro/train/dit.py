@@ -30,7 +30,7 @@ from pyramid_repro.device import generator as device_generator
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
-from pyramid_repro.provenance import provenance, write_json
+from pyramid_repro.provenance import append_csv_row, provenance, write_json
 from pyramid_repro.train.sequences import make_batch
 
 FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "fid", "fid_lo", "fid_hi", "backend",
@@ -397,20 +397,9 @@ class _FidCurve:
 
 
 def append_fid_row(path: Path, row: list) -> None:
-    """Append one FID point to a stage's fid.csv; a file from before the interval columns (a resumed run) is
-    rewritten with today's header first (its old points without intervals)."""
-    rows = list(csv.DictReader(path.open())) if path.exists() else []
-    if rows and list(rows[0]) != FID_COLUMNS:
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FID_COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(FID_COLUMNS)
-        w.writerow(row)
+    """Append one FID point (values in FID_COLUMNS order) to a stage's fid.csv; a file from before the interval
+    columns (a resumed run) gains them, its old points without intervals (provenance.append_csv_row)."""
+    append_csv_row(path, FID_COLUMNS, dict(zip(FID_COLUMNS, row)))
 
 
 def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:

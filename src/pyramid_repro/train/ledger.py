@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import csv
 import glob
 import time
 from pathlib import Path
 from typing import Any
 
 from pyramid_repro.config import Config
-from pyramid_repro.provenance import device_name, git_commit, utc_now
+from pyramid_repro.provenance import append_csv_row, device_name, git_commit, utc_now
 
 LEDGER_FIELDS = [
     "experiment", "stage", "start_utc", "end_utc", "wall_seconds", "device_name", "device_count", "nodes",
@@ -31,26 +30,12 @@ def launch_nodes() -> int:
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one row (header written for a new file); unknown keys are an error. A ledger written before a
-    column was added (a job resumed across versions) is rewritten with today's header first, its old rows
-    keeping their values and an empty cell in the new column."""
+    """Append one row (provenance.append_csv_row: header for a new file, an older ledger gains new columns);
+    unknown keys are an error."""
     extra = set(row) - set(LEDGER_FIELDS)
     if extra:
         raise KeyError(f"ledger row has unknown fields {sorted(extra)}; expected {LEDGER_FIELDS}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = list(csv.DictReader(path.open())) if path.exists() and path.stat().st_size else []
-    if old and list(old[0]) != LEDGER_FIELDS:
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LEDGER_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(old)
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LEDGER_FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({k: row.get(k, "") for k in LEDGER_FIELDS})
+    append_csv_row(path, LEDGER_FIELDS, row)
 
 
 class LedgerRecorder:
