@@ -129,10 +129,11 @@ def attention_kernels(cfg, device: torch.device, repeats: int, size: tuple[int, 
     backward = device.type == "cuda"  # FlexAttention has no CPU backward: the CPU times forward passes only
     q, k, v = (torch.randn(1, heads, spec.n_keys, hd, generator=g, device=device, dtype=dtype).requires_grad_(backward)
                for _ in range(3))
-    masks = {"sdpa, dense mask": spec.dense(), "sdpa, no mask": None}
+    dense = spec.dense()
+    masks = {"sdpa, dense mask": dense, "sdpa, no mask": None}
     if flex_attention is not None:
         masks["flex, block mask" + ("" if device.type == "cuda" else " (uncompiled reference)")] = spec.build("flex")
-    out: dict = {"tokens": spec.n_keys, "density": float(spec.dense().float().mean()), "backward": backward}
+    out: dict = {"tokens": spec.n_keys, "density": float(dense.float().mean()), "backward": backward}
     outputs = {}
     for name, mask in masks.items():
         secs = 0.0

@@ -187,9 +187,10 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         # A runtime choice, not part of the saved config: both compute the same attention
         self.attention_kernel = "auto"
 
-    def _mask(self, frame_of_token: torch.Tensor, text_valid: torch.Tensor, causal: bool, n_queries: int,
-              text_sees_first_frame: bool = False):
-        spec = MaskSpec(frame_of_token, text_valid.bool(), causal, n_queries, text_sees_first_frame)
+    def _mask(self, frame_of_token: torch.Tensor, text_valid: torch.Tensor, n_queries: int):
+        """The attention mask of a pass whose queries are the last `n_queries` tokens, as the model's kernel takes
+        it; causal or not and what text sees follow the model's config (the KV-cache paths are causal-only)."""
+        spec = MaskSpec(frame_of_token, text_valid.bool(), self.config.causal, n_queries, self.official)
         return spec.build(resolve_kernel(self.attention_kernel, frame_of_token.device))
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -256,8 +257,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
             vid = torch.cat(parts + [cur], dim=1)
             frame_of_token = torch.cat(frames + [cur_frames])
             txt = self.text_proj(tokens)
-            mask = self._mask(frame_of_token, text_mask, self.config.causal, txt.shape[1] + vid.shape[1],
-                              self.official)
+            mask = self._mask(frame_of_token, text_mask, txt.shape[1] + vid.shape[1])
             cos, sin = rope_angles(frame_of_token, hd)
             n_hist = vid.shape[1] - cur.shape[1]
             for blk in self.blocks:
@@ -266,7 +266,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         else:
             self._check_cache()
             all_frames = torch.cat([context.frame_of_token, cur_frames])
-            mask = self._mask(all_frames, context.text_valid, True, cur.shape[1])
+            mask = self._mask(all_frames, context.text_valid, cur.shape[1])
             cos, sin = rope_angles(cur_frames, hd)
             vid = cur
             for blk, past in zip(self.blocks, context.kv):
@@ -298,7 +298,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         vid = torch.cat(parts, dim=1) if parts else txt[:, :0]
         frame_of_token = torch.cat(frames) if frames else torch.zeros(0, dtype=torch.long, device=dev)
         c_ctx, _ = self._conditioning(torch.zeros(tokens.shape[0], device=dev), pooled)
-        mask = self._mask(frame_of_token, text_mask, True, txt.shape[1] + vid.shape[1])
+        mask = self._mask(frame_of_token, text_mask, txt.shape[1] + vid.shape[1])
         cos, sin = rope_angles(frame_of_token, self.config.hidden_size // self.config.num_heads)
         kv: list = []
         for blk in self.blocks:
