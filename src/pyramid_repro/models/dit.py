@@ -21,7 +21,7 @@ from diffusers.models.normalization import RMSNorm
 from einops import rearrange
 
 from pyramid_repro.models.attention import MaskSpec, attend, resolve_kernel
-from pyramid_repro.models.official import crop_pos_table, official_pos_table
+from pyramid_repro.models.official import crop_pos_table, history_pos_table, official_pos_table
 from pyramid_repro.models.positions import apply_rope, rope_angles, spatial_embedding
 
 
@@ -219,15 +219,21 @@ class PyramidDiT(ModelMixin, ConfigMixin):
             return crop_pos_table(self.pos_table, self.config.pos_embed_max_size, gh, gw).to(dev, dtype)
         return spatial_embedding(gh, gw, FH, FW, self.config.hidden_size, False, dev, dtype)
 
-    def _history_tokens(self, history: list[torch.Tensor], FH: int, FW: int) -> tuple[list, list]:
+    def _history_tokens(self, history: list[torch.Tensor], FH: int, FW: int,
+                        cur_grid: tuple[int, int] | None = None) -> tuple[list, list]:
+        """Tokens (patch embedding + spatial positions) and frame indices of the history frames, oldest first.
+        Positions: this suite interpolates coordinates on the full grid; the authors' model resamples the
+        current frame's crop of its table (`official.history_pos_table`), so it needs the current grid."""
         p, dim = self.config.patch_size, self.config.hidden_size
-        if history and self.official:
-            raise NotImplementedError("variant 'official': history frames (the authors' interpolated history "
-                                      "positions) are not implemented yet; frame 0 (text-to-image) only")
         parts, frames = [], []
         for i, hf in enumerate(history):
             gh, gw = hf.shape[-2] // p, hf.shape[-1] // p
-            parts.append(self._tokens(hf) + spatial_embedding(gh, gw, FH, FW, dim, True, hf.device, hf.dtype))
+            if self.official:
+                pos = history_pos_table(self.pos_table, self.config.pos_embed_max_size, *cur_grid, gh, gw)
+                pos = pos.to(hf.device, hf.dtype)
+            else:
+                pos = spatial_embedding(gh, gw, FH, FW, dim, True, hf.device, hf.dtype)
+            parts.append(self._tokens(hf) + pos)
             frames.append(torch.full((gh * gw,), i, device=hf.device))
         return parts, frames
 
@@ -253,7 +259,7 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         c_ctx, c_cur = self._conditioning(timestep, pooled)
         hd = dim // self.config.num_heads
         if context is None:
-            parts, frames = self._history_tokens(history, FH, FW)
+            parts, frames = self._history_tokens(history, FH, FW, (h // p, w // p))
             vid = torch.cat(parts + [cur], dim=1)
             frame_of_token = torch.cat(frames + [cur_frames])
             txt = self.text_proj(tokens)

@@ -6,14 +6,19 @@ this suite's own MM-DiT, `PyramidDiT(variant="official")` follows the release:
 * every token (text and history too) is modulated by the current timestep (`PyramidDiT._conditioning`);
 * text tokens attend to text and to the first frame's video tokens (`positions.attention_mask`);
 * spatial positions are a crop of one sin-cos table (`official_pos_table`, `crop_pos_table`) around the grid,
-  as diffusers' SD3 PatchEmbed crops its `pos_embed` buffer;
+  as diffusers' SD3 PatchEmbed crops its `pos_embed` buffer; a history frame coarser than the current frame gets
+  the current frame's crop resampled bilinearly to its grid (`history_pos_table`: table *values* interpolated,
+  not sin-cos of interpolated coordinates);
+* temporal RoPE of the latent frame index over the whole history (oldest history frame = 0, the current frame =
+  number of history frames), text at index 0;
 * QK RMS-norm with its own epsilon, and a last block whose text stream only gives keys and values
   ("context pre-only": adaLN (scale, shift), no output projection, no MLP).
 
 `sd3_to_suite` converts a transformer state dict in that layout (diffusers' `SD3Transformer2DModel`, or the
-release's folder) into this suite's, key by key, and fails on any key left over or missing. Only frame 0
-(text-to-image) is implemented so far: the authors' history positions (table values interpolated for compressed
-history frames) are not, and the official variant refuses history frames rather than guessing them.
+release's folder) into this suite's, key by key, and fails on any key left over or missing.
+
+The history KV cache is refused for this variant: with the context modulated by the current timestep its keys
+and values change at every Euler step, so a cache would not be exact.
 """
 
 from __future__ import annotations
@@ -42,6 +47,23 @@ def crop_pos_table(table: torch.Tensor, max_size: int, gh: int, gw: int) -> torc
         raise ValueError(f"a {gh}x{gw} patch grid does not fit the {max_size}x{max_size} position table")
     top, left = (max_size - gh) // 2, (max_size - gw) // 2
     return table.reshape(max_size, max_size, -1)[top:top + gh, left:left + gw].reshape(gh * gw, -1)
+
+
+def history_pos_table(table: torch.Tensor, max_size: int, cur_gh: int, cur_gw: int, gh: int,
+                      gw: int) -> torch.Tensor:
+    """(gh*gw, hidden) positions of a history frame on a gh x gw patch grid when the current frame has a
+    cur_gh x cur_gw grid: the current frame's crop of the table, bilinearly resized to gh x gw (half-pixel
+    centres, no antialiasing), which is how the authors' PatchEmbed3D places condition latents
+    (`interp_condition_pos`). A history frame of the current frame's size gets the crop itself."""
+    crop = crop_pos_table(table, max_size, cur_gh, cur_gw)
+    if (gh, gw) == (cur_gh, cur_gw):
+        return crop
+    if gh > cur_gh or gw > cur_gw:
+        raise ValueError(f"a {gh}x{gw} history frame is larger than the {cur_gh}x{cur_gw} current frame; the "
+                         "authors' history is never finer than the frame being generated")
+    grid = crop.reshape(1, cur_gh, cur_gw, -1).permute(0, 3, 1, 2)
+    out = torch.nn.functional.interpolate(grid, size=(gh, gw), mode="bilinear", align_corners=False)
+    return out.permute(0, 2, 3, 1).reshape(gh * gw, -1)
 
 
 # release / diffusers SD3 names -> this suite's, per block (the text stream's QK norms have two spellings: diffusers'
