@@ -99,12 +99,17 @@ class LoadedVAE:
 
 
 def load_vae(folder: Path, chunk_frames: int = 0, device: torch.device | str = "cpu") -> LoadedVAE:
-    """The VAE saved by train-vae (folder = results/<profile>/vae/final), in eval mode on `device`."""
+    """The VAE saved by train-vae (folder = results/<profile>/vae/final), in eval mode on `device`; or, when the
+    folder is the authors' released `causal_video_vae/` (vae/official.py), that one, with the release's latent
+    normalisation."""
     from pyramid_repro.vae.model import CausalVideoVAE
+    from pyramid_repro.vae.official import is_official_vae_folder, load_official_vae
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no trained VAE (config.json missing); run `pyramid-repro train-vae`")
+    if is_official_vae_folder(folder):
+        return load_official_vae(folder, chunk_frames, device)
     model = CausalVideoVAE.from_pretrained(folder).eval().to(device)
     return LoadedVAE(model, Normalization.load(folder / "normalization.json"), chunk_frames)
 

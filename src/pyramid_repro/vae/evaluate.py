@@ -1,7 +1,11 @@
 """`pyramid-repro eval-vae`: PSNR and SSIM of the trained VAE on held-out clips, and a reconstruction grid.
 
-Writes results/<profile>/vae/eval.json (psnr, ssim in dB / [0, 1], per-clip lists, provenance) and
-results/<profile>/vae/reconstructions.png (originals over reconstructions, frames left to right).
+Writes results/<profile>/vae/eval.json (psnr, ssim in dB / [0, 1], per-clip lists, the VAE folder and kind, the
+clip shape, provenance) and results/<profile>/vae/reconstructions.png (originals over reconstructions, frames left
+to right). `--vae <folder>` evaluates another VAE folder instead of the profile's trained one: the suite's own
+(train-vae's final/) or the authors' released `causal_video_vae/` (vae/official.py). The release needs 1 + 8k
+frames and sides divisible by 8, so clips that are not lose their last frames and are centre-cropped to the
+largest shape that is (eval.json: clip_shape beside data_clip_shape).
 """
 
 from __future__ import annotations
@@ -65,21 +69,55 @@ def reconstruction_grid(orig: torch.Tensor, recon: torch.Tensor, path: Path, max
     plt.close(fig)
 
 
+def valid_clip_shape(shape: tuple[int, int, int], temporal: int, spatial: int) -> tuple[int, int, int]:
+    """The largest (T, H, W) within `shape` with T = 1 + k*temporal and H, W multiples of `spatial`; ValueError
+    when the clip is smaller than one spatial block."""
+    T, H, W = shape
+    if H < spatial or W < spatial:
+        raise ValueError(f"clips of {T} frames x {H} x {W} are smaller than the VAE's {spatial} x {spatial} "
+                         f"pixel block (it needs H, W divisible by {spatial} and 1 + {temporal}k frames)")
+    return 1 + (T - 1) // temporal * temporal, H // spatial * spatial, W // spatial * spatial
+
+
+def fit_clips(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """(B, C, T, H, W) -> its first shape[0] frames, centre-cropped to shape[1] x shape[2]."""
+    T, H, W = shape
+    top, left = (x.shape[3] - H) // 2, (x.shape[4] - W) // 2
+    return x[:, :, :T, top:top + H, left:left + W]
+
+
 @torch.no_grad()
-def evaluate(cfg: Config, out: Path | None = None) -> dict:
-    """PSNR/SSIM of the trained VAE (layout.vae_final) on held-out clips; writes eval.json and reconstructions.png
-    into `out` (default layout.vae)."""
+def evaluate(cfg: Config, out: Path | None = None, vae_folder: Path | None = None) -> dict:
+    """PSNR/SSIM of a VAE on held-out clips; writes eval.json and reconstructions.png into `out`.
+
+    vae_folder: the VAE to evaluate (default: the profile's trained one, layout.vae_final); the suite's own or the
+    authors' release folder (detected by its config.json). `out` defaults to layout.vae for the profile's VAE and
+    to layout.vae/eval_<folder name> for any other, so the trained VAE's eval.json is never overwritten."""
     from pyramid_repro.data.datasets import ClipDataset
     from pyramid_repro.vae.cache import load_vae
+    from pyramid_repro.vae.official import is_official_vae_folder
 
-    folder = Path(out or cfg.layout.vae())
+    vae_dir = Path(vae_folder or cfg.layout.vae_final())
+    if out is None:
+        own = vae_folder is None or vae_dir.resolve() == cfg.layout.vae_final().resolve()
+        out = cfg.layout.vae() if own else cfg.layout.vae() / f"eval_{vae_dir.resolve().name}"
+    folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, config_device(cfg))
+    kind = "official" if is_official_vae_folder(vae_dir) else "suite"
+    vae = load_vae(vae_dir, cfg.vae.encode_chunk_frames, config_device(cfg))
     ds = ClipDataset.from_config(cfg, "test", "video")
+    data_shape = (ds.frames, ds.height, ds.width)
+    clip_shape = data_shape
+    if kind == "official":
+        clip_shape = valid_clip_shape(data_shape, vae.model.temporal_compression, vae.model.spatial_compression)
+        if clip_shape != data_shape:
+            print(f"eval-vae: clips of {data_shape[0]} frames x {data_shape[1]} x {data_shape[2]} trimmed/cropped "
+                  f"to {clip_shape[0]} x {clip_shape[1]} x {clip_shape[2]} (the official VAE needs 1 + "
+                  f"{vae.model.temporal_compression}k frames and sides divisible by {vae.model.spatial_compression})")
     n = min(cfg.vae.eval_clips, len(ds))
     ps, ss, first = [], [], None
     for b in range(0, n, 8):
-        x = torch.stack([ds[i]["video"] for i in range(b, min(b + 8, n))])
+        x = fit_clips(torch.stack([ds[i]["video"] for i in range(b, min(b + 8, n))]), clip_shape)
         # round-trip through the normalised latents, exactly what the DiT sees and the sampler decodes
         y = vae.decode(vae.encode(x.to(vae.device))).float().cpu()
         ps += psnr(x, y).tolist()
@@ -88,7 +126,9 @@ def evaluate(cfg: Config, out: Path | None = None) -> dict:
             first = (x, y)
     reconstruction_grid(first[0], first[1], folder / "reconstructions.png")
     result = {"psnr": sum(ps) / len(ps), "ssim": sum(ss) / len(ss), "n_clips": n, "split": "test",
-              "psnr_per_clip": ps, "ssim_per_clip": ss, "provenance": provenance(cfg)}
+              "vae_folder": str(vae_dir), "vae_kind": kind, "clip_shape": list(clip_shape),
+              "data_clip_shape": list(data_shape), "psnr_per_clip": ps, "ssim_per_clip": ss,
+              "provenance": provenance(cfg)}
     write_json(folder / "eval.json", result)
     return result
 
@@ -98,9 +138,14 @@ def main(argv: list[str] | None = None) -> int:
                                  description="PSNR/SSIM of the trained VAE on held-out (test split) clips -> "
                                  "results/<profile>/vae/eval.json + reconstructions.png")
     add_config_args(ap)
-    ap.add_argument("--out", type=Path, help="folder for eval.json and reconstructions.png (default: layout.vae)")
+    ap.add_argument("--vae", type=Path, help="VAE folder to evaluate instead of the profile's trained one: the "
+                    "suite's own (train-vae's final/) or the authors' released causal_video_vae/")
+    ap.add_argument("--out", type=Path, help="folder for eval.json and reconstructions.png (default: layout.vae, or "
+                    "layout.vae/eval_<name of --vae folder> for another VAE)")
     add_threads_arg(ap)
     args = ap.parse_args(argv)
-    r = evaluate(config_from_args(args), args.out)
-    print(f"VAE on {r['n_clips']} held-out clips: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
+    r = evaluate(config_from_args(args), args.out, args.vae)
+    shape = "x".join(map(str, r["clip_shape"]))
+    print(f"{r['vae_kind']} VAE {r['vae_folder']} on {r['n_clips']} held-out clips ({shape}, T x H x W): "
+          f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
     return 0
