@@ -26,6 +26,7 @@ from pyramid_repro.device import autocast, config_device, generator
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.provenance import provenance, write_json
+from pyramid_repro.vae import decode_latents, load_vae
 
 
 def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
@@ -72,12 +73,76 @@ def contact_sheet(videos: list[np.ndarray], captions: list[str], path: Path, max
     plt.close(fig)
 
 
-def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, checkpoint: Path | None = None,
-        batch_size: int = 16) -> Path:
-    """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json."""
+def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """An image file -> (1, 3, 1, H, W) in [-1, 1], resized to size = (H, W) pixels (the first frame of
+    image-to-video)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--image {path}: file not found")
+    img = Image.open(path).convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+    return x[:, None][None]
+
+
+def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, latent_frames: int,
+                  latent_size: tuple[int, int], *, label: str, batch_size: int = 16, negative_prompt: str = "",
+                  prompt_suffix: str = "", image: Path | None = None, fps: int | None = None) -> list[dict]:
+    """Generate cfg.eval.samples_per_prompt videos per prompt into `out` (VBench names) and a contact sheet;
+    returns the samples.json records. Classifier-free guidance contrasts each prompt (+ `prompt_suffix`) with
+    `negative_prompt` (the empty prompt by default); `image` makes it image-to-video (its VAE latent is the
+    first frame of every video)."""
+    jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
+    dev = vae.device
+    empty = TextCondition(*encoder.encode([negative_prompt]))
+    first = None
+    if image is not None:
+        s = cfg.vae.spatial_compression
+        first = vae.encode(load_image(image, (latent_size[0] * s, latent_size[1] * s)).to(dev))[:, :, 0]
+    out.mkdir(parents=True, exist_ok=True)
+    records, sheet = [], []
+    with tqdm(total=len(jobs), desc=f"sample {label}", unit="video") as bar:
+        for b in range(0, len(jobs), batch_size):
+            chunk = jobs[b: b + batch_size]
+            text = TextCondition(*encoder.encode([p.text + prompt_suffix for p, _ in chunk]))
+            # one generator per batch, seeded from its first sample: deterministic for a fixed batch size
+            seed = sample_seed(cfg.seed, chunk[0][0].id, chunk[0][1])
+            g = generator(seed, dev)
+            ff = None if first is None else first.expand(len(chunk), -1, -1, -1)
+            with autocast(dev, cfg.train.precision):
+                lat = generate_latents(model, cfg, text, empty, latent_frames, latent_size, g, first_frame=ff)
+            videos = decode_latents(vae, lat.float())
+            for (p, i), v in zip(chunk, videos):
+                frames = to_uint8(v)
+                name = video_filename(p.text, i)
+                write_video(out / name, frames, fps=fps or cfg.data.fps)
+                records.append({"prompt_id": p.id, "prompt": p.text, "sample_index": i,
+                                "seed": seed, "batch_size": batch_size, "path": name})
+                if i == 0 and len(sheet) < 12:
+                    sheet.append((frames, p.text))
+            bar.update(len(chunk))
+    contact_sheet([f for f, _ in sheet], [c for _, c in sheet], out / "contact_sheet.png")
+    return records
+
+
+def suite_prompts(cfg: Config, suite: str) -> list:
+    """The prompts of `suite`, cut to eval.max_prompts; an empty suite is a ConfigError."""
     from pyramid_repro.eval.prompts import load_suite
+
+    prompts = load_suite(suite, cfg)
+    if cfg.eval.max_prompts:
+        prompts = prompts[: cfg.eval.max_prompts]
+    if not prompts:
+        raise ConfigError(f"prompt suite '{suite}' is empty (eval.suite / eval.max_prompts)")
+    return prompts
+
+
+def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, checkpoint: Path | None = None,
+        batch_size: int = 16, image: Path | None = None) -> Path:
+    """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json.
+    A checkpoint folder of the authors' release is sampled with eval/release.py instead (official settings)."""
     from pyramid_repro.models import build_text_encoder, load_dit
-    from pyramid_repro.vae import decode_latents, load_vae
 
     exp = get_experiment(experiment)
     out = out or cfg.layout.samples(experiment, suite)
@@ -86,59 +151,71 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
     model = load_dit(ckpt, dev)
     encoder = build_text_encoder(cfg, dev)
     vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, dev)
-    prompts = load_suite(suite, cfg)
-    if cfg.eval.max_prompts:
-        prompts = prompts[: cfg.eval.max_prompts]
-    if not prompts:
-        raise ConfigError(f"prompt suite '{suite}' is empty (eval.suite / eval.max_prompts)")
-    jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
+    prompts = suite_prompts(cfg, suite)
     last = cfg.train.curriculum[-1]
     s, T = cfg.vae.spatial_compression, cfg.vae.temporal_compression
     latent_frames = 1 + (last.frames - 1) // T
     size = (last.height // s, last.width // s)
-    empty = TextCondition(*encoder.encode([""]))
-    out.mkdir(parents=True, exist_ok=True)
-    records, sheet = [], []
-    with tqdm(total=len(jobs), desc=f"sample {experiment}", unit="video") as bar:
-        for b in range(0, len(jobs), batch_size):
-            chunk = jobs[b: b + batch_size]
-            text = TextCondition(*encoder.encode([p.text for p, _ in chunk]))
-            # one generator per batch, seeded from its first sample: deterministic for a fixed batch size
-            seed = sample_seed(cfg.seed, chunk[0][0].id, chunk[0][1])
-            g = generator(seed, dev)
-            with autocast(dev, cfg.train.precision):
-                lat = generate_latents(model, cfg, text, empty, latent_frames, size, g)
-            videos = decode_latents(vae, lat.float())
-            for (p, i), v in zip(chunk, videos):
-                frames = to_uint8(v)
-                name = video_filename(p.text, i)
-                write_video(out / name, frames, fps=cfg.data.fps)
-                records.append({"prompt_id": p.id, "prompt": p.text, "sample_index": i,
-                                "seed": seed, "batch_size": batch_size, "path": name})
-                if i == 0 and len(sheet) < 12:
-                    sheet.append((frames, p.text))
-            bar.update(len(chunk))
-    contact_sheet([f for f, _ in sheet], [c for _, c in sheet], out / "contact_sheet.png")
+    records = sample_videos(model, encoder, vae, cfg, prompts, out, latent_frames, size, label=experiment,
+                            batch_size=batch_size, image=image)
     index = out / "samples.json"
     write_json(index, {"suite": suite, "experiment": experiment, "checkpoint": str(ckpt), "samples": records,
-                       "provenance": provenance(cfg, experiment=experiment)})
+                       "image": str(image) if image else None, "provenance": provenance(cfg, experiment=experiment)})
     return index
+
+
+def add_release_args(ap: argparse.ArgumentParser) -> None:
+    """Options of a --checkpoint that is the authors' release folder (eval/release.py, docs/release.md)."""
+    g = ap.add_argument_group("the authors' release (when --checkpoint is its folder)")
+    g.add_argument("--resolution", choices=["384p", "768p"],
+                   help="which released transformer (default: the folder given, else the smallest present)")
+    g.add_argument("--latent-frames", type=int, help="latent frames per video (default 16 = 5 s at 24 fps; 768p: "
+                   "up to 31 = 10 s)")
+    g.add_argument("--size", help="WIDTHxHEIGHT pixels instead of the resolution's own (640x384 / 1280x768), "
+                   "multiples of 64: a cheaper look, not the authors' setting")
+    g.add_argument("--guidance", type=float, help="first-frame guidance (official: 7; the authors suggest 7-9 "
+                   "at 768p)")
+    g.add_argument("--video-guidance", type=float, help="later-frame guidance (official: 5, image-to-video 4)")
+
+
+def release_plan(args: argparse.Namespace):
+    """The ReleaseRun of the command line when --checkpoint is a release folder, else None."""
+    from pyramid_repro.eval import release
+
+    if args.checkpoint is None or release.find_release(args.checkpoint) is None:
+        return None
+    return release.plan(args.checkpoint, args.resolution, args.latent_frames, args.size, args.image,
+                        args.guidance, args.video_guidance)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="pyramid-repro sample",
         description="Generate the prompt suite's videos with an experiment's final checkpoint (VBench file "
-        "layout: <prompt>-<index>.mp4 + samples.json + contact_sheet.png).",
+        "layout: <prompt>-<index>.mp4 + samples.json + contact_sheet.png). --checkpoint may also be the authors' "
+        "released Pyramid Flow folder, sampled with their official settings (docs/release.md).",
     )
     add_config_args(ap)
     ap.add_argument("--suite", help="prompt suite (default: eval.suite)")
-    ap.add_argument("--out", type=Path, help="output folder (default results/<profile>/<experiment>/samples/<suite>)")
-    ap.add_argument("--checkpoint", type=Path, help="a DiT checkpoint folder instead of the experiment's own")
+    ap.add_argument("--out", type=Path, help="output folder (default results/<profile>/<experiment>/samples/<suite>, "
+                    "for the release results/<profile>/release-<resolution>/samples/<suite>)")
+    ap.add_argument("--checkpoint", type=Path, help="a DiT checkpoint folder instead of the experiment's own, or "
+                    "the authors' release folder")
+    ap.add_argument("--image", type=Path, help="image-to-video: this image is the first frame of every video")
+    add_release_args(ap)
     add_threads_arg(ap)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=0, help="videos per batch (default 16; the release: 1)")
     args = ap.parse_args(argv)
-    cfg = config_from_args(args, require_experiment=True)
-    path = run(cfg, args.experiment, args.suite or cfg.eval.suite, args.out, args.checkpoint, args.batch_size)
+    rel = release_plan(args)
+    cfg = config_from_args(args, require_experiment=rel is None)
+    suite = args.suite or cfg.eval.suite
+    if rel is not None:
+        from pyramid_repro.eval import release
+
+        out = args.out or cfg.layout.samples(f"release-{rel.resolution}", suite)
+        print(f"sampling {rel.label}\n  {rel.preset.describe()}")
+        path = release.sample(cfg, rel, suite, out, args.batch_size or 1)
+    else:
+        path = run(cfg, args.experiment, suite, args.out, args.checkpoint, args.batch_size or 16, args.image)
     print(f"wrote {path}")
     return 0

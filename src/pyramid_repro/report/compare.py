@@ -130,12 +130,22 @@ def comparison_table(new: dict, ours: dict | None, backend: str, name: str) -> p
 
 def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None,
             sample_fn: Callable[[Config, Path, Path], Path] | None = None,
-            score_fn: Callable[[Config, Path, str, Path], dict] | None = None) -> pd.DataFrame:
+            score_fn: Callable[[Config, Path, str, Path], dict] | None = None, release_run=None) -> pd.DataFrame:
+    """Sample, score and tabulate `checkpoint`. `release_run` (eval/release.py ReleaseRun): the checkpoint is the
+    authors' release, sampled under its official settings; its row names the model and the settings."""
     from pyramid_repro.eval.sample import run as sample_run
     from pyramid_repro.eval.score import score_experiment
 
-    name = name or Path(checkpoint).resolve().name
-    check_compatible(checkpoint, cfg)
+    if release_run is not None:
+        from pyramid_repro.eval import release
+
+        name = name or f"release-{release_run.resolution}"
+        label = release_run.label
+        sample_fn = sample_fn or (lambda c, ck, out: release.sample(c, release_run, c.eval.suite, out))
+    else:
+        name = name or Path(checkpoint).resolve().name
+        label = name
+        check_compatible(checkpoint, cfg)
     work = cfg.layout.compare(name)
     videos = work / "samples"
     sample_fn = sample_fn or (lambda c, ck, out: sample_run(c, "pyramid", c.eval.suite, out, ck))
@@ -144,7 +154,10 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
     new = score_fn(cfg, videos, backend, work / f"{backend}.json")
     ours_f = cfg.layout.metrics("pyramid", backend)
     ours = json.loads(ours_f.read_text()) if ours_f.is_file() else None
-    table = comparison_table(new, ours, backend, name)
+    table = comparison_table(new, ours, backend, label)
+    if release_run is not None:
+        table["settings"] = None
+        table.loc[table["model"] == label, "settings"] = release_run.preset.describe()
     out = cfg.layout.reports
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"compare_{name}.csv", index=False)
@@ -153,37 +166,60 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
 
 
 def render_comparison(table: pd.DataFrame, cfg: Config, path: Path) -> Path:
-    """The comparison table as a PDF with the run's provenance footer."""
+    """The comparison table as a PDF with the run's provenance footer; a release's sampler settings go under the
+    table (too long for a column)."""
     from pyramid_repro.report.render import _draw_table, footer, with_intervals
 
+    settings = [v for v in table.get("settings", pd.Series(dtype=object)).dropna().unique() if v]
+    table = table.drop(columns=["settings"], errors="ignore")
+    if "note" in table:
+        table = table.assign(note=table["note"].fillna(""))
     cols = [c for c in table.columns if not c.endswith(("_lo", "_hi"))]
-    _draw_table(with_intervals(table, cols), f"Checkpoint comparison (profile {cfg.profile})", Path(path),
-                "Deltas to the paper only for VBench scores; proxy backends are compared with this run's pyramid only. "
-                "[lo, hi]: 95% bootstrap intervals over the generated videos; a delta is 'within the noise' when the "
-                "two intervals overlap.", footer(cfg))
+    note = ("Deltas to the paper only for VBench scores; proxy backends are compared with this run's pyramid only. "
+            "[lo, hi]: 95% bootstrap intervals over the generated videos; a delta is 'within the noise' when the "
+            "two intervals overlap.")
+    if settings:
+        note += " Sampled with " + "; ".join(settings) + "."
+    _draw_table(with_intervals(table, cols), f"Checkpoint comparison (profile {cfg.profile})", Path(path), note,
+                footer(cfg))
     return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pyramid_repro.eval.sample import add_release_args, release_plan
+
     ap = argparse.ArgumentParser(prog="pyramid-repro compare",
                                  description="Sample and score a DiT checkpoint, then set it against the paper and "
-                                 "this run's pyramid (reports/compare_<name>.csv).")
+                                 "this run's pyramid (reports/compare_<name>.csv). The checkpoint may be the "
+                                 "authors' released Pyramid Flow folder, sampled with their official settings "
+                                 "(docs/release.md).")
     add_config_args(ap)
-    ap.add_argument("--checkpoint", type=Path, required=True, help="folder with config.json (save_pretrained)")
+    ap.add_argument("--checkpoint", type=Path, required=True,
+                    help="folder with config.json (save_pretrained), or the authors' release folder")
     ap.add_argument("--backend", default=None, help="scoring backend (default: the profile's first backend)")
-    ap.add_argument("--name", help="label of the checkpoint in the table (default: folder name)")
+    ap.add_argument("--name", help="label of the checkpoint in the table (default: folder name; the release: "
+                    "release-<resolution>)")
+    ap.add_argument("--image", type=Path, help="image-to-video: this image is the first frame of every video")
+    add_release_args(ap)
     args = ap.parse_args(argv)
+    rel = release_plan(args)
+    if rel is None and args.image is not None:
+        raise ConfigError("--image: compare samples image-to-video only for the authors' release; use "
+                          "`pyramid-repro sample --image` for a suite checkpoint")
     cfg = config_from_args(args)
-    table = compare(cfg, args.checkpoint, args.backend or cfg.eval.backends[0], args.name)
+    if rel is not None:
+        print(f"comparing {rel.label}\n  {rel.preset.describe()}")
+    table = compare(cfg, args.checkpoint, args.backend or cfg.eval.backends[0], args.name, release_run=rel)
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"Checkpoint comparison (profile {cfg.profile})")
-    for c in table.columns:
+    shown = [c for c in table.columns if c != "settings"]
+    for c in shown:
         t.add_column(str(c))
-    for r in table.itertuples(index=False):
+    for r in table[shown].itertuples(index=False):
         t.add_row(*["" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     Console(width=160).print(t)
-    name = args.name or Path(args.checkpoint).resolve().name
+    name = args.name or (f"release-{rel.resolution}" if rel else Path(args.checkpoint).resolve().name)
     print(f"wrote {cfg.layout.report(f'compare_{name}.csv')} and {cfg.layout.report(f'compare_{name}.pdf')}")
     return 0

@@ -1,0 +1,260 @@
+"""The authors' released Pyramid Flow checkpoint (SD3-based, 384p and 768p), sampled and scored offline
+(docs/release.md).
+
+The suite downloads nothing: the user fetches the release folder and points `sample --checkpoint` or
+`compare --checkpoint` at it. Its layout (diffusers-style folders; a folder may be missing when it is not needed):
+
+    <root>/diffusion_transformer_384p/   config.json + *.safetensors    (5 s at 640x384)
+    <root>/diffusion_transformer_768p/   config.json + *.safetensors    (up to 10 s at 1280x768)
+    <root>/causal_video_vae/             the authors' causal VAE (vae/official.py)
+    <root>/text_encoder/  text_encoder_2/  text_encoder_3/             CLIP-L, CLIP-G, T5-XXL
+    <root>/tokenizer/     tokenizer_2/     tokenizer_3/
+
+What is loaded: the transformer into `PyramidDiT(variant="official")` (models/official.py, strict key-by-key
+conversion), the VAE into `OfficialCausalVAE` with the release's latent normalisation, the text encoders with
+`ClipT5Encoder.from_release`. What is sampled: the authors' inference settings (`PRESETS`; their pipeline's
+defaults and README): Euler steps [20, 20, 20] for the first frame and [10, 10, 10] for later frames, guidance 7
+on the first frame and 5 on later ones (image-to-video: [10, 10, 10] and 4), the negative prompt in place of the
+empty prompt, a quality suffix appended to every prompt, 24 fps, 16 latent frames (5 s; the 768p model goes up to
+31 = 10 s). The pyramid schedule (3 stages, stage boundaries 0, 1/3, 2/3, 1, corrective noise gamma 1/3, clean
+history in the temporal pyramid's layout) is the suite's default `pyramid` config, which equals theirs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pyramid_repro.config import Config, ConfigError, PyramidConfig, SamplerConfig
+
+TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
+VAE_FOLDER = "causal_video_vae"
+VAE_CHUNK_FRAMES, VAE_TILE = 1, 256  # the authors' decode_latent(save_memory=True): window 1, tiles of 256 px
+QK_NORM_EPS = 1e-5  # the authors' JointAttention RMSNorm default (diffusers' SD3 uses 1e-6)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """One released transformer: its folder, pixel size and longest video in latent frames."""
+
+    name: str
+    folder: str
+    width: int
+    height: int
+    max_latent_frames: int
+
+
+RESOLUTIONS = {
+    "384p": Resolution("384p", "diffusion_transformer_384p", 640, 384, 16),
+    "768p": Resolution("768p", "diffusion_transformer_768p", 1280, 768, 31),
+}
+DEFAULT_LATENT_FRAMES = 16  # 5 s at 24 fps: 1 + 15 * 8 = 121 frames
+FPS = 24
+
+# the authors' pipeline's defaults (generate / generate_i2v)
+NEGATIVE_PROMPT = ("cartoon style, worst quality, low quality, blurry, absolute black, absolute white, low res, "
+                   "extra limbs, extra digits, misplaced objects, mutated anatomy, monochrome, horror")
+PROMPT_SUFFIX = ", hyper quality, Ultra HD, 8K"
+
+
+@dataclass(frozen=True)
+class SamplerPreset:
+    """Inference settings of the authors' pipeline."""
+
+    name: str
+    steps_first_frame: tuple[int, ...]
+    steps_later_frames: tuple[int, ...]
+    guidance_first_frame: float
+    guidance_video: float
+    negative_prompt: str = NEGATIVE_PROMPT
+    prompt_suffix: str = PROMPT_SUFFIX
+
+    def describe(self) -> str:
+        """One line for tables and samples.json."""
+        steps = "/".join(",".join(map(str, s)) for s in (self.steps_first_frame, self.steps_later_frames))
+        return (f"{self.name}: Euler steps {steps}, guidance {self.guidance_first_frame:g} (first frame) / "
+                f"{self.guidance_video:g} (video), negative prompt, prompt suffix {self.prompt_suffix.strip()!r}")
+
+
+PRESETS = {
+    "official-t2v": SamplerPreset("official-t2v", (20, 20, 20), (10, 10, 10), 7.0, 5.0),
+    # image-to-video: the first frame is given, later frames use [10, 10, 10] steps and video guidance 4
+    "official-i2v": SamplerPreset("official-i2v", (10, 10, 10), (10, 10, 10), 7.0, 4.0),
+}
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release folder on disk (see the module docstring)."""
+
+    root: Path
+
+    def transformer(self, resolution: str) -> Path:
+        if resolution not in RESOLUTIONS:
+            raise ConfigError(f"--resolution {resolution!r}: the release has {', '.join(RESOLUTIONS)}")
+        folder = self.root / RESOLUTIONS[resolution].folder
+        if not (folder / "config.json").is_file():
+            have = [r for r in RESOLUTIONS if (self.root / RESOLUTIONS[r].folder / "config.json").is_file()]
+            raise ConfigError(f"{folder}: no transformer here (config.json missing); this release folder has "
+                              f"{', '.join(have) or 'no transformer'}; pass --resolution "
+                              f"{' or '.join(have) or '384p/768p'}")
+        return folder
+
+    @property
+    def vae(self) -> Path:
+        return self.root / VAE_FOLDER
+
+    def resolutions(self) -> list[str]:
+        return [r for r, res in RESOLUTIONS.items() if (self.root / res.folder / "config.json").is_file()]
+
+    def check(self, resolution: str) -> None:
+        """Every folder sampling at `resolution` needs, or a ConfigError naming each missing one."""
+        self.transformer(resolution)
+        missing = [n for n in (VAE_FOLDER, *TEXT_FOLDERS) if not (self.root / n).is_dir()]
+        if missing:
+            raise ConfigError(f"{self.root}: release folder incomplete, missing {', '.join(missing)}/ (expected "
+                              "the authors' layout: diffusion_transformer_384p|768p/, causal_video_vae/, "
+                              "text_encoder*/, tokenizer*/; see docs/release.md)")
+
+
+def find_release(folder: str | Path) -> Release | None:
+    """The release whose root is `folder`, or whose transformer folder `folder` is; None for anything else (e.g.
+    a checkpoint this suite wrote)."""
+    folder = Path(folder)
+    for root in (folder, folder.parent):
+        if (root / VAE_FOLDER).is_dir() and any((root / r.folder).is_dir() for r in RESOLUTIONS.values()):
+            return Release(root)
+    return None
+
+
+def resolution_of(release: Release, folder: Path, resolution: str | None) -> str:
+    """The resolution asked for, else the one of the transformer folder given, else the only/smallest one."""
+    if resolution:
+        return resolution
+    for name, res in RESOLUTIONS.items():
+        if Path(folder).name == res.folder:
+            return name
+    have = release.resolutions()
+    if not have:
+        raise ConfigError(f"{release.root}: no diffusion_transformer_384p/ or diffusion_transformer_768p/ with a "
+                          "config.json")
+    return have[0]
+
+
+def release_config(cfg: Config, preset: SamplerPreset) -> Config:
+    """`cfg` with what the release fixes: the authors' pyramid schedule and sampler settings, 16 latent channels,
+    8x8x8 VAE, patch 2, 24 fps. Prompts, seeds, samples per prompt, device and precision stay the profile's."""
+    c = copy.deepcopy(cfg)
+    c.pyramid = PyramidConfig(sampler=SamplerConfig(
+        steps_first_frame=list(preset.steps_first_frame), steps_later_frames=list(preset.steps_later_frames),
+        guidance_first_frame=preset.guidance_first_frame, guidance_video=preset.guidance_video))
+    c.vae.latent_channels, c.vae.spatial_compression, c.vae.temporal_compression = 16, 8, 8
+    c.model.patch_size = 2
+    c.data.fps = FPS
+    return c
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' in pixels -> (height, width); both multiples of 64 (8x VAE, 3-stage pyramid, patch 2)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 640x384") from None
+    if w % 64 or h % 64 or w <= 0 or h <= 0:
+        raise ConfigError(f"--size {text}: width and height must be positive multiples of 64 (8x VAE, three "
+                          "pyramid stages of 2x, patch 2)")
+    return h, w
+
+
+@dataclass(frozen=True)
+class ReleaseRun:
+    """What one sampling of the release used: shown in samples.json and in the compare table."""
+
+    root: Path
+    resolution: str
+    preset: SamplerPreset
+    latent_frames: int
+    size: tuple[int, int]  # (height, width) pixels
+    image: Path | None = None  # image-to-video: the first frame of every video
+
+    @property
+    def label(self) -> str:
+        h, w = self.size
+        return (f"Pyramid Flow release {self.resolution} ({self.preset.name}, {w}x{h}, "
+                f"{self.latent_frames} latent frames)")
+
+    def to_dict(self) -> dict:
+        return {"release": str(self.root), "resolution": self.resolution, "preset": self.preset.name,
+                "settings": self.preset.describe(), "latent_frames": self.latent_frames,
+                "height": self.size[0], "width": self.size[1], "fps": FPS,
+                "image": str(self.image) if self.image else None}
+
+
+def plan(folder: str | Path, resolution: str | None = None, latent_frames: int | None = None,
+         size: str | None = None, image: Path | None = None, guidance: float | None = None,
+         video_guidance: float | None = None) -> ReleaseRun:
+    """Check the release folder and settle the run: resolution, preset (image-to-video when `image`), frames and
+    size (the resolution's own unless given smaller for a quick look), guidance overrides (the authors suggest
+    7-9 at 768p)."""
+    rel = find_release(folder)
+    if rel is None:
+        raise ConfigError(f"{folder}: not a Pyramid Flow release folder (expected {VAE_FOLDER}/ beside "
+                          "diffusion_transformer_384p/ or diffusion_transformer_768p/)")
+    res = resolution_of(rel, Path(folder), resolution)
+    rel.check(res)
+    r = RESOLUTIONS[res]
+    n = latent_frames or DEFAULT_LATENT_FRAMES
+    if not 1 <= n <= r.max_latent_frames:
+        raise ConfigError(f"--latent-frames {n}: the {res} model generates 1 to {r.max_latent_frames} latent frames "
+                          f"({'5' if r.max_latent_frames == 16 else '10'} s at {FPS} fps)")
+    preset = PRESETS["official-i2v" if image is not None else "official-t2v"]
+    if guidance is not None or video_guidance is not None:
+        import dataclasses
+
+        preset = dataclasses.replace(
+            preset, name=preset.name + "+custom-guidance",
+            guidance_first_frame=preset.guidance_first_frame if guidance is None else guidance,
+            guidance_video=preset.guidance_video if video_guidance is None else video_guidance)
+    hw = parse_size(size) if size else (r.height, r.width)
+    return ReleaseRun(rel.root, res, preset, n, hw, image)
+
+
+def load_release(run: ReleaseRun, device, bf16: bool = True):
+    """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder."""
+    from pyramid_repro.models.official import load_sd3_layout
+    from pyramid_repro.models.text import ClipT5Encoder
+    from pyramid_repro.vae.official import load_official_vae
+
+    rel = Release(run.root)
+    model = load_sd3_layout(rel.transformer(run.resolution), qk_norm_eps=QK_NORM_EPS).to(device)
+    # the encoders in bf16 on a GPU as the authors run them (T5-XXL alone is about 19 GB in float32)
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" and bf16 else torch.float32
+    encoder = ClipT5Encoder.from_release(rel.root, dtype=dtype).to(device)
+    # decoded as the authors' pipeline does by default (save_memory): one latent frame per chunk (exact) and
+    # 256-pixel tiles blended where they overlap (approximate, as theirs)
+    vae = load_official_vae(rel.vae, VAE_CHUNK_FRAMES, device, tile_sample_size=VAE_TILE)
+    return model, encoder, vae
+
+
+def sample(cfg: Config, run: ReleaseRun, suite: str, out: Path, batch_size: int = 1) -> Path:
+    """Sample `suite` with the release under its official settings into `out`; returns samples.json."""
+    from pyramid_repro.device import config_device
+    from pyramid_repro.eval.sample import sample_videos, suite_prompts
+    from pyramid_repro.provenance import provenance, write_json
+
+    c = release_config(cfg, run.preset)
+    model, encoder, vae = load_release(run, config_device(c), c.train.precision == "bf16")
+    prompts = suite_prompts(c, suite)
+    s = c.vae.spatial_compression
+    records = sample_videos(model, encoder, vae, c, prompts, out, run.latent_frames,
+                            (run.size[0] // s, run.size[1] // s), label=f"release {run.resolution}",
+                            batch_size=batch_size, negative_prompt=run.preset.negative_prompt,
+                            prompt_suffix=run.preset.prompt_suffix, image=run.image, fps=FPS)
+    index = out / "samples.json"
+    write_json(index, {"suite": suite, "experiment": "release", "checkpoint": str(run.root),
+                       "model": run.label, "release": run.to_dict(), "samples": records,
+                       "provenance": provenance(c)})
+    return index
