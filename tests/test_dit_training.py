@@ -186,3 +186,48 @@ def test_fid_points_are_evenly_spaced_over_a_stage_or_every_fid_every_steps():
     assert fid_point_steps(3, 500, 4) == [1, 2, 3]  # never more points than steps
     assert fid_point_steps(1200, 500) == [500, 1000, 1200]  # fid_points 0: every fid_every steps and the end
     assert fid_point_steps(1200, 0, 4) == []  # fid_every 0 switches the curve off
+
+
+def test_packed_size_fills_the_token_budget():
+    from pyramid_repro.train.dit import packed_size
+
+    assert packed_size(100, 1000, 16) == 10  # ten samples of 100 tokens fit 1000
+    assert packed_size(100, 1000, 4) == 4  # never more than the share still to draw
+    assert packed_size(5000, 1000, 16) == 1  # a sample longer than the budget still trains, alone
+    assert packed_size(0, 1000, 3) == 3
+
+
+def test_token_packed_micro_batches_cover_the_batch(smoke_run: Path, tmp_path: Path, monkeypatch):
+    """micro_batch_tokens: each micro-batch draws (stage, frame) first and packs as many samples of that shape as
+    fit the budget; the micro-batches of a step add up to the batch, and the loss still falls."""
+    from pyramid_repro.config import load_config
+    from pyramid_repro.train import dit
+    from pyramid_repro.train.dit import StageData, packed_size, train_stage
+
+    cfg = load_config("smoke", {"results": f"{smoke_run}/results", "train": {"fid_every": 0}}, "pyramid")
+    st = cfg.train.curriculum[-1]
+    st.batch_size, st.micro_batch_tokens, st.steps = 8, 24, 40
+    seen: list[tuple[int, int, tuple[int, int]]] = []
+    real = StageData.micro_batch
+
+    def record(self, micro, schedule, c, g, draw=None):
+        seen.append((micro, self.sample_tokens(c, draw), draw))
+        return real(self, micro, schedule, c, g, draw)
+
+    monkeypatch.setattr(dit.StageData, "micro_batch", record)
+    out = train_stage(cfg, "pyramid", st.name, tmp_path / "packed")
+    # replay the packing: per step the sizes follow the budget and sum to the batch
+    remaining, sizes = 8, set()
+    for n, tokens, draw in seen:
+        assert draw is not None
+        assert n == packed_size(tokens, 24, remaining), (n, tokens, remaining)
+        sizes.add(n)
+        remaining -= n
+        if remaining == 0:
+            remaining = 8
+    assert remaining == 8, "a step's micro-batches did not add up to batch_size"
+    assert len(sizes) > 1, "every micro-batch had the same size: the budget packed nothing"
+    done = json.loads((out / "done.json").read_text())
+    assert done["samples"] == 8 * 40
+    loss = _trace(out)
+    assert np.mean(loss[-10:]) < np.mean(loss[:10])

@@ -182,6 +182,11 @@ class CurriculumStage:
     steps: int = 1000
     batch_size: int = 8
     micro_batch_size: int = 0
+    # > 0: micro-batches packed to this many video tokens instead of micro_batch_size samples. Each micro-batch
+    # draws its pyramid stage and frame first and takes as many samples of that shape as fit (at least one), until
+    # the process's share of batch_size is drawn: the short pyramid sequences fill the device like the long ones
+    # (train/dit.py packed_size). 0: fixed micro-batches of micro_batch_size samples
+    micro_batch_tokens: int = 0
     # FID points of this stage (train.fid_every > 0), evenly spaced over its steps, the last at its end: an
     # experiment with compute-matched steps gets its points at the same shares of the stage's compute.
     # 0: a point every train.fid_every steps and at the end

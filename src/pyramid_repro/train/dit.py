@@ -31,7 +31,7 @@ from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.provenance import append_csv_row, provenance, write_json
-from pyramid_repro.train.sequences import make_batch
+from pyramid_repro.train.sequences import draw_stage_frame, make_batch
 
 FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "fid", "fid_lo", "fid_hi", "backend",
                "stage"]
@@ -194,12 +194,32 @@ class StageData:
         bank = CaptionBank.encode(encoder, captions + val_caps, cfg.layout.text_cache(stage), device)
         return StageData(data.all_latents().to(device), captions, val_caps, bank)
 
-    def micro_batch(self, micro: int, schedule: PyramidSchedule, cfg: Config, g: torch.Generator):
-        """One stage-homogeneous micro-batch drawn with `g`: (TrainBatch, TextCondition)."""
+    def micro_batch(self, micro: int, schedule: PyramidSchedule, cfg: Config, g: torch.Generator,
+                    draw: tuple[int, int] | None = None):
+        """One stage-homogeneous micro-batch drawn with `g`: (TrainBatch, TextCondition). `draw`: its (stage,
+        frame), drawn beforehand by `draw` (token-packed micro-batches)."""
         rows = torch.randint(0, len(self.latents), (micro,), generator=g, device=g.device)
-        b = make_batch(self.latents[rows.to(self.latents.device)], schedule, cfg.pyramid, g)
+        b = make_batch(self.latents[rows.to(self.latents.device)], schedule, cfg.pyramid, g, draw)
         drop = torch.rand(micro, generator=g, device=g.device).cpu() < cfg.text_encoder.caption_dropout
         return b, self.bank.batch([self.captions[r] for r in rows.tolist()], drop)
+
+    def draw(self, schedule: PyramidSchedule, cfg: Config, g: torch.Generator) -> tuple[int, int]:
+        """The (stage, frame) of a token-packed micro-batch (sequences.draw_stage_frame)."""
+        return draw_stage_frame(self.latents.shape[2], schedule, cfg.pyramid, g)
+
+    def sample_tokens(self, cfg: Config, draw: tuple[int, int]) -> int:
+        """Video tokens of one sample of this (stage, frame) draw (flow/cost.py, as TrainBatch.video_tokens)."""
+        (h, w), patch, K = self.latents.shape[-2:], cfg.model.patch_size, cfg.pyramid.stages
+        if K == 1:
+            return cost.fullseq_training_tokens(h, w, patch, self.latents.shape[2])
+        stage, frame = draw
+        return cost.pyramid_sample_tokens(h, w, patch, frame + 1, K, stage, cfg.pyramid.temporal_pyramid)
+
+
+def packed_size(sample_tokens: int, budget: int, remaining: int) -> int:
+    """Samples of one token-packed micro-batch: as many as fit `budget` video tokens, at least one, at most the
+    `remaining` samples of the process's share of the step."""
+    return max(1, min(remaining, budget // max(1, sample_tokens)))
 
 
 def _owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tuple[str, Config]:
@@ -258,6 +278,30 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     where = f"train.curriculum[{idx}] ({stage_name})"
     micro = job.micro_batch_size(st.batch_size, st.micro_batch_size, where)
     mine = job.my_micro_batches(max(1, st.batch_size // micro), where)
+    share = st.batch_size // job.world  # samples per process and step when micro-batches are token-packed
+    if st.micro_batch_tokens and st.batch_size % job.world:
+        raise ConfigError(f"{where}: batch_size {st.batch_size} cannot be split among {job.world} processes")
+
+    def micro_batches(step: int):
+        """This process's micro-batches of one step: ((TrainBatch, TextCondition), loss weight, last?). Fixed
+        micro-batches of `micro` samples, each weighted 1 / their count, or token-packed ones (micro_batch_tokens)
+        weighted by their share of the process's samples, so the loss is the mean over samples either way."""
+        key = step_key(cfg.seed, idx, step)
+        if not st.micro_batch_tokens:
+            for j, mb in enumerate(mine):
+                yield (data.micro_batch(micro, schedule, cfg, micro_batch_generator(key, mb, dev)), 1.0 / len(mine),
+                       j == len(mine) - 1)
+            return
+        drawn = 0
+        while drawn < share:
+            # generators keyed by the first sample's index in the global batch: distinct across processes, and
+            # the same after a resume
+            g = micro_batch_generator(key, job.rank * share + drawn, dev)
+            draw = data.draw(schedule, cfg, g)
+            n = packed_size(data.sample_tokens(cfg, draw), st.micro_batch_tokens, share - drawn)
+            drawn += n
+            yield data.micro_batch(n, schedule, cfg, g, draw), n / share, drawn == share
+
     steps = stage_steps(cfg, experiment, st)
     stop = steps if max_steps is None else min(steps, max_steps)  # an early stop leaves a checkpoint to resume
     fid_steps = set(fid_point_steps(steps, tc.fid_every, st.fid_points))
@@ -283,21 +327,19 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
         for step in bar:
             model.train()
             loss_sum, counts = torch.zeros((), dtype=torch.float64, device=dev), [0, 0, 0.0]
-            for j, mb in enumerate(mine):
-                b, text = data.micro_batch(micro, schedule, cfg, micro_batch_generator(step_key(cfg.seed, idx, step),
-                                                                                         mb, dev))
-                with job.accumulate(model, last=j == len(mine) - 1):
+            for (b, text), weight, last in micro_batches(step):
+                with job.accumulate(model, last=last):
                     with job.accelerator.autocast():
                         v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text.tokens,
                                   text_mask=text.mask, pooled=text.pooled, full_size=fid.latent_size)
                         loss = F.mse_loss(v.float(), b.target.float())
-                    job.accelerator.backward(loss / len(mine))
-                loss_sum += loss.detach().double() / len(mine)
-                video_tokens = b.video_tokens(m.patch_size)
-                counts[0] += micro
+                    job.accelerator.backward(loss * weight)
+                loss_sum += loss.detach().double() * weight
+                video_tokens, n = b.video_tokens(m.patch_size), b.current.shape[0]
+                counts[0] += n
                 counts[1] += video_tokens
-                counts[2] += cost.training_flops((video_tokens + micro * cfg.text_encoder.max_tokens) / micro,
-                                                 m.depth, m.hidden_size, m.mlp_ratio) * micro
+                counts[2] += cost.training_flops((video_tokens + n * cfg.text_encoder.max_tokens) / n,
+                                                 m.depth, m.hidden_size, m.mlp_ratio) * n
             # one step's loss (mean over the global batch) and work (summed over the processes)
             total = job.sum_over_processes([float(loss_sum), *counts])
             loss_value = total[0] / job.world

@@ -45,18 +45,28 @@ class TrainBatch:
         return B * (hist + cur)
 
 
+def draw_stage_frame(frames: int, schedule: PyramidSchedule, pyramid: PyramidConfig,
+                     generator: torch.Generator | None = None) -> tuple[int, int]:
+    """The (pyramid stage k, learnt latent frame j) of one batch: k ~ stage weights, j ~ U{0..frames-1}; (0, 0)
+    for the full sequence, which draws neither."""
+    if schedule.stages == 1:
+        return 0, 0
+    stage = sample_stage(pyramid.stage_weights or [1.0] * schedule.stages, generator)
+    return stage, host_int(frames, generator)
+
+
 def make_batch(latents: torch.Tensor, schedule: PyramidSchedule, pyramid: PyramidConfig,
-               generator: torch.Generator | None = None) -> TrainBatch:
-    """Build one training batch from clean latents (B, C, T, H, W); see the module docstring."""
+               generator: torch.Generator | None = None, draw: tuple[int, int] | None = None) -> TrainBatch:
+    """Build one training batch from clean latents (B, C, T, H, W); see the module docstring. `draw`: the
+    (stage, frame) from `draw_stage_frame`, when it was drawn before the batch's rows (token-packed
+    micro-batches); otherwise drawn here."""
     if latents.dim() != 5:
         raise ValueError(f"latents must be (B, C, T, H, W), got shape {tuple(latents.shape)}")
     B, _, T = latents.shape[:3]
     if schedule.stages == 1:
         s = training_path(latents, schedule, 0, generator)
         return TrainBatch([], s.x_t, s.target, s.timestep, 0, 0)
-    weights = pyramid.stage_weights or [1.0] * schedule.stages
-    stage = sample_stage(weights, generator)
-    frame = host_int(T, generator)  # the learnt latent frame j ~ U{0..T-1}
+    stage, frame = draw if draw is not None else draw_stage_frame(T, schedule, pyramid, generator)
     hist = build_history(latents[:, :, :frame], stage, schedule.stages, pyramid.temporal_pyramid,
                          tuple(pyramid.history_corruption), generator) if frame > 0 else []
     s = training_path(latents[:, :, frame], schedule, stage, generator)
