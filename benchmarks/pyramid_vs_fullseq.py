@@ -12,10 +12,14 @@
     mask (a lower bound for a dense kernel) and FlexAttention's block mask (models/attention.py; compiled on CUDA,
     an uncompiled reference on the CPU), with the largest difference of the flex output to the dense one.
     On a GPU the default is the paper-size layer (24 heads x 64) at 384p 5 s.
+(e) on a GPU only: whole training steps (forward, backward, AdamW) of the paper's 2B MM-DiT at 384p 5 s in bf16,
+    per sample: the full sequence at micro-batch 1 (15,488 tokens) and the pyramid with token-packed micro-batches
+    under the same token budget (train/dit.py packed_size), so both use the same memory; model FLOPs utilisation
+    against the GPU's dense bf16 peak (`--budget`, `--train-steps`).
 Prints the ratios and writes reports/performance.md.
 
     python benchmarks/pyramid_vs_fullseq.py [--repeats 5] [--threads 2] [--device auto|cpu|cuda]
-                                            [--attention-profile tiny|paper]
+                                            [--attention-profile tiny|paper] [--budget 15488] [--train-steps 12]
 """
 
 from __future__ import annotations
@@ -33,9 +37,71 @@ from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.flow.temporal import build_history
 from pyramid_repro.models import build_dit
 from pyramid_repro.models.attention import MaskSpec, attend, flex_attention
-from pyramid_repro.train.sequences import make_batch
+from pyramid_repro.train.dit import packed_size
+from pyramid_repro.train.loop import adamw
+from pyramid_repro.train.sequences import draw_stage_frame, make_batch
 
 TEXT_DIM, TEXT_TOKENS = 384, 16
+# dense bf16 peaks (FLOP/s) of the GPUs MFU is stated for; another GPU gets FLOP/s without an MFU
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def device_peak(name: str) -> float | None:
+    """Dense bf16 peak of a GPU by its name (torch.cuda.get_device_name), None when not in PEAK_BF16."""
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def train_steps(cfg, device: torch.device, steps: int, budget: int, size: tuple[int, int, int],
+                text: tuple[int, int, int] = (TEXT_TOKENS, TEXT_DIM, TEXT_DIM)) -> dict:
+    """Whole training steps as train-dit runs them (bf16 autocast on CUDA, AdamW), timed per sample after one
+    warm-up step. Each step is one micro-batch: the full sequence takes max(1, budget // its length) samples, the
+    pyramid draws (stage, frame) and packs `packed_size` samples of that length into the same budget."""
+    from pyramid_repro.device import autocast
+
+    torch.manual_seed(0)
+    L, D, P = text
+    model = build_dit(cfg, D, P).train().to(device)
+    opt = adamw(model.parameters(), device, lr=1e-5)
+    s = cfg.vae.spatial_compression
+    H, W = size[0] // s, size[1] // s
+    T = cost.latent_frames(size[2], cfg.vae.temporal_compression)
+    sched = PyramidSchedule.from_config(cfg.pyramid)
+    g = generator(0, device)
+    m = cfg.model
+    full = cost.fullseq_training_tokens(H, W, m.patch_size, T)
+    samples = toks = flops = secs = 0.0
+    for i in range(steps + 1):
+        draw = draw_stage_frame(T, sched, cfg.pyramid, g)
+        per = full if sched.stages == 1 else cost.pyramid_sample_tokens(H, W, m.patch_size, draw[1] + 1,
+                                                                         sched.stages, draw[0])
+        n = packed_size(per, budget, 64)
+        lat = torch.randn(n, cfg.vae.latent_channels, T, H, W, device=device)
+        b = make_batch(lat, sched, cfg.pyramid, g, draw)
+        tokens, mask = torch.randn(n, L, D, device=device), torch.ones(n, L, dtype=torch.bool, device=device)
+        pooled = torch.randn(n, P, device=device)
+        synchronize(device)
+        t0 = time.perf_counter()
+        with autocast(device, "bf16"):
+            v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=tokens, text_mask=mask,
+                      pooled=pooled, full_size=(H, W))
+            loss = torch.nn.functional.mse_loss(v.float(), b.target.float())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        synchronize(device)
+        dt = time.perf_counter() - t0
+        if i == 0:
+            continue  # warm-up (allocator, kernels)
+        vt = b.video_tokens(m.patch_size) / n
+        samples += n
+        toks += n * (vt + L)
+        flops += n * cost.training_flops(vt + L, m.depth, m.hidden_size, m.mlp_ratio)
+        secs += dt
+    out = {"seconds_per_sample": secs / samples, "samples_per_step": samples / steps, "tokens_per_second": toks / secs,
+           "flops_per_second": flops / secs, "flops_per_sample": flops / samples}
+    peak = device_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    out["mfu"] = out["flops_per_second"] / peak if peak else None
+    return out
 
 
 def _cfg(profile: str, experiment: str, model: dict | None = None, size: int | None = None, frames: int | None = None):
@@ -155,12 +221,41 @@ def attention_kernels(cfg, device: torch.device, repeats: int, size: tuple[int, 
     return out
 
 
+def paper_training_section(device: torch.device, steps: int, budget: int, where: str,
+                           profile: str = "paper", size: tuple[int, int, int] = (384, 640, 121)) -> list[str]:
+    """(e): the paper's MM-DiT (T5 4096 / CLIP 2048 text dims, 128 text tokens) trained per sample, pyramid vs
+    full sequence under one token budget."""
+    res = {}
+    for e in ("fullseq", "pyramid"):
+        cfg = load_config(profile, None, e)
+        res[e] = train_steps(cfg, device, steps, budget - cfg.text_encoder.max_tokens, size,
+                             (cfg.text_encoder.max_tokens, 4096, 2048))
+    f, p = res["fullseq"], res["pyramid"]
+    wall, fl = p["seconds_per_sample"] / f["seconds_per_sample"], p["flops_per_sample"] / f["flops_per_sample"]
+    lines = ["", f"## (e) paper-size training per sample ({where}, bf16, {size[1]}x{size[0]} {size[2]} frames, "
+             f"token budget {budget:,} per micro-batch)", "",
+             "| | samples per micro-batch | s per sample | tokens/s | TFLOP/s | MFU |", "|---|---|---|---|---|---|"]
+    for e, r in res.items():
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a (peak unknown)"
+        print(f"[paper train] {e}: {r['samples_per_step']:.1f} samples/micro-batch, {r['seconds_per_sample']:.3f} "
+              f"s/sample, {r['flops_per_second'] / 1e12:.1f} TFLOP/s, MFU {mfu}")
+        lines.append(f"| {e} | {r['samples_per_step']:.1f} | {r['seconds_per_sample']:.3f} | "
+                     f"{r['tokens_per_second']:,.0f} | {r['flops_per_second'] / 1e12:.1f} | {mfu} |")
+    print(f"[paper train] pyramid / full sequence: wall {wall:.3f}, FLOPs {fl:.3f} (wall / FLOP share {wall / fl:.2f})")
+    lines += ["", f"pyramid / full sequence per sample: wall {wall:.3f} against FLOPs {fl:.3f} "
+              f"(wall / FLOP share {wall / fl:.2f}; the goal is at most 1.5)"]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("reports/performance.md"))
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when available)")
+    ap.add_argument("--budget", type=int, default=15488, help="(e) video + text tokens per micro-batch (default: "
+                    "the 384p 5 s full sequence, 15,488)")
+    ap.add_argument("--train-steps", type=int, default=12, help="(e) timed training steps per experiment")
     ap.add_argument("--attention-profile", default=None, choices=["tiny", "paper"],
                     help="whose last-stage sequence and layer size section (d) times (default: paper on CUDA, "
                          "tiny on the CPU)")
@@ -229,6 +324,8 @@ def main() -> None:
         if "flex max abs diff" in att:
             print(f"[attention] {experiment}: flex vs dense max abs difference {att['flex max abs diff']:.2e}")
             lines += ["", f"FlexAttention vs dense mask: max abs difference {att['flex max abs diff']:.2e}"]
+    if device.type == "cuda":
+        lines += paper_training_section(device, args.train_steps, args.budget, where)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

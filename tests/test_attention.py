@@ -138,3 +138,21 @@ def test_a_failing_flex_kernel_falls_back_to_the_dense_mask_once(monkeypatch):
         out = attend(q, k, v, spec.build("flex"))
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=spec.dense()))
     assert resolve_kernel("auto", "cuda") == "sdpa"  # auto stays on the dense mask for the rest of the process
+
+
+def test_benchmark_paper_training_section_runs_on_the_cpu():
+    """benchmarks/pyramid_vs_fullseq.py (e): on a GPU the paper's 2B model; here the same code on the tiny
+    model, to catch its mistakes. The pyramid packs several short samples into the full sequence's budget."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from pyramid_vs_fullseq import device_peak, paper_training_section
+
+    assert device_peak("NVIDIA H100 80GB HBM3") == 989e12 and device_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert device_peak("Tesla T4") is None
+    lines = paper_training_section(torch.device("cpu"), 2, 5 * 64 + 16, "cpu", profile="tiny", size=(32, 32, 17))
+    table = [row for row in lines if row.startswith(("| fullseq", "| pyramid"))]
+    full, pyr = (float(row.split("|")[2]) for row in table)
+    assert full == 1.0 and pyr > 1.0  # the full sequence fills the budget alone; pyramid samples share it
+    assert "n/a (peak unknown)" in table[0] and any("wall / FLOP share" in row for row in lines)
