@@ -133,3 +133,31 @@ def test_sample_image_to_video_on_a_fake_release(fake_release, tmp_path):
     index = json.loads((out / "samples.json").read_text())
     assert index["release"]["preset"] == "official-i2v" and index["release"]["image"] == str(img)
     assert "video guidance" not in index["release"]["settings"] and "4 (video)" in index["release"]["settings"]
+
+
+def test_suite_checkpoint_image_to_video(smoke_run, tmp_path, monkeypatch):
+    """`sample --image` on a checkpoint this suite trained: the image's normalised VAE latent is the first latent
+    frame of every video (checked on the latents the sampler decodes), and only then."""
+    from PIL import Image
+
+    from pyramid_repro.eval import sample
+    from pyramid_repro.vae import load_vae
+
+    cfg = load_config("smoke", {"results": str(smoke_run / "results"), "eval": {"max_prompts": 1,
+                                                                               "samples_per_prompt": 2}})
+    img = tmp_path / "first.png"
+    Image.new("RGB", (40, 40), (30, 200, 60)).save(img)
+    decoded = []
+    real = sample.decode_latents
+    monkeypatch.setattr(sample, "decode_latents", lambda vae, lat: decoded.append(lat.clone()) or real(vae, lat))
+    index = json.loads(sample.run(cfg, "pyramid", "synthetic", tmp_path / "i2v", image=img).read_text())
+    assert index["image"] == str(img) and len(index["samples"]) == 2
+    st = cfg.train.curriculum[-1]
+    vae = load_vae(cfg.layout.vae_final())
+    want = vae.encode(sample.load_image(img, (st.height, st.width)))[:, :, 0]
+    (lat,) = decoded
+    assert lat.shape[0] == 2 and lat.shape[2] > 1
+    torch.testing.assert_close(lat[:, :, 0], want.expand(2, -1, -1, -1))
+    decoded.clear()
+    sample.run(cfg, "pyramid", "synthetic", tmp_path / "t2v")  # text-to-video: frame 0 is generated
+    assert (decoded[0][:, :, 0] - want).abs().max() > 1e-2
