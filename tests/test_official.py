@@ -67,6 +67,8 @@ def test_conversion_is_strict_and_the_folder_loads(tmp_path):
         sd3_to_suite({k: v for k, v in state.items() if k != "proj_out.bias"}, 2, 4)
     sd3.save_pretrained(tmp_path / "transformer")
     loaded = load_sd3_layout(tmp_path / "transformer")
+    # built on the meta device and filled from the file: nothing may be left behind on meta
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 for t in [*loaded.parameters(), *loaded.buffers()])
     ref = _suite(sd3)
     for k, v in ref.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k

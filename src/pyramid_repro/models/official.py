@@ -155,7 +155,7 @@ def suite_kwargs_from_sd3(config: dict, qk_norm_eps: float = 1e-6) -> dict:
 
 def load_sd3_layout(folder: str | Path, qk_norm_eps: float = 1e-6):
     """PyramidDiT(variant='official') with the weights of an SD3-layout transformer folder (config.json and
-    *.safetensors), loaded strictly; in eval mode on the CPU."""
+    *.safetensors), loaded strictly; float32, in eval mode on the CPU."""
     from safetensors.torch import load_file
 
     from pyramid_repro.models.dit import PyramidDiT
@@ -171,6 +171,10 @@ def load_sd3_layout(folder: str | Path, qk_norm_eps: float = 1e-6):
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(f))
-    model = PyramidDiT(**kwargs)
-    model.load_state_dict(sd3_to_suite(state, kwargs["patch_size"], kwargs["in_channels"]), strict=True)
+    # built on the meta device and filled with the file's tensors (as float32): the release's 2B parameters are
+    # neither randomly initialised first nor held twice
+    with torch.device("meta"):
+        model = PyramidDiT(**kwargs)
+    converted = sd3_to_suite(state, kwargs["patch_size"], kwargs["in_channels"])
+    model.load_state_dict({k: v.float().contiguous() for k, v in converted.items()}, strict=True, assign=True)
     return model.eval()
