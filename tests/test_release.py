@@ -62,6 +62,11 @@ def test_release_detection_and_clear_errors(tmp_path):
         release.plan(root, latent_frames=31)
     with pytest.raises(ConfigError, match="multiples of 64"):
         release.plan(root, size="100x64")
+    (root / "diffusion_transformer_768p").mkdir()
+    (root / "diffusion_transformer_768p" / "config.json").write_text("{}")
+    ten = release.plan(root, "768p", latent_frames=31)  # 10 s at 768p
+    assert (ten.resolution, ten.size, ten.latent_frames) == ("768p", (768, 1280), 31)
+    assert release.plan(root / "diffusion_transformer_768p").resolution == "768p"  # the folder names it
     incomplete = _layout(tmp_path / "inc", skip="tokenizer_3")
     with pytest.raises(ConfigError, match="missing tokenizer_3/"):
         release.plan(incomplete)
