@@ -39,7 +39,7 @@ from pyramid_repro.models import build_dit
 from pyramid_repro.models.attention import MaskSpec, attend, flex_attention
 from pyramid_repro.train.dit import packed_size
 from pyramid_repro.train.loop import adamw
-from pyramid_repro.train.sequences import draw_stage_frame, make_batch
+from pyramid_repro.train.sequences import draw_stage_frame, draw_video_tokens, make_batch
 
 TEXT_DIM, TEXT_TOKENS = 384, 16
 # dense bf16 peaks (FLOP/s) of the GPUs MFU is stated for; another GPU gets FLOP/s without an MFU
@@ -68,13 +68,10 @@ def train_steps(cfg, device: torch.device, steps: int, budget: int, size: tuple[
     sched = PyramidSchedule.from_config(cfg.pyramid)
     g = generator(0, device)
     m = cfg.model
-    full = cost.fullseq_training_tokens(H, W, m.patch_size, T)
     samples = toks = flops = secs = 0.0
     for i in range(steps + 1):
         draw = draw_stage_frame(T, sched, cfg.pyramid, g)
-        per = full if sched.stages == 1 else cost.pyramid_sample_tokens(H, W, m.patch_size, draw[1] + 1,
-                                                                         sched.stages, draw[0])
-        n = packed_size(per, budget, 64)
+        n = packed_size(draw_video_tokens(draw, T, H, W, m.patch_size, cfg.pyramid), budget, 64)
         lat = torch.randn(n, cfg.vae.latent_channels, T, H, W, device=device)
         b = make_batch(lat, sched, cfg.pyramid, g, draw)
         tokens, mask = torch.randn(n, L, D, device=device), torch.ones(n, L, dtype=torch.bool, device=device)

@@ -23,7 +23,7 @@ history in the temporal pyramid's layout) is the suite's default `pyramid` confi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -97,7 +97,7 @@ class Release:
             raise ConfigError(f"--resolution {resolution!r}: the release has {', '.join(RESOLUTIONS)}")
         folder = self.root / RESOLUTIONS[resolution].folder
         if not (folder / "config.json").is_file():
-            have = [r for r in RESOLUTIONS if (self.root / RESOLUTIONS[r].folder / "config.json").is_file()]
+            have = self.resolutions()
             raise ConfigError(f"{folder}: no transformer here (config.json missing); this release folder has "
                               f"{', '.join(have) or 'no transformer'}; pass --resolution "
                               f"{' or '.join(have) or '384p/768p'}")
@@ -208,13 +208,12 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
     r = RESOLUTIONS[res]
     n = latent_frames or DEFAULT_LATENT_FRAMES
     if not 1 <= n <= r.max_latent_frames:
+        seconds = (r.max_latent_frames - 1) * 8 // FPS  # 8 frames per later latent frame
         raise ConfigError(f"--latent-frames {n}: the {res} model generates 1 to {r.max_latent_frames} latent frames "
-                          f"({'5' if r.max_latent_frames == 16 else '10'} s at {FPS} fps)")
+                          f"({seconds} s at {FPS} fps)")
     preset = PRESETS["official-i2v" if image is not None else "official-t2v"]
     if guidance is not None or video_guidance is not None:
-        import dataclasses
-
-        preset = dataclasses.replace(
+        preset = replace(
             preset, name=preset.name + "+custom-guidance",
             guidance_first_frame=preset.guidance_first_frame if guidance is None else guidance,
             guidance_video=preset.guidance_video if video_guidance is None else video_guidance)

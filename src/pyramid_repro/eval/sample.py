@@ -26,7 +26,6 @@ from pyramid_repro.device import autocast, config_device, generator
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.provenance import provenance, write_json
-from pyramid_repro.vae import decode_latents, load_vae
 
 
 def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
@@ -93,6 +92,8 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
     returns the samples.json records. Classifier-free guidance contrasts each prompt (+ `prompt_suffix`) with
     `negative_prompt` (the empty prompt by default); `image` makes it image-to-video (its VAE latent is the
     first frame of every video)."""
+    from pyramid_repro.vae import decode_latents
+
     jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
     dev = vae.device
     empty = TextCondition(*encoder.encode([negative_prompt]))
@@ -141,8 +142,9 @@ def suite_prompts(cfg: Config, suite: str) -> list:
 def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, checkpoint: Path | None = None,
         batch_size: int = 16, image: Path | None = None) -> Path:
     """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json.
-    A checkpoint folder of the authors' release is sampled with eval/release.py instead (official settings)."""
+    (`main` sends a folder of the authors' release to eval/release.py, which samples it with their settings.)"""
     from pyramid_repro.models import build_text_encoder, load_dit
+    from pyramid_repro.vae import load_vae
 
     exp = get_experiment(experiment)
     out = out or cfg.layout.samples(experiment, suite)

@@ -128,6 +128,12 @@ def comparison_table(new: dict, ours: dict | None, backend: str, name: str) -> p
     return pd.DataFrame(rows)
 
 
+def default_name(checkpoint: Path, release_run=None) -> str:
+    """The checkpoint's name in file names (compare_<name>.csv): release-<resolution> for the authors' release,
+    else its folder's name."""
+    return f"release-{release_run.resolution}" if release_run is not None else Path(checkpoint).resolve().name
+
+
 def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None,
             sample_fn: Callable[[Config, Path, Path], Path] | None = None,
             score_fn: Callable[[Config, Path, str, Path], dict] | None = None, release_run=None) -> pd.DataFrame:
@@ -136,14 +142,13 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
     from pyramid_repro.eval.sample import run as sample_run
     from pyramid_repro.eval.score import score_experiment
 
+    name = name or default_name(checkpoint, release_run)
     if release_run is not None:
         from pyramid_repro.eval import release
 
-        name = name or f"release-{release_run.resolution}"
         label = release_run.label
         sample_fn = sample_fn or (lambda c, ck, out: release.sample(c, release_run, c.eval.suite, out))
     else:
-        name = name or Path(checkpoint).resolve().name
         label = name
         check_compatible(checkpoint, cfg)
     work = cfg.layout.compare(name)
@@ -220,6 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     for r in table[shown].itertuples(index=False):
         t.add_row(*["" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     Console(width=160).print(t)
-    name = args.name or (f"release-{rel.resolution}" if rel else Path(args.checkpoint).resolve().name)
+    name = args.name or default_name(args.checkpoint, rel)
     print(f"wrote {cfg.layout.report(f'compare_{name}.csv')} and {cfg.layout.report(f'compare_{name}.pdf')}")
     return 0

@@ -31,7 +31,7 @@ from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.provenance import append_csv_row, provenance, write_json
-from pyramid_repro.train.sequences import draw_stage_frame, make_batch
+from pyramid_repro.train.sequences import draw_stage_frame, draw_video_tokens, make_batch
 
 FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "fid", "fid_lo", "fid_hi", "backend",
                "stage"]
@@ -120,10 +120,9 @@ def sample_token_distribution(cfg: Config, stage: CurriculumStage) -> list[tuple
     h, w = stage.height // v.spatial_compression, stage.width // v.spatial_compression
     T = cost.latent_frames(stage.frames, v.temporal_compression)
     if p.stages == 1:
-        return [(1.0, cost.fullseq_training_tokens(h, w, m.patch_size, T))]
+        return [(1.0, draw_video_tokens((0, 0), T, h, w, m.patch_size, p))]
     weights = p.stage_weights or [1.0] * p.stages
-    return [(wk / sum(weights) / T,
-             cost.pyramid_sample_tokens(h, w, m.patch_size, j + 1, p.stages, k, p.temporal_pyramid))
+    return [(wk / sum(weights) / T, draw_video_tokens((k, j), T, h, w, m.patch_size, p))
             for k, wk in enumerate(weights) for j in range(T)]
 
 
@@ -209,11 +208,8 @@ class StageData:
 
     def sample_tokens(self, cfg: Config, draw: tuple[int, int]) -> int:
         """Video tokens of one sample of this (stage, frame) draw (flow/cost.py, as TrainBatch.video_tokens)."""
-        (h, w), patch, K = self.latents.shape[-2:], cfg.model.patch_size, cfg.pyramid.stages
-        if K == 1:
-            return cost.fullseq_training_tokens(h, w, patch, self.latents.shape[2])
-        stage, frame = draw
-        return cost.pyramid_sample_tokens(h, w, patch, frame + 1, K, stage, cfg.pyramid.temporal_pyramid)
+        T, h, w = self.latents.shape[2:]
+        return draw_video_tokens(draw, T, h, w, cfg.model.patch_size, cfg.pyramid)
 
 
 def packed_size(sample_tokens: int, budget: int, remaining: int) -> int:
