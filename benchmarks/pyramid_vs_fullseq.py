@@ -5,7 +5,8 @@
 (b) generation cost per video at the paper's step counts (pyramid: 20/20/20 first frame, 10/10/10 later frames;
     full sequence: 60 steps), tokens and wall time;
 (c) the same pyramid generation with the history KV cache (history keys/values computed once per frame and
-    stage instead of at every Euler step), checked against the uncached output;
+    stage instead of at every Euler step), checked against the uncached output; on CUDA also the KV cache with
+    each (frame, stage)'s Euler step captured as a CUDA graph and replayed (eval/capture.py), checked the same way;
 (d) one attention layer (forward + backward; forward only on the CPU) at the longest training sequence of a
     profile's last video stage (pyramid: the last latent frame at the finest stage after its compressed history;
     full sequence: every frame at full resolution): dense-mask SDPA (the reference and CPU path), SDPA without a
@@ -147,7 +148,8 @@ def train_cost(cfg, batch: int, repeats: int, device: torch.device) -> dict:
     return {"tokens": toks / repeats, "flops": flops / repeats, "seconds": secs / repeats}
 
 
-def generation(cfg, kv_cache: bool, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, float]:
+def generation(cfg, kv_cache: bool, device: torch.device, seed: int = 0,
+               capture: str = "none") -> tuple[torch.Tensor, float]:
     torch.manual_seed(0)
     model = build_dit(cfg, TEXT_DIM, TEXT_DIM).eval()
     for p in model.parameters():  # adaLN-Zero init predicts 0: randomise so the comparison is not trivial
@@ -160,7 +162,8 @@ def generation(cfg, kv_cache: bool, device: torch.device, seed: int = 0) -> tupl
     text, empty = _text(1, device), _text(1, device)
     synchronize(device)
     t0 = time.perf_counter()
-    out = generate_latents(model, cfg, text, empty, T, (H, W), generator(seed, device), kv_cache=kv_cache)
+    out = generate_latents(model, cfg, text, empty, T, (H, W), generator(seed, device), kv_cache=kv_cache,
+                           capture=capture)
     synchronize(device)
     return out.cpu(), time.perf_counter() - t0
 
@@ -300,6 +303,17 @@ def main() -> None:
               "## (c) history KV cache", "",
               f"speed-up {tp / tk:.2f}x (token ratio {ana_p.tokens / ana_k.tokens:.2f}x); max abs difference to the "
               f"uncached latents {err:.2e}"]
+    if device.type == "cuda":  # each (frame, stage)'s Euler step captured once and replayed (eval/capture.py)
+        pyr_g, tg = generation(gen_cfg("pyramid"), True, device, capture="cuda-graph")
+        err_g = float((pyr - pyr_g).abs().max())
+        print(f"[generate] KV cache + CUDA graphs {tg:.2f} s: speed-up {tp / tg:.2f}x over uncached, {tk / tg:.2f}x "
+              f"over the KV cache alone, max abs error {err_g:.2e}")
+        lines += ["", f"KV cache + CUDA graphs: {tg:.2f} s, speed-up {tp / tg:.2f}x ({tk / tg:.2f}x over the KV cache "
+                  f"alone); max abs difference to the uncached latents {err_g:.2e}"]
+    else:
+        print("[generate] KV cache + CUDA graphs: CUDA only, not measured on this device (--device cuda)")
+        lines += ["", "KV cache + CUDA graphs: CUDA only, not measured on this device "
+                  "(`python benchmarks/pyramid_vs_fullseq.py --device cuda`)"]
 
     att_profile = args.attention_profile or ("paper" if device.type == "cuda" else "tiny")
     # paper: the 384p 5 s stage 3 (640x384, 121 frames = 16 latent frames), where a GPU can still hold the mask

@@ -238,8 +238,9 @@ def load_release(run: ReleaseRun, device, bf16: bool = True):
     return model, encoder, vae
 
 
-def sample(cfg: Config, run: ReleaseRun, suite: str, out: Path, batch_size: int = 1) -> Path:
-    """Sample `suite` with the release under its official settings into `out`; returns samples.json."""
+def sample(cfg: Config, run: ReleaseRun, suite: str, out: Path, batch_size: int = 1, capture: str = "none") -> Path:
+    """Sample `suite` with the release under its official settings into `out`; returns samples.json. `capture`:
+    eval/capture.py (``cuda-graph`` needs CUDA)."""
     from pyramid_repro.device import config_device
     from pyramid_repro.eval.sample import sample_videos, suite_prompts
     from pyramid_repro.provenance import provenance, write_json
@@ -251,7 +252,7 @@ def sample(cfg: Config, run: ReleaseRun, suite: str, out: Path, batch_size: int 
     records = sample_videos(model, encoder, vae, c, prompts, out, run.latent_frames,
                             (run.size[0] // s, run.size[1] // s), label=f"release {run.resolution}",
                             batch_size=batch_size, negative_prompt=run.preset.negative_prompt,
-                            prompt_suffix=run.preset.prompt_suffix, image=run.image, fps=FPS)
+                            prompt_suffix=run.preset.prompt_suffix, image=run.image, fps=FPS, capture=capture)
     index = out / "samples.json"
     write_json(index, {"suite": suite, "experiment": "release", "checkpoint": str(run.root),
                        "model": run.label, "release": run.to_dict(), "samples": records,

@@ -23,6 +23,7 @@ from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.device import autocast, config_device, generator
+from pyramid_repro.eval.capture import CLI_CAPTURE_CHOICES, check_capture
 from pyramid_repro.eval.generate import TextCondition, generate_latents
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.provenance import provenance, write_json
@@ -87,11 +88,13 @@ def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
 
 def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, latent_frames: int,
                   latent_size: tuple[int, int], *, label: str, batch_size: int = 16, negative_prompt: str = "",
-                  prompt_suffix: str = "", image: Path | None = None, fps: int | None = None) -> list[dict]:
+                  prompt_suffix: str = "", image: Path | None = None, fps: int | None = None,
+                  capture: str = "none") -> list[dict]:
     """Generate cfg.eval.samples_per_prompt videos per prompt into `out` (VBench names) and a contact sheet;
     returns the samples.json records. Classifier-free guidance contrasts each prompt (+ `prompt_suffix`) with
     `negative_prompt` (the empty prompt by default); `image` makes it image-to-video (its VAE latent is the
-    first frame of every video)."""
+    first frame of every video); `capture` records each stage's Euler step once and replays it
+    (eval/capture.py; ``cuda-graph`` needs CUDA)."""
     from pyramid_repro.vae import decode_latents
 
     jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
@@ -112,7 +115,8 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
             g = generator(seed, dev)
             ff = None if first is None else first.expand(len(chunk), -1, -1, -1)
             with autocast(dev, cfg.train.precision):
-                lat = generate_latents(model, cfg, text, empty, latent_frames, latent_size, g, first_frame=ff)
+                lat = generate_latents(model, cfg, text, empty, latent_frames, latent_size, g, first_frame=ff,
+                                       capture=capture)
             videos = decode_latents(vae, lat.float())
             for (p, i), v in zip(chunk, videos):
                 frames = to_uint8(v)
@@ -140,7 +144,7 @@ def suite_prompts(cfg: Config, suite: str) -> list:
 
 
 def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, checkpoint: Path | None = None,
-        batch_size: int = 16, image: Path | None = None) -> Path:
+        batch_size: int = 16, image: Path | None = None, capture: str = "none") -> Path:
     """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json.
     (`main` sends a folder of the authors' release to eval/release.py, which samples it with their settings.)"""
     from pyramid_repro.models import build_text_encoder, load_dit
@@ -159,7 +163,7 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
     latent_frames = 1 + (last.frames - 1) // T
     size = (last.height // s, last.width // s)
     records = sample_videos(model, encoder, vae, cfg, prompts, out, latent_frames, size, label=experiment,
-                            batch_size=batch_size, image=image)
+                            batch_size=batch_size, image=image, capture=capture)
     index = out / "samples.json"
     write_json(index, {"suite": suite, "experiment": experiment, "checkpoint": str(ckpt), "samples": records,
                        "image": str(image) if image else None, "provenance": provenance(cfg, experiment=experiment)})
@@ -207,17 +211,23 @@ def main(argv: list[str] | None = None) -> int:
     add_release_args(ap)
     add_threads_arg(ap)
     ap.add_argument("--batch-size", type=int, default=0, help="videos per batch (default 16; the release: 1)")
+    ap.add_argument("--capture", choices=CLI_CAPTURE_CHOICES, default="none",
+                    help="none (default): eager Euler steps. cuda-graph: needs a CUDA device; records each frame "
+                    "and stage's denoising step once as a CUDA graph and replays it for the stage's other Euler "
+                    "steps, which removes the per-step kernel launch overhead (same result)")
     args = ap.parse_args(argv)
     rel = release_plan(args)
     cfg = config_from_args(args, require_experiment=rel is None)
+    check_capture(args.capture, config_device(cfg), "--capture")
     suite = args.suite or cfg.eval.suite
     if rel is not None:
         from pyramid_repro.eval import release
 
         out = args.out or cfg.layout.samples(f"release-{rel.resolution}", suite)
         print(f"sampling {rel.label}\n  {rel.preset.describe()}")
-        path = release.sample(cfg, rel, suite, out, args.batch_size or 1)
+        path = release.sample(cfg, rel, suite, out, args.batch_size or 1, args.capture)
     else:
-        path = run(cfg, args.experiment, suite, args.out, args.checkpoint, args.batch_size or 16, args.image)
+        path = run(cfg, args.experiment, suite, args.out, args.checkpoint, args.batch_size or 16, args.image,
+                   args.capture)
     print(f"wrote {path}")
     return 0

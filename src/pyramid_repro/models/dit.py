@@ -46,6 +46,24 @@ class ContextCache:
     n_frames: int  # number of history frames
 
 
+@dataclass
+class ForwardPlan:
+    """What a forward pass derives from shapes and the text mask alone, never from the noisy input or its
+    timestep: the position tables, frame indices, the attention mask (as the model's kernel takes it) and the RoPE
+    tables. `PyramidDiT.plan` builds it; `forward(..., plan=plan)` then builds no table and creates no tensor
+    from host data, so an Euler loop builds one plan per (frame, stage) and the forward it reuses it in is
+    graph-safe (eval/capture.py captures it in a CUDA graph). Same values as the forward's own: same results."""
+
+    current_shape: tuple[int, ...]  # (B, C, T, h, w) of the `current` it was made for
+    cached: bool  # made for the KV-cache path (a `context`) or for the full forward
+    cur_pos: torch.Tensor  # (h*w, hidden) positions of one current frame
+    hist_pos: list[torch.Tensor]  # positions of each history frame (full forward only)
+    n_hist: int  # history tokens in the sequence (full forward only; 0 with a context)
+    mask: object  # what MaskSpec.build gives for the model's kernel
+    cos: torch.Tensor  # RoPE of the video tokens whose queries and keys are computed in this pass
+    sin: torch.Tensor
+
+
 class StreamWeights(nn.Module):
     """Per-stream (text or video) parameters of one MM-DiT block."""
 
@@ -219,13 +237,13 @@ class PyramidDiT(ModelMixin, ConfigMixin):
             return crop_pos_table(self.pos_table, self.config.pos_embed_max_size, gh, gw).to(dev, dtype)
         return spatial_embedding(gh, gw, FH, FW, self.config.hidden_size, False, dev, dtype)
 
-    def _history_tokens(self, history: list[torch.Tensor], FH: int, FW: int,
-                        cur_grid: tuple[int, int] | None = None) -> tuple[list, list]:
-        """Tokens (patch embedding + spatial positions) and frame indices of the history frames, oldest first.
-        Positions: this suite interpolates coordinates on the full grid; the authors' model resamples the
-        current frame's crop of its table (`official.history_pos_table`), so it needs the current grid."""
+    def _history_positions(self, history: list[torch.Tensor], FH: int, FW: int,
+                           cur_grid: tuple[int, int] | None = None) -> tuple[list, list]:
+        """Spatial positions and frame indices of the history frames' tokens, oldest first. Positions: this suite
+        interpolates coordinates on the full grid; the authors' model resamples the current frame's crop of its
+        table (`official.history_pos_table`), so it needs the current grid."""
         p, dim = self.config.patch_size, self.config.hidden_size
-        parts, frames = [], []
+        positions, frames = [], []
         for i, hf in enumerate(history):
             gh, gw = hf.shape[-2] // p, hf.shape[-1] // p
             if self.official:
@@ -233,13 +251,50 @@ class PyramidDiT(ModelMixin, ConfigMixin):
                 pos = pos.to(hf.device, hf.dtype)
             else:
                 pos = spatial_embedding(gh, gw, FH, FW, dim, True, hf.device, hf.dtype)
-            parts.append(self._tokens(hf) + pos)
+            positions.append(pos)
             frames.append(torch.full((gh * gw,), i, device=hf.device))
-        return parts, frames
+        return positions, frames
+
+    def _history_tokens(self, history: list[torch.Tensor], FH: int, FW: int,
+                        cur_grid: tuple[int, int] | None = None) -> tuple[list, list]:
+        """Tokens (patch embedding + spatial positions) and frame indices of the history frames, oldest first."""
+        positions, frames = self._history_positions(history, FH, FW, cur_grid)
+        return [self._tokens(hf) + pos for hf, pos in zip(history, positions)], frames
+
+    def plan(self, history: list[torch.Tensor], current_shape: tuple[int, ...], text_mask: torch.Tensor | None,
+             full_size: tuple[int, int], context: ContextCache | None = None,
+             device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> ForwardPlan:
+        """The ForwardPlan of a forward pass whose `current` has `current_shape` (B, C, T, h, w), `dtype` and
+        `device`, with these history frames (only their shapes, dtypes and devices are read) and text mask, or
+        with a `context` from `encode_context` (then history and text_mask are not used)."""
+        p, hd = self.config.patch_size, self.config.hidden_size // self.config.num_heads
+        B, C, T, h, w = current_shape
+        FH, FW = full_size[0] // p, full_size[1] // p
+        if device is None:
+            device = context.frame_of_token.device if context is not None else text_mask.device
+        dev = torch.device(device)
+        n = context.n_frames if context is not None else len(history)
+        cur_pos = self._current_positions(h // p, w // p, FH, FW, dev, dtype)
+        cur_frames = torch.arange(n, n + T, device=dev).repeat_interleave(cur_pos.shape[0])
+        n_cur = T * cur_pos.shape[0]
+        if context is None:
+            hist_pos, frames = self._history_positions(history, FH, FW, (h // p, w // p))
+            frame_of_token = torch.cat(frames + [cur_frames])
+            n_hist = frame_of_token.shape[0] - n_cur
+            mask = self._mask(frame_of_token, text_mask, text_mask.shape[1] + frame_of_token.shape[0])
+            cos, sin = rope_angles(frame_of_token, hd)
+        else:
+            self._check_cache()
+            hist_pos, n_hist = [], 0
+            all_frames = torch.cat([context.frame_of_token, cur_frames])
+            mask = self._mask(all_frames, context.text_valid, n_cur)
+            cos, sin = rope_angles(cur_frames, hd)
+        return ForwardPlan(tuple(current_shape), context is not None, cur_pos, hist_pos, n_hist, mask, cos, sin)
 
     def forward(self, history: list[torch.Tensor], current: torch.Tensor, timestep: torch.Tensor,
                 tokens: torch.Tensor | None, text_mask: torch.Tensor | None, pooled: torch.Tensor,
-                full_size: tuple[int, int], context: ContextCache | None = None) -> torch.Tensor:
+                full_size: tuple[int, int], context: ContextCache | None = None,
+                plan: ForwardPlan | None = None) -> torch.Tensor:
         """Velocity for `current`.
 
         history: list of (B, C, h_i, w_i) latent frames, oldest first (frame indices 0..n-1), may be empty.
@@ -247,38 +302,37 @@ class PyramidDiT(ModelMixin, ConfigMixin):
         timestep: (B,) global timestep in [0, 1000]; tokens (B, L, D_txt); text_mask (B, L) bool; pooled (B, P).
         full_size: (H, W) of the full-resolution latent (positions are coordinates of its patch grid).
         context: keys/values of text + history from `encode_context` (then history/tokens are not used).
+        plan: this call's `plan(...)`, made once and reused by calls of the same shapes (None: made here).
         """
-        p, dim = self.config.patch_size, self.config.hidden_size
         B, C, T, h, w = current.shape
-        FH, FW = full_size[0] // p, full_size[1] // p
         dev = current.device
-        n = context.n_frames if context is not None else len(history)
-        cur_pos = self._current_positions(h // p, w // p, FH, FW, dev, current.dtype)
-        cur = torch.cat([self._tokens(current[:, :, t]) + cur_pos for t in range(T)], dim=1)
-        cur_frames = torch.arange(n, n + T, device=dev).repeat_interleave(cur_pos.shape[0])
+        if plan is None:
+            plan = self.plan(history, tuple(current.shape), text_mask, full_size, context, dev, current.dtype)
+        elif plan.current_shape != tuple(current.shape) or plan.cached != (context is not None):
+            raise ValueError(f"a ForwardPlan made for current {plan.current_shape} "
+                             f"({'with' if plan.cached else 'without'} a context) used for current "
+                             f"{tuple(current.shape)} ({'with' if context is not None else 'without'} one)")
+        cur = torch.cat([self._tokens(current[:, :, t]) + plan.cur_pos for t in range(T)], dim=1)
         c_ctx, c_cur = self._conditioning(timestep, pooled)
-        hd = dim // self.config.num_heads
+        cos, sin = plan.cos, plan.sin
         if context is None:
-            parts, frames = self._history_tokens(history, FH, FW, (h // p, w // p))
+            parts = [self._tokens(hf) + pos for hf, pos in zip(history, plan.hist_pos)]
             vid = torch.cat(parts + [cur], dim=1)
-            frame_of_token = torch.cat(frames + [cur_frames])
             txt = self.text_proj(tokens)
-            mask = self._mask(frame_of_token, text_mask, txt.shape[1] + vid.shape[1])
-            cos, sin = rope_angles(frame_of_token, hd)
-            n_hist = vid.shape[1] - cur.shape[1]
+            n_hist = plan.n_hist
             for blk in self.blocks:
-                txt, vid = blk(txt, vid, c_ctx, c_cur, n_hist, mask, (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype)))
+                txt, vid = blk(txt, vid, c_ctx, c_cur, n_hist, plan.mask,
+                               (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype)))
             vid = vid[:, n_hist:]
         else:
             self._check_cache()
-            all_frames = torch.cat([context.frame_of_token, cur_frames])
-            mask = self._mask(all_frames, context.text_valid, cur.shape[1])
-            cos, sin = rope_angles(cur_frames, hd)
             vid = cur
             for blk, past in zip(self.blocks, context.kv):
-                _, vid = blk(None, vid, c_ctx, c_cur, 0, mask, (cos.to(dev, vid.dtype), sin.to(dev, vid.dtype)), past)
+                _, vid = blk(None, vid, c_ctx, c_cur, 0, plan.mask, (cos.to(dev, vid.dtype), sin.to(dev, vid.dtype)),
+                             past)
         shift, scale = self.final_ada(c_cur).chunk(2, dim=1)
         out = self.final(modulate(self.final_norm(vid), shift, scale))
+        p = self.config.patch_size
         return rearrange(out, "b (t h w) (c p q) -> b c t (h p) (w q)", t=T, h=h // p, w=w // p, p=p, q=p)
 
     def _check_cache(self) -> None:
