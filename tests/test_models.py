@@ -142,6 +142,24 @@ def test_kv_cache_generation_matches_uncached():
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_sampling_uses_the_kv_cache_only_where_it_is_exact():
+    """`sample` reads kv_cache_exact: the causal suite model yes; bidirectional attention (the cache would drop the
+    current frame's influence on the history) and the authors' variant (context modulated by the current
+    timestep) no, and encode_context refuses both."""
+    from pyramid_repro.eval.generate import kv_cache_exact
+
+    assert kv_cache_exact(_model(causal=True))
+    bidirectional = _model(causal=False)
+    assert not kv_cache_exact(bidirectional)
+    with pytest.raises(ValueError, match="causal"):
+        bidirectional.encode_context([], torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 8),
+                                     (8, 8))
+    official = PyramidDiT(in_channels=4, patch_size=1, hidden_size=32, depth=1, num_heads=2, text_dim=8,
+                          pooled_dim=8, variant="official", pos_embed_max_size=16, pos_embed_base_size=8)
+    assert not kv_cache_exact(official)
+    assert not kv_cache_exact(torch.nn.Linear(2, 2))  # not a PyramidDiT: no cache
+
+
 def test_clip_t5_encoder_with_tiny_local_models(tmp_path):
     """The paper's encoder path with tiny randomly initialised CLIP-L/-G and T5 of the same transformers classes,
     saved to local folders (tokenizer: MiniLM's local files, so nothing is downloaded)."""

@@ -41,6 +41,14 @@ class TextCondition:
         return TextCondition(self.tokens.expand(n, -1, -1), self.mask.expand(n, -1), self.pooled.expand(n, -1))
 
 
+def kv_cache_exact(model: torch.nn.Module) -> bool:
+    """Whether the history KV cache gives this model's own result (to float tolerance): a causal model of this
+    suite, whose context is conditioned as clean (PyramidDiT._conditioning); not a bidirectional one, nor the
+    authors' variant, which modulates the context with the current timestep."""
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "causal", False)) and getattr(config, "variant", "suite") == "suite"
+
+
 def model_velocity(model: torch.nn.Module, current: torch.Tensor, timestep: torch.Tensor, text: TextCondition,
                    history: list[torch.Tensor], full_size: tuple[int, int], context=None, plan=None) -> torch.Tensor:
     """One DiT call: velocity for `current` (B, C, T, h, w) given history frames (oldest first) and text, or

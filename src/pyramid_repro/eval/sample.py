@@ -24,7 +24,7 @@ from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.device import autocast, config_device, generator
 from pyramid_repro.eval.capture import CLI_CAPTURE_CHOICES, check_capture
-from pyramid_repro.eval.generate import TextCondition, generate_latents
+from pyramid_repro.eval.generate import TextCondition, generate_latents, kv_cache_exact
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.provenance import provenance, write_json
 
@@ -93,11 +93,13 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
     """Generate cfg.eval.samples_per_prompt videos per prompt into `out` (VBench names) and a contact sheet;
     returns the samples.json records. Classifier-free guidance contrasts each prompt (+ `prompt_suffix`) with
     `negative_prompt` (the empty prompt by default); `image` makes it image-to-video (its VAE latent is the
-    first frame of every video); `capture` records each stage's Euler step once and replays it
+    first frame of every video). Pyramid models sample with the history KV cache where it is exact
+    (`kv_cache_exact`); `capture` records each stage's Euler step once and replays it
     (eval/capture.py; ``cuda-graph`` needs CUDA)."""
     from pyramid_repro.vae import decode_latents
 
     jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
+    kv_cache = kv_cache_exact(model)  # history keys/values once per (frame, stage) wherever that is exact
     dev = vae.device
     empty = TextCondition(*encoder.encode([negative_prompt]))
     first = None
@@ -116,7 +118,7 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
             ff = None if first is None else first.expand(len(chunk), -1, -1, -1)
             with autocast(dev, cfg.train.precision):
                 lat = generate_latents(model, cfg, text, empty, latent_frames, latent_size, g, first_frame=ff,
-                                       capture=capture)
+                                       kv_cache=kv_cache, capture=capture)
             videos = decode_latents(vae, lat.float())
             for (p, i), v in zip(chunk, videos):
                 frames = to_uint8(v)
