@@ -17,7 +17,7 @@ REPO = Path(workflow.basedir)
 os.environ.setdefault("PYRAMID_REPRO_ROOT", str(REPO))
 
 from pyramid_repro.cliutil import OVERRIDES_ENV
-from pyramid_repro.workflow import Plan, coerce_cli_values
+from pyramid_repro.workflow import Plan, coerce_cli_values, expand_experiments
 
 min_version("9.0")
 
@@ -25,7 +25,7 @@ min_version("9.0")
 configfile: str(REPO / "replication" / "config.yaml")
 
 
-coerce_cli_values(config)
+expand_experiments(coerce_cli_values(config))
 validate(config, str(REPO / "replication" / "schemas" / "config.schema.yaml"))
 
 PLAN = Plan(config)

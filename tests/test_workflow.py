@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pyramid_repro.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,18 +35,33 @@ def test_lint_is_clean():
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
 
 
-def test_dry_run_tiny_plans_every_experiment(tmp_path):
+def test_dry_run_tiny_plans_its_experiments_and_all_on_request(tmp_path):
     # reports into an empty folder: existing reports/ of an earlier run would make the plan empty
-    r = snakemake("-n", "--config", f"reports={tmp_path}", "--", f"{tmp_path}/table1.pdf")
-    assert r.returncode == 0, r.stderr[-4000:]
-    jobs = planned_jobs(r.stdout)
     from pyramid_repro.experiments import experiments, training_experiments
     from pyramid_repro.workflow import Plan
 
-    # tiny shares the image stage among the experiments whose image stage is the same computation
-    runs = {d for e in training_experiments() for d in Plan({"profile": "tiny"}).stages_done(e)}
-    assert jobs["train_dit"] == len(runs) < 3 * len(training_experiments())
-    assert jobs["sample"] == len(experiments())
+    chosen = load_config("tiny").experiments
+    assert chosen and set(chosen) < set(experiments()), "tiny leaves some experiments out (30-minute budget)"
+    for extra, plan in (((), Plan({"profile": "tiny"})), (("experiments=all",), Plan({"profile": "tiny",
+                                                                                       "experiments": "all"}))):
+        r = snakemake("-n", "--config", f"reports={tmp_path}", *extra, "--", f"{tmp_path}/table1.pdf")
+        assert r.returncode == 0, r.stderr[-4000:]
+        jobs = planned_jobs(r.stdout)
+        # tiny shares the image stage among the experiments whose image stage is the same computation
+        runs = {d for e in plan.trained for d in plan.stages_done(e)}
+        assert jobs["train_dit"] == len(runs) < 3 * len(plan.trained)
+        assert jobs["sample"] == len(plan.experiments)
+        planned = {e for e in experiments() if f"results/tiny/{e}/metrics/" in r.stdout}
+        assert planned == set(plan.experiments)
+    assert plan.experiments == list(experiments()) and plan.trained == training_experiments()
+    assert Plan({"profile": "tiny"}).experiments == [e for e in experiments() if e in chosen]
+
+
+def test_experiments_key_rejects_unknown_and_empty():
+    with pytest.raises(ConfigError, match="experiments: 'pyramd' is not an experiment"):
+        load_config("smoke", {"experiments": ["pyramid", "pyramd"]})
+    with pytest.raises(ConfigError, match="an empty list runs nothing"):
+        load_config("smoke", {"experiments": []})
 
 
 def test_dry_run_paper_on_slurm_lists_three_stages_per_experiment_with_gpus(tmp_path):

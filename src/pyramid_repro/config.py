@@ -254,6 +254,9 @@ class Config:
     seed: int = 0
     results: str = "results"  # artifacts go to <results>/<profile>/...
     reports: str = "reports"  # rendered tables and plots
+    # the experiments of replication/experiments.yaml the workflow runs and reports; None = all of them. A profile
+    # with a tight budget leaves some out; `snakemake --config experiments=all` brings them all back
+    experiments: list[str] | None = None
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     pyramid: PyramidConfig = field(default_factory=PyramidConfig)
@@ -555,6 +558,14 @@ def check_consistency(cfg: Config) -> None:
         errs.append("pyramid.history_corruption must be [low, high] with 0 <= low <= high < 1")
     if m.hidden_size % m.num_heads:
         errs.append(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+    if cfg.experiments is not None:
+        from pyramid_repro.experiments import experiments
+
+        known = list(experiments())
+        errs += [f"experiments: {e!r} is not an experiment of replication/experiments.yaml ({', '.join(known)})"
+                 for e in cfg.experiments if e not in known]
+        if not cfg.experiments:
+            errs.append("experiments: an empty list runs nothing; leave the key out (null) to run every experiment")
     ref = cfg.train.match_compute_to
     if ref is not None:
         from pyramid_repro.experiments import training_experiments

@@ -53,17 +53,29 @@ def coerce_cli_values(node: Any) -> Any:
     return node
 
 
+def expand_experiments(config: dict[str, Any]) -> dict[str, Any]:
+    """`--config experiments=all` means every experiment of replication/experiments.yaml (the key's null)."""
+    if config.get("experiments") == "all":
+        config["experiments"] = None
+    return config
+
+
 class Plan:
     def __init__(self, config: dict[str, Any]):
         self.profile = config["profile"]
         # everything in Snakemake's `config` besides `profile` overrides the profile (e.g. --config results=/tmp/r)
-        self.overrides = {k: v for k, v in config.items() if k != "profile"}
+        self.overrides = expand_experiments({k: v for k, v in config.items() if k != "profile"})
         config_obj = load_config(self.profile, self.overrides)
         self.cfg = config_obj.to_dict()  # defaults filled in, validated
         self.paths = Paths(config_obj.layout)
         self.res, self.reports = self.paths.results, self.paths.reports
-        self.experiments = list(experiments())
-        self.trained = training_experiments()
+        # what the reports show (the profile's `experiments`, or all); any experiment can still be built by its
+        # own target (every rule's wildcards accept all of them)
+        self.all_experiments = list(experiments())
+        chosen = config_obj.experiments
+        self.experiments = [e for e in self.all_experiments if chosen is None or e in chosen]
+        self.trained = [e for e in training_experiments() if e in self.experiments]
+        self.all_trained = training_experiments()
         self.curriculum = [s["name"] for s in self.cfg["train"]["curriculum"]]
         self.suite = self.cfg["eval"]["suite"]
         self.backends = list(self.cfg["eval"]["backends"])

@@ -24,7 +24,7 @@ rule train_dit:
         launch=lambda wc, resources: PLAN.launcher(resources),
         proc_threads=lambda wc, resources: PLAN.process_threads(resources),
     wildcard_constraints:
-        experiment="|".join(TRAINED),
+        experiment="|".join(PLAN.all_trained),
         stage="|".join(CURRICULUM),
     threads: PLAN.compute("cpus_per_job")
     priority: lambda wc: PLAN.training_priority(wc.experiment)
@@ -48,7 +48,7 @@ rule fid_curve:
     output:
         PLAN.paths.fid_curve("{experiment}"),
     wildcard_constraints:
-        experiment="|".join(TRAINED),
+        experiment="|".join(PLAN.all_trained),
     threads: 1
     resources:
         **PLAN.resources(cpus=1, mem_mb=1000, runtime=5),

@@ -39,7 +39,7 @@ rule score:
     params:
         eval=PLAN.section("eval"),
     wildcard_constraints:
-        experiment="|".join(EXPERIMENTS),
+        experiment="|".join(PLAN.all_experiments),
         backend="|".join(BACKENDS),
     threads: PLAN.compute("cpus_per_job")
     resources:

@@ -361,6 +361,11 @@ def sample_frames(cfg: Config, experiment: str, videos: int = 3) -> np.ndarray |
     return np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows], axis=0)
 
 
+def not_run(cfg: Config) -> list[str]:
+    """The experiments of replication/experiments.yaml that the profile's `experiments` key leaves out."""
+    return [] if cfg.experiments is None else [e for e in experiments() if e not in cfg.experiments]
+
+
 def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path:
     metrics = load_metrics(cfg) if metrics is None else metrics
     if not metrics:
@@ -420,8 +425,12 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
         a.imshow(p)
         a.axis("off")
         a.set_title(n, fontsize=8)
+    left_out = not_run(cfg)
     fig.text(0.01, 0.005, f"[lo, hi]: {LEVEL:.0%} bootstrap intervals over the generated videos (prompt by prompt). "
              "* = the experiment's interval and pyramid's do not overlap; a Δ without * is within the noise.\n"
+             + (f"Not run by this profile (its `experiments` key): {', '.join(left_out)}; "
+                "`snakemake --cores all --config experiments=all -- <report>` runs every experiment.\n"
+                if left_out else "")
              + footer(cfg), fontsize=7)
     fig.savefig(out / "ablations.pdf", bbox_inches="tight")
     plt.close(fig)
