@@ -26,6 +26,7 @@ Prints the ratios and writes reports/performance.md.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -222,14 +223,18 @@ def attention_kernels(cfg, device: torch.device, repeats: int, size: tuple[int, 
 
 
 def paper_training_section(device: torch.device, steps: int, budget: int, where: str,
-                           profile: str = "paper", size: tuple[int, int, int] = (384, 640, 121)) -> list[str]:
+                           profile: str = "paper", size: tuple[int, int, int] = (384, 640, 121),
+                           results: dict | None = None) -> list[str]:
     """(e): the paper's MM-DiT (T5 4096 / CLIP 2048 text dims, 128 text tokens) trained per sample, pyramid vs
-    full sequence under one token budget."""
+    full sequence under one token budget. `results`, when given, receives each experiment's figures (the audit
+    reads them from performance.json)."""
     res = {}
     for e in ("fullseq", "pyramid"):
         cfg = load_config(profile, None, e)
         res[e] = train_steps(cfg, device, steps, budget - cfg.text_encoder.max_tokens, size,
                              (cfg.text_encoder.max_tokens, 4096, 2048))
+    if results is not None:
+        results.update(res)
     f, p = res["fullseq"], res["pyramid"]
     wall, fl = p["seconds_per_sample"] / f["seconds_per_sample"], p["flops_per_sample"] / f["flops_per_sample"]
     lines = ["", f"## (e) paper-size training per sample ({where}, bf16, {size[1]}x{size[0]} {size[2]} frames, "
@@ -335,11 +340,15 @@ def main() -> None:
         if "flex max abs diff" in att:
             print(f"[attention] {experiment}: flex vs dense max abs difference {att['flex max abs diff']:.2e}")
             lines += ["", f"FlexAttention vs dense mask: max abs difference {att['flex max abs diff']:.2e}"]
+    paper_training: dict = {}
     if device.type == "cuda":
-        lines += paper_training_section(device, args.train_steps, args.budget, where)
+        lines += paper_training_section(device, args.train_steps, args.budget, where, results=paper_training)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    # the GPU-hour audit sets section (e)'s MFU beside the paper's implied utilisation (report/audit.py)
+    args.out.with_suffix(".json").write_text(json.dumps({"device": where, "paper_training": paper_training},
+                                                        indent=1) + "\n")
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

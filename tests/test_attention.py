@@ -151,7 +151,10 @@ def test_benchmark_paper_training_section_runs_on_the_cpu():
 
     assert device_peak("NVIDIA H100 80GB HBM3") == 989e12 and device_peak("NVIDIA A100-SXM4-80GB") == 312e12
     assert device_peak("Tesla T4") is None
-    lines = paper_training_section(torch.device("cpu"), 2, 5 * 64 + 16, "cpu", profile="tiny", size=(32, 32, 17))
+    results: dict = {}
+    lines = paper_training_section(torch.device("cpu"), 2, 5 * 64 + 16, "cpu", profile="tiny", size=(32, 32, 17),
+                                   results=results)
+    assert set(results) == {"fullseq", "pyramid"} and results["pyramid"]["mfu"] is None  # what performance.json gets
     table = [row for row in lines if row.startswith(("| fullseq", "| pyramid"))]
     full, pyr = (float(row.split("|")[2]) for row in table)
     assert full == 1.0 and pyr > 1.0  # the full sequence fills the budget alone; pyramid samples share it

@@ -126,6 +126,29 @@ def test_paper_implied_utilisation_is_flops_over_its_hours():
     frame = au.audit_frame(au.paper_table(), au.summarise_ledger(pd.DataFrame()), proj, no_benchmarks)
     rows = frame[frame["section"] == "paper's implied utilisation"]
     assert len(rows) == 4 and 0 < rows["value"].min() < rows["value"].max() < 1
+    measured = frame[frame["section"] == "measured utilisation (benchmark e)"]
+    assert len(measured) == 1 and "not measured on a GPU yet" in measured["item"].iloc[0]
+
+
+def test_audit_sets_the_benchmarks_measured_mfu_beside_the_implied(tmp_path):
+    """benchmarks/pyramid_vs_fullseq.py writes performance.json; on a GPU its section (e) holds each
+    experiment's MFU, which the audit lists under the GPU's name (a CPU run has no MFU and adds nothing)."""
+    from pyramid_repro.report import audit as au
+
+    path = tmp_path / "performance.json"
+    assert au.measured_mfu(path) == []
+    path.write_text('{"device": "2 CPU threads", "paper_training": {}}')
+    assert au.measured_mfu(path) == []
+    path.write_text('{"device": "NVIDIA H100 80GB HBM3", "paper_training": {"fullseq": {"mfu": 0.41}, '
+                    '"pyramid": {"mfu": 0.22}}}')
+    measured = au.measured_mfu(path)
+    assert [(m["experiment"], m["mfu"]) for m in measured] == [("fullseq", 0.41), ("pyramid", 0.22)]
+    no_benchmarks = pd.DataFrame(columns=["job", "seconds", "cpu_seconds", "max_rss_mb"])
+    frame = au.audit_frame(au.paper_table(), au.summarise_ledger(pd.DataFrame()), au.paper_projection(pd.DataFrame()),
+                           no_benchmarks, measured)
+    rows = frame[frame["section"] == "measured utilisation (benchmark e)"]
+    assert list(rows["item"]) == ["fullseq on NVIDIA H100 80GB HBM3", "pyramid on NVIDIA H100 80GB HBM3"]
+    assert list(rows["value"]) == [0.41, 0.22]
 
 
 def test_ledger_row_has_throughput_and_an_old_ledger_gains_the_column(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -119,8 +120,28 @@ def implied_mfu(train_flops: float, a100_hours: float) -> float:
     return float(train_flops) / (float(a100_hours) * 3600.0 * A100_BF16_PEAK)
 
 
+MEASURE_MFU = "python benchmarks/pyramid_vs_fullseq.py --device cuda"
+
+
+def performance_file(cfg: Config) -> Path:
+    """Where `benchmarks/pyramid_vs_fullseq.py` leaves its numbers (reports/performance.json beside its .md)."""
+    return Path(cfg.reports) / "performance.json"
+
+
+def measured_mfu(path: Path) -> list[dict]:
+    """Model FLOPs utilisation of paper-size training measured on a GPU by the benchmark's section (e): one
+    {experiment, device, mfu} per experiment (fullseq, pyramid); [] when the file is missing or has no GPU
+    section (a CPU run of the benchmark measures no MFU)."""
+    if not Path(path).exists():
+        return []
+    data = json.loads(Path(path).read_text())
+    train = data.get("paper_training") or {}
+    return [{"experiment": e, "device": data.get("device", "?"), "mfu": r["mfu"]}
+            for e, r in train.items() if r.get("mfu") is not None]
+
+
 def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFrame,
-                benchmarks: pd.DataFrame) -> pd.DataFrame:
+                benchmarks: pd.DataFrame, measured: list[dict] = ()) -> pd.DataFrame:
     """The whole audit as one long CSV: section, item, quantity, value, unit."""
     pa = paper_a100_hours()
     rows = [("paper Table 4", f"stage {r.stage} ({r.data})", "A100-hours", float(r.gpus * r.hours), "A100-h")
@@ -146,6 +167,13 @@ def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFr
     if len(projection):
         rows.append(("paper's implied utilisation", "all stages", "analytic FLOPs / (Table 4 A100-hours x peak)",
                      implied_mfu(projection["train_flops"].sum(), projection["paper_a100_hours"].sum()), "fraction"))
+    # beside the paper's implied utilisation: what paper-size training reaches here (benchmark section (e))
+    for m in measured:
+        rows.append(("measured utilisation (benchmark e)", f"{m['experiment']} on {m['device']}",
+                     "MFU of the GPU's dense bf16 peak", float(m["mfu"]), "fraction"))
+    if not measured:
+        rows.append(("measured utilisation (benchmark e)", f"not measured on a GPU yet: {MEASURE_MFU}",
+                     "MFU of the GPU's dense bf16 peak", float("nan"), "fraction"))
     for r in projection.itertuples():
         rows.append(("projection (paper profile)", r.stage, f"A100-hours at {ASSUMED_MFU:.0%} MFU of "
                      f"{A100_BF16_PEAK / 1e12:.0f} TFLOP/s", float(r.projected_a100_hours), "A100-h"))
@@ -205,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     total = implied_mfu(proj["train_flops"].sum(), proj["paper_a100_hours"].sum())
     print(f"the paper's hours imply {total:.1%} utilisation of the A100's bf16 peak under this FLOP model "
           f"(per stage: {', '.join(f'{r.stage} {r.implied_mfu:.1%}' for r in proj.itertuples())})")
+    measured = measured_mfu(performance_file(cfg))
+    print("measured MFU of paper-size training: " + (", ".join(f"{m['experiment']} {m['mfu']:.1%} on {m['device']}"
+                                                               for m in measured)
+                                                     or f"not measured on a GPU yet ({MEASURE_MFU})"))
     from pyramid_repro.report.render import render_gpu_hours
 
     print(f"wrote {render_gpu_hours(cfg, led, proj)}")

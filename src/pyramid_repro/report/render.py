@@ -446,8 +446,9 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
     ledger = audit.ledger_summary(cfg) if ledger is None else ledger
     projection = audit.paper_projection(ledger) if projection is None else projection
     paper = audit.paper_table()
-    audit.audit_frame(paper, ledger, projection, audit.benchmark_summary(cfg)).to_csv(out / "gpu_hours.csv",
-                                                                                   index=False)
+    measured = audit.measured_mfu(audit.performance_file(cfg))
+    audit.audit_frame(paper, ledger, projection, audit.benchmark_summary(cfg), measured).to_csv(
+        out / "gpu_hours.csv", index=False)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     pa = audit.paper_a100_hours()
@@ -463,9 +464,11 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
     axes[0].tick_params(axis="x", labelsize=8)
     implied = audit.implied_mfu(projection["train_flops"].sum(), projection["paper_a100_hours"].sum()) \
         if {"train_flops", "paper_a100_hours"} <= set(projection.columns) and len(projection) else None
+    here = ", ".join(f"{m['experiment']} {m['mfu']:.0%}" for m in measured)
+    here = f"measured here: {here} on {measured[0]['device']}" if measured else "not yet measured on a GPU"
     axes[0].set_title(f"Paper: 128 A100 x (12+90+60) h = {pa['total']:,.0f} A100-hours"
-                      + (f"\n(implies {implied:.0%} of the A100's bf16 peak under this suite's FLOP model)"
-                         if implied else ""), fontsize=10)
+                      + (f"\n(implies {implied:.0%} of the A100's bf16 peak under this suite's FLOP model;\n"
+                         f"paper-size training MFU {here})" if implied else ""), fontsize=10)
     axes[0].legend(fontsize=7)
     if not ledger.empty:
         lab = ledger["experiment"] + "/" + ledger["stage"]
