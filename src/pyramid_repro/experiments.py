@@ -67,6 +67,11 @@ def training_experiments() -> list[str]:
     return [n for n, e in _load().items() if e.trains]
 
 
+def selected_experiments(chosen: list[str] | None) -> list[str]:
+    """The experiments a profile's `experiments` key selects, in the order of experiments.yaml (all for None)."""
+    return [n for n in _load() if chosen is None or n in chosen]
+
+
 # Settings an image (one-frame) curriculum stage never reads: it has no history frames, and with one frame the
 # blockwise causal and the bidirectional attention masks are the same.
 IMAGE_STAGE_UNUSED: tuple[tuple[str, ...], ...] = (

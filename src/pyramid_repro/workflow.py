@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from pyramid_repro.config import load_config
-from pyramid_repro.experiments import experiments, stage_owner, training_experiments
+from pyramid_repro.experiments import experiments, selected_experiments, stage_owner, training_experiments
 from pyramid_repro.launch import launch_prefix
 from pyramid_repro.layout import EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout
 
@@ -72,8 +72,7 @@ class Plan:
         # what the reports show (the profile's `experiments`, or all); any experiment can still be built by its
         # own target (every rule's wildcards accept all of them)
         self.all_experiments = list(experiments())
-        chosen = config_obj.experiments
-        self.experiments = [e for e in self.all_experiments if chosen is None or e in chosen]
+        self.experiments = selected_experiments(config_obj.experiments)
         self.trained = [e for e in training_experiments() if e in self.experiments]
         self.all_trained = training_experiments()
         self.curriculum = [s["name"] for s in self.cfg["train"]["curriculum"]]

@@ -23,7 +23,7 @@ import pandas as pd
 from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.eval.uncertainty import LEVEL, describe_interval, separated
-from pyramid_repro.experiments import experiments
+from pyramid_repro.experiments import experiments, selected_experiments
 from pyramid_repro.provenance import git_commit, utc_now
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
 from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth  # noqa: F401 (re-export)
@@ -363,7 +363,8 @@ def sample_frames(cfg: Config, experiment: str, videos: int = 3) -> np.ndarray |
 
 def not_run(cfg: Config) -> list[str]:
     """The experiments of replication/experiments.yaml that the profile's `experiments` key leaves out."""
-    return [] if cfg.experiments is None else [e for e in experiments() if e not in cfg.experiments]
+    run = selected_experiments(cfg.experiments)
+    return [e for e in experiments() if e not in run]
 
 
 def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path:
