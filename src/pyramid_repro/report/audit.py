@@ -239,5 +239,5 @@ def main(argv: list[str] | None = None) -> int:
                                                      or f"not measured on a GPU yet ({MEASURE_MFU})"))
     from pyramid_repro.report.render import render_gpu_hours
 
-    print(f"wrote {render_gpu_hours(cfg, led, proj)}")
+    print(f"wrote {render_gpu_hours(cfg, led, proj, measured=measured)}")
     return 0

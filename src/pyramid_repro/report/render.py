@@ -439,7 +439,7 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
 
 
 def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection: pd.DataFrame | None = None,
-                     out: Path | None = None) -> Path:
+                     out: Path | None = None, measured: list[dict] | None = None) -> Path:
     from pyramid_repro.report import audit
 
     out = out or cfg.layout.reports
@@ -447,7 +447,7 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
     ledger = audit.ledger_summary(cfg) if ledger is None else ledger
     projection = audit.paper_projection(ledger) if projection is None else projection
     paper = audit.paper_table()
-    measured = audit.measured_mfu(audit.performance_file(cfg))
+    measured = audit.measured_mfu(audit.performance_file(cfg)) if measured is None else measured
     audit.audit_frame(paper, ledger, projection, audit.benchmark_summary(cfg), measured).to_csv(
         out / "gpu_hours.csv", index=False)
     plt = _plt()
