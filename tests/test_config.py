@@ -111,6 +111,11 @@ def test_override_parsing_and_roundtrip(tmp_path):
     with pytest.raises(ConfigError):
         parse_override("novalue")
     cfg = load_config("smoke", parse_override("seed=7"))
+    # YAML 1.2 numbers: an exponent without a decimal point is a float (PyYAML's YAML 1.1 reads a string)
+    assert parse_override("train.lr=2e-3") == {"train": {"lr": 0.002}}
+    assert load_config("smoke", parse_override("train.lr=2e-3")).train.lr == 0.002
+    assert parse_override("train.lr=[1e-3, 3E2, .5, 1_000]")["train"]["lr"] == [0.001, 300.0, 0.5, 1000]
+    assert parse_override("seed=1.2.3")["seed"] == "1.2.3"  # still a string, which validation then rejects
     save_config(cfg, tmp_path / "c.yaml")
     again = load_config_file(tmp_path / "c.yaml")
     assert again == cfg and again.config_hash() == cfg.config_hash()

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,7 +406,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
@@ -590,12 +591,34 @@ def check_consistency(cfg: Config) -> None:
         raise ConfigError(f"profile '{cfg.profile}': inconsistent configuration:\n  " + "\n  ".join(errs))
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float syntax: `2e-3` and `1E5` are numbers, as in JSON and in every
+    YAML 1.2 reader (YAML 1.1, PyYAML's default, reads them as strings unless written `2.0e-3`)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text (a profile, an override's value, a prompt suite) with YAML 1.2 numbers: `--set
+    train.lr=2e-3` means the number 0.002, not the string '2e-3'."""
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 def parse_override(item: str) -> dict[str, Any]:
     """`a.b.c=value` -> {'a': {'b': {'c': value}}}, value parsed as YAML (numbers, lists, booleans)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected key=value (e.g. vae.train.steps=100)")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw)
+    value = load_yaml(raw)
     out: dict[str, Any] = {}
     cur = out
     parts = key.strip().split(".")
@@ -614,6 +637,7 @@ __all__ = [
     "json_schema",
     "load_config",
     "load_config_file",
+    "load_yaml",
     "parse_override",
     "repo_root",
     "resolve_tree",

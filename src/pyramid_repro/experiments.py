@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import yaml
-
-from pyramid_repro.config import ConfigError, replication_dir
+from pyramid_repro.config import ConfigError, load_yaml, replication_dir
 
 _KEYS = {"description", "method", "trains", "checkpoint_from", "overrides"}
 
@@ -26,7 +24,7 @@ class Experiment:
 @lru_cache(maxsize=None)
 def _load() -> dict[str, Experiment]:
     path = replication_dir() / "experiments.yaml"
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path.read_text()) or {}
     out = {}
     for name, spec in raw.items():
         if not isinstance(spec, dict):

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pyramid_repro.config import load_config
+from pyramid_repro.config import load_config, load_yaml
 from pyramid_repro.experiments import experiments, selected_experiments, stage_owner, training_experiments
 from pyramid_repro.launch import launch_prefix
 from pyramid_repro.layout import EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout
@@ -46,7 +46,7 @@ def coerce_cli_values(node: Any) -> Any:
         return [coerce_cli_values(v) for v in node]
     if isinstance(node, str):
         try:
-            v = yaml.safe_load(node)
+            v = load_yaml(node)
         except yaml.YAMLError:
             return node
         return v if isinstance(v, (int, float, bool, list)) else node

@@ -13,9 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from pyramid_repro.config import Config, ConfigError, replication_dir
+from pyramid_repro.config import Config, ConfigError, load_yaml, replication_dir
 
 SUITES = ("synthetic", "vbench", "evalcrafter")
 
@@ -36,7 +34,7 @@ def _synthetic(cfg: Config) -> list[Prompt]:
     from pyramid_repro.eval.vbench import NORMALIZE
 
     path = replication_dir() / "prompts" / "synthetic.yaml"
-    entries = (yaml.safe_load(path.read_text()) or {}).get("prompts")
+    entries = (load_yaml(path.read_text()) or {}).get("prompts")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: expected a non-empty list under 'prompts'")
     out, seen = [], set()

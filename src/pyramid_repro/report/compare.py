@@ -19,7 +19,7 @@ from typing import Callable
 import pandas as pd
 
 from pyramid_repro.cliutil import add_config_args, config_from_args
-from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.config import Config, ConfigError, load_yaml
 from pyramid_repro.report.paper import load_paper_table
 
 METRICS = ("total", "quality", "semantic", "fid")
@@ -73,7 +73,7 @@ def check_train_config(path: Path, cfg: Config, keys: tuple[str, ...] = ARCHITEC
     import yaml
 
     try:
-        saved = yaml.safe_load(Path(path).read_text()) or {}
+        saved = load_yaml(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     ours = cfg.to_dict()
