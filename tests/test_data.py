@@ -93,6 +93,12 @@ def test_video_roundtrip_is_lossless(tmp_path):
     write_video(tmp_path / "v.mp4", x, 8)
     y, fps = read_video(tmp_path / "v.mp4")
     assert fps == 8 and np.array_equal(x, y)
+    # the colour converter is shared across files (video_io._rgb24): files of other sizes read in turn stay exact
+    z = (np.random.default_rng(1).random((3, 32, 8, 3)) * 255).astype(np.uint8)
+    write_video(tmp_path / "z.mp4", z, 8)
+    for _ in range(2):
+        assert np.array_equal(read_video(tmp_path / "z.mp4")[0], z)
+        assert np.array_equal(read_video(tmp_path / "v.mp4")[0], x)
 
 
 def test_sample_indices_resample_by_time():
