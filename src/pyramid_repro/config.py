@@ -243,6 +243,9 @@ class ComputeConfig:
     # CPUs of the VAE training job (0: cpus_per_job). Nothing else can run while the VAE trains (every DiT job
     # needs its latents), so a CPU profile that runs one-thread jobs side by side gives it all the cores
     vae_cpus: int = 0
+    # CPUs of the probe training job (0: cpus_per_job). Every DiT job records FID points with the probe, so on a
+    # CPU profile only the short latent encoding and VAE evaluation can run beside it
+    probe_cpus: int = 0
     mem_mb: int = 8000  # memory per node
     runtime_min: int = 60  # wall-time limit of a long job (training, sampling)
     partition: str | None = None  # SLURM partition (None: the cluster's default)

@@ -190,6 +190,10 @@ class Plan:
         """CPUs of the VAE training job: `compute.vae_cpus`, else `compute.cpus_per_job`."""
         return self.compute("vae_cpus") or self.compute("cpus_per_job")
 
+    def probe_cpus(self) -> int:
+        """CPUs of the probe training job: `compute.probe_cpus`, else `compute.cpus_per_job`."""
+        return self.compute("probe_cpus") or self.compute("cpus_per_job")
+
     def gpu_resources(self, **kw: Any) -> dict[str, Any]:
         """Resources of a one-GPU job (sampling, encoding, evaluation) when the profile has GPUs."""
         return self.resources(gpus=min(1, self.compute("gpus_per_job")), **kw)

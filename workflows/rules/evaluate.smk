@@ -15,7 +15,7 @@ rule train_probe:
     params:
         data=PLAN.section("data"),
         steps=CFG["eval"]["probe_steps"],
-    threads: PLAN.compute("cpus_per_job")
+    threads: PLAN.probe_cpus()
     resources:
         **PLAN.gpu_resources(runtime=30),  # minutes; ~1.5 on 2 cores at the tiny profile
     conda:
