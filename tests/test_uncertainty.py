@@ -13,6 +13,7 @@ import pytest
 from pyramid_repro.config import load_config
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.backends import FrechetToFixed, frechet_distance, frechet_interval
+from pyramid_repro.eval.score import write_units
 from pyramid_repro.report import render
 from pyramid_repro.report.convergence import convergence_speedup, crossing_range, describe
 
@@ -140,10 +141,26 @@ def test_reports_show_the_intervals(tmp_path):
 
     render.render_ablations(cfg, out)
     ab = pd.read_csv(out / "ablations.csv").set_index("experiment")
-    # fullseq's interval overlaps pyramid's (within the noise); no_temporal_pyramid's does not
-    assert not ab.loc["fullseq", "Δ total (synthetic) separated"]
-    assert ab.loc["no_temporal_pyramid", "Δ total (synthetic) separated"]
+    # scored before per-video units were saved: the difference is shown, marginal, and decides nothing
+    assert ab.loc["no_temporal_pyramid", "Δ total (synthetic)"] == pytest.approx(-20.0)
+    assert not ab["Δ total (synthetic) paired"].fillna(False).any()
+    assert not ab["Δ total (synthetic) separated"].fillna(False).any()
     assert ab.loc["fullseq", "total (synthetic) lo"] == 76.5
+    # with units: the paired test decides (no_temporal_pyramid far below pyramid on the same prompts; fullseq not)
+    rng = np.random.default_rng(0)
+    prompts = [f"p{i}" for i in range(24)]
+    base = rng.uniform(0.3, 0.9, 24)
+    for name, shift in (("pyramid", 0.0), ("fullseq", 0.0), ("no_temporal_pyramid", -0.25)):
+        noise = 0.0 if name == "pyramid" else rng.normal(0, 0.05, 24)
+        write_units(cfg.layout.metrics_units(name, "synthetic"),
+                    {"dim/dynamic_degree": np.clip(base + shift + noise, 0, 1), "motion_ratio": np.full(24, np.nan),
+                     "blockiness": np.zeros(24)},
+                    [{"prompt_id": p, "sample_index": 0, "path": f"{p}.mp4"} for p in prompts])
+    render.render_ablations(cfg, out)
+    ab = pd.read_csv(out / "ablations.csv").set_index("experiment")
+    assert ab.loc["no_temporal_pyramid", "Δ total (synthetic) separated"]
+    assert ab.loc["no_temporal_pyramid", "Δ total (synthetic) hi"] < 0
+    assert ab.loc["fullseq", "Δ total (synthetic) paired"] and not ab.loc["fullseq", "Δ total (synthetic) separated"]
 
     # FID curves with bands: the report draws them and states a speed-up only where they separate
     x = np.arange(1, 11, dtype=float)

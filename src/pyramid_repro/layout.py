@@ -17,8 +17,13 @@ from pathlib import Path
 
 REPORT_FILES = ("table1.pdf", "table1.csv", "table1.md", "table5.pdf", "table5.csv", "fid_convergence.pdf",
                 "fid_convergence.csv", "fid_convergence.txt", "ablations.pdf", "ablations.csv", "gpu_hours.pdf",
-                "gpu_hours.csv")
+                "gpu_hours.csv", "claims.pdf", "claims.csv", "claims.md")
 EVALCRAFTER_REPORT_FILES = ("table6.pdf", "table6.csv")  # only when an `evalcrafter` backend is scored
+
+
+def units_path(metrics_json: Path) -> Path:
+    """The per-video data file beside a metrics JSON: metrics/<backend>.json -> metrics/<backend>.units.npz."""
+    return Path(metrics_json).with_suffix(".units.npz")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,10 @@ class Layout:
 
     def metrics(self, experiment: str, backend: str) -> Path:
         return self.results / experiment / "metrics" / f"{backend}.json"
+
+    def metrics_units(self, experiment: str, backend: str) -> Path:
+        """Per-video data behind a metrics JSON (eval/score.py: `units_path`)."""
+        return units_path(self.metrics(experiment, backend))
 
     def compare(self, name: str) -> Path:
         """Work folder of `pyramid-repro compare` for a checkpoint named `name`."""

@@ -97,6 +97,34 @@ def flicker_score(video: np.ndarray) -> float:
     return float((255.0 - d) / 255.0)
 
 
+def blockiness(video: np.ndarray, block: int, eps: float = 0.01) -> float:
+    """Block artifacts at a pyramid's jump points (paper Sec. 3.1: nearest-neighbour up-sampling of a stage's
+    latent leaves 2x2 blocks that corrective noise is there to break up): log of the mean squared difference of
+    neighbouring pixels across the edges of a `block`-pixel grid over the same inside the blocks, horizontal and
+    vertical pairs of every frame and channel together. About 0 for an image without a grid (a smooth image, or
+    one up-sampled bilinearly), large where blocks are flat inside and step at their edges. `eps` (squared pixel
+    levels) keeps a flat image finite."""
+    v = np.asarray(video, dtype=np.float64)
+    if v.ndim == 3:
+        v = v[None]
+    if v.ndim != 4 or v.shape[-1] not in (1, 3):
+        raise ValueError(f"blockiness: expected frames (T, H, W, C) or one frame (H, W, C), got {video.shape}")
+    H, W = v.shape[1:3]
+    if block < 2 or block >= min(H, W):
+        raise ValueError(f"blockiness: block {block} must be at least 2 and smaller than the frame ({H}x{W})")
+    dx, dy = np.diff(v, axis=2) ** 2, np.diff(v, axis=1) ** 2
+    ex, ey = (np.arange(1, W) % block) == 0, (np.arange(1, H) % block) == 0  # pair (j-1, j) straddles an edge
+    edge = np.concatenate([dx[:, :, ex].ravel(), dy[:, ey].ravel()])
+    inside = np.concatenate([dx[:, :, ~ex].ravel(), dy[:, ~ey].ravel()])
+    return float(np.log((edge.mean() + eps) / (inside.mean() + eps)))
+
+
+def jump_block(cfg: Config) -> int:
+    """Pixels per side of the blocks the last jump point's 2x nearest up-sampling makes in a decoded frame: two
+    latent pixels, each `vae.spatial_compression` pixels (the earlier jumps' blocks are multiples of it)."""
+    return 2 * cfg.vae.spatial_compression
+
+
 def motion_smoothness_score(video: np.ndarray) -> float:
     """Odd frames predicted by linear interpolation of their neighbours; 1 - mean abs error / 255."""
     v = video.astype(np.float32)
@@ -355,16 +383,20 @@ class FrechetToFixed:
 
 def frechet_interval(per_video: list[np.ndarray], clusters: list, mu: np.ndarray, sigma: np.ndarray,
                      n_resamples: int = uq.N_RESAMPLES, seed: int = 0) -> tuple[float, list[float]]:
-    """Fréchet distance of all frames of the videos to N(mu, sigma) (`frechet_to_stats`) and its basic-bootstrap
-    interval over the videos (resampled prompt by prompt; the real statistics, from many more frames, held
-    fixed), the resamples computed with `FrechetToFixed`."""
+    """Bias-corrected Fréchet distance of all frames of the videos to N(mu, sigma) and its basic-bootstrap interval
+    over the videos (resampled prompt by prompt; the real statistics, from many more frames, held fixed), the
+    resamples computed with `FrechetToFixed`. The plug-in distance (`frechet_to_stats`, clean-fid's) is biased
+    upwards by about tr(Sigma)/n; the estimate returned is `uncertainty.bias_corrected` (2 x plug-in - median of
+    the resamples), the centre of the basic interval, so it always lies inside it (`frechet_plug_in` gives the
+    plug-in value)."""
     to_real = FrechetToFixed(mu, sigma)
 
     def stat(idx: np.ndarray) -> dict[str, float]:
         return {"fid": to_real(np.concatenate([per_video[i] for i in idx]))}
 
-    fid = frechet_to_stats(np.concatenate(per_video), mu, sigma)
-    return fid, uq.bootstrap(stat, clusters, n_resamples, method="basic", seed=seed)["fid"]
+    plug_in = frechet_to_stats(np.concatenate(per_video), mu, sigma)
+    _, draws = uq.bootstrap_draws(stat, clusters, n_resamples, seed=seed)
+    return uq.bias_corrected(plug_in, draws["fid"]), list(uq.interval_from(plug_in, draws["fid"], method="basic"))
 
 
 def fid_probe_score(videos: torch.Tensor, cfg: Config, clusters: list | None = None,
@@ -435,10 +467,10 @@ def fid_kid(fake: np.ndarray, real: np.ndarray, seed: int = 0) -> tuple[float, f
     return float(fid), float(kid)
 
 
-def inception_fid(videos: list[np.ndarray], cfg: Config, clusters: list | None = None
-                  ) -> tuple[float, float, list[float] | None]:
-    """Inception FID and KID of generated frames against the frames of the held-out (test split) real clips, and
-    the FID's basic-bootstrap interval over the generated videos (`clusters`: their prompt ids)."""
+def inception_fid(videos: list[np.ndarray], cfg: Config, clusters: list) -> dict:
+    """Inception FID and KID of generated frames against the frames of the held-out (test split) real clips: the
+    bias-corrected FID with its basic-bootstrap interval over the generated videos (`clusters`: their prompt ids;
+    `frechet_interval`), the plug-in FID (clean-fid's number), KID and every frame's features."""
     from pyramid_repro.data.datasets import ClipDataset
 
     dev = config_device(cfg)
@@ -451,11 +483,28 @@ def inception_fid(videos: list[np.ndarray], cfg: Config, clusters: list | None =
         stats.parent.mkdir(parents=True, exist_ok=True)
         np.save(stats, inception_features(real, cfg.eval.inception_path, device=dev))
     real = np.load(stats)
-    fid, kid = fid_kid(fake, real, cfg.seed)
-    ci = None
-    if clusters is not None:
-        ci = frechet_interval(per_video, clusters, real.mean(0), np.cov(real, rowvar=False), seed=cfg.seed)[1]
-    return fid, kid, ci
+    plug_in, kid = fid_kid(fake, real, cfg.seed)
+    fid, ci = frechet_interval(per_video, clusters, real.mean(0), np.cov(real, rowvar=False), seed=cfg.seed)
+    return {"fid": fid, "fid_plug_in": plug_in, "kid": kid, "interval": ci, "per_video": per_video}
+
+
+def synthetic_units(per_video: list[dict[str, float]], ratios: list[float | None], blocks: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+    """The synthetic proxy's per-video data, one entry per video (NaN where a video's prompt does not serve a
+    dimension): every dimension's score (`dim/<name>`), the prompted-motion ratio (`motion_ratio`, NaN for static
+    prompts) and `blockiness`. Saved beside the metrics so comparisons can be recomputed and paired
+    (report/claims.py)."""
+    names = sorted({d for scores in per_video for d in scores})
+    out = {f"dim/{d}": np.array([scores.get(d, np.nan) for scores in per_video], dtype=float) for d in names}
+    out["motion_ratio"] = np.array([np.nan if r is None else r for r in ratios], dtype=float)
+    out["blockiness"] = np.asarray(blocks, dtype=float)
+    return out
+
+
+def feature_units(per_video: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Every frame's features (float32) and the index of its video: an FID backend's per-video data."""
+    return {"features": np.concatenate(per_video).astype(np.float32),
+            "frame_video": np.concatenate([np.full(len(f), i) for i, f in enumerate(per_video)])}
 
 
 def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
@@ -470,24 +519,34 @@ def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, vi
         dims = dimension_means(per_video)
         agg = vb.aggregate(dims)
         intervals = synthetic_intervals(per_video, ratios, [p.id for p in prompts], cfg.seed)
+        block = jump_block(cfg)
+        blocks = np.array([blockiness(v, block) for v in videos])
         return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")},
                 "fid": None, "extra": {"missing_vbench_dimensions": agg["missing"],
-                                       "prompted_motion": motion_summary(ratios)},
+                                       "prompted_motion": motion_summary(ratios),
+                                       "blockiness": {"mean": float(blocks.mean()), "block_pixels": block}},
                 "intervals": intervals,
-                "interval": uq.metadata("percentile", "videos", len(videos), len({p.id for p in prompts}))}
+                "interval": uq.metadata("percentile", "videos", len(videos), len({p.id for p in prompts})),
+                "units": synthetic_units(per_video, ratios, blocks)}
     if backend == "fid-probe":
         from pyramid_repro.eval.probe import load_probe
 
         probe = load_probe(cfg)
         per_video = [probe_features(probe, [v]) for v in videos]
-        fid, ci = frechet_interval(per_video, [p.id for p in prompts], *real_probe_stats(cfg), seed=cfg.seed)
-        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"frames": int(sum(len(v) for v in videos))},
+        real = real_probe_stats(cfg)
+        fid, ci = frechet_interval(per_video, [p.id for p in prompts], *real, seed=cfg.seed)
+        return {"dimensions": {}, "aggregate": {}, "fid": fid,
+                "extra": {"frames": int(sum(len(v) for v in videos)),
+                          "fid_plug_in": frechet_to_stats(np.concatenate(per_video), *real)},
                 "intervals": {"fid": ci},
-                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts}))}
+                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts})),
+                "units": feature_units(per_video)}
     if backend == "clean-fid":
-        fid, kid, ci = inception_fid(videos, cfg, [p.id for p in prompts])
-        return {"dimensions": {}, "aggregate": {}, "fid": fid, "extra": {"kid": kid}, "intervals": {"fid": ci},
-                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts}))}
+        r = inception_fid(videos, cfg, [p.id for p in prompts])
+        return {"dimensions": {}, "aggregate": {}, "fid": r["fid"],
+                "extra": {"kid": r["kid"], "fid_plug_in": r["fid_plug_in"]}, "intervals": {"fid": r["interval"]},
+                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts})),
+                "units": feature_units(r["per_video"])}
     if backend == "vbench":
         from pyramid_repro.config import replication_dir
 

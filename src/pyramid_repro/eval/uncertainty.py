@@ -19,9 +19,11 @@ and reads the interval off the resampled values (Efron & Tibshirani 1993, ch. 13
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 LEVEL = 0.95
 N_RESAMPLES = 1000
@@ -57,13 +59,11 @@ def interval_from(estimate: float, resampled: np.ndarray, level: float = LEVEL, 
     return float(q_lo), float(q_hi)
 
 
-def bootstrap(statistic: Callable[[np.ndarray], dict[str, float | None]], clusters: Sequence[Any],
-              n_resamples: int = N_RESAMPLES, level: float = LEVEL, method: str = "percentile", seed: int = 0
-              ) -> dict[str, list[float]]:
-    """Intervals of every number `statistic(indices)` returns ({name: value}; indices select units, with
-    repeats). Returns {name: [lo, hi]} at `level`, for the names whose full-sample value is a number."""
-    everything = np.arange(len(clusters))
-    estimate = statistic(everything)
+def bootstrap_draws(statistic: Callable[[np.ndarray], dict[str, float | None]], clusters: Sequence[Any],
+                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The full-sample value of every number `statistic(indices)` returns and its resampled values (NaN where a
+    resample gives none), for the names whose full-sample value is a number."""
+    estimate = statistic(np.arange(len(clusters)))
     names = [k for k, v in estimate.items() if v is not None and np.isfinite(v)]
     draws: dict[str, list[float]] = {k: [] for k in names}
     for idx in resample_indices(clusters, n_resamples, seed):
@@ -71,7 +71,26 @@ def bootstrap(statistic: Callable[[np.ndarray], dict[str, float | None]], cluste
         for k in names:
             v = values.get(k)
             draws[k].append(float("nan") if v is None else float(v))
-    return {k: list(interval_from(float(estimate[k]), np.array(draws[k]), level, method)) for k in names}
+    return {k: float(estimate[k]) for k in names}, {k: np.array(v) for k, v in draws.items()}
+
+
+def bootstrap(statistic: Callable[[np.ndarray], dict[str, float | None]], clusters: Sequence[Any],
+              n_resamples: int = N_RESAMPLES, level: float = LEVEL, method: str = "percentile", seed: int = 0
+              ) -> dict[str, list[float]]:
+    """Intervals of every number `statistic(indices)` returns ({name: value}; indices select units, with
+    repeats). Returns {name: [lo, hi]} at `level`, for the names whose full-sample value is a number."""
+    estimate, draws = bootstrap_draws(statistic, clusters, n_resamples, seed)
+    return {k: list(interval_from(estimate[k], draws[k], level, method)) for k in estimate}
+
+
+def bias_corrected(estimate: float, resampled: np.ndarray) -> float:
+    """The estimate that goes with a basic interval: 2 x plug-in - median of the resampled values. The bootstrap
+    reads a plug-in statistic's bias off how far its resamples sit from it (a resampled FID repeats units and so
+    sits higher, as the plug-in sits above the truth); subtracting it centres the estimate where the basic interval
+    is centred, so the estimate always lies inside its own interval (docs/method.md §10)."""
+    values = np.asarray(resampled, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(2 * estimate - np.median(values)) if len(values) else float(estimate)
 
 
 def describe_interval(values: Sequence[float] | None, digits: int = 1) -> str:
@@ -93,3 +112,129 @@ def metadata(method: str, unit: str, n_units: int, n_clusters: int, n_resamples:
     """What an interval is, for the metrics JSON and the report footers."""
     return {"level": level, "method": f"{method} bootstrap", "resampled": unit, "units": n_units,
             "clusters": n_clusters, "resamples": n_resamples}
+
+
+# -- paired comparisons (docs/method.md §11) -----------------------------------------------------------------------
+N_PERMUTATIONS = 2000
+POWER = 0.8
+
+
+def order_quantiles(values: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """Quantiles read off the sorted values without interpolation (an order statistic, numpy's `inverted_cdf`), so a
+    resample whose statistic is +-inf (a censored speed-up) gives an infinite end instead of NaN."""
+    v = np.sort(np.asarray(values, dtype=float)[~np.isnan(np.asarray(values, dtype=float))])
+    if len(v) == 0:
+        return np.full(len(qs), np.nan)
+    return np.quantile(v, qs, method="inverted_cdf")
+
+
+@dataclass
+class Paired:
+    """A paired comparison of two arms (`paired_difference`): the effect, its interval, the label-swap p-value and
+    what was resampled. `estimate` and `interval` come from one method: the plug-in effect with its percentile
+    interval, or ("basic") the bias-corrected effect 2 x plug-in - median of the resamples with the basic interval,
+    which always contains it."""
+
+    estimate: float
+    interval: tuple[float, float]
+    p_value: float
+    plug_in: float
+    se: float
+    clusters: int
+    units: tuple[int, int]
+    method: str
+    resamples: int
+    permutations: int
+    level: float = LEVEL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": self.estimate, "interval": list(self.interval), "p_value": self.p_value,
+                "plug_in": self.plug_in, "se": self.se, "clusters": self.clusters, "units": list(self.units),
+                "method": f"paired {self.method} bootstrap + label-swap permutation", "resamples": self.resamples,
+                "permutations": self.permutations, "level": self.level}
+
+
+def _groups(clusters: Sequence[Any]) -> dict[str, np.ndarray]:
+    labels = np.asarray([str(c) for c in clusters])
+    return {c: np.nonzero(labels == c)[0] for c in dict.fromkeys(labels)}
+
+
+def paired_difference(effect: Callable[[np.ndarray, np.ndarray], float], clusters_a: Sequence[Any],
+                      clusters_b: Sequence[Any], n_resamples: int = N_RESAMPLES,
+                      n_permutations: int = N_PERMUTATIONS, level: float = LEVEL, method: str = "percentile",
+                      seed: int = 0) -> Paired:
+    """Compare two arms measured on the same units (prompts, captions): `effect(ia, ib)` is the statistic of arm A's
+    units `ia` against arm B's units `ib` (indices into the *pooled* units: A's are 0..nA-1, B's nA..nA+nB-1), with
+    no effect at 0 (a difference, or the log of a ratio).
+
+    * Interval: the clusters shared by both arms are drawn with replacement, one draw for both arms (a cluster
+      brings all of its units in A and in B), so what the two arms share (the prompt's difficulty, the seed's
+      noise) cancels in the effect instead of widening its interval (Efron & Tibshirani 1993, ch. 13; paired
+      design). A statistic that is not a difference of means (an FID) is resampled the same way.
+    * p-value: label-swap permutation test of "no difference between the arms" (Good 2005): each cluster's units
+      swap arms with probability 1/2; two-sided, (1 + #{|T*| >= |T|}) / (1 + permutations).
+
+    Both arms must have units in the same clusters (a cluster in one arm only is a ConfigError-like ValueError
+    naming it)."""
+    ga, gb = _groups(clusters_a), _groups(clusters_b)
+    if set(ga) != set(gb):
+        only = sorted(set(ga) ^ set(gb))[:5]
+        raise ValueError(f"paired comparison: the arms do not share their units; in one arm only: {only}")
+    if not ga:
+        raise ValueError("paired comparison: no units")
+    na = len(clusters_a)
+    names = list(ga)
+    a = [ga[c] for c in names]
+    b = [gb[c] + na for c in names]
+    plug_in = float(effect(np.concatenate(a), np.concatenate(b)))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(names), size=(n_resamples, len(names)))
+    boot = np.array([effect(np.concatenate([a[g] for g in row]), np.concatenate([b[g] for g in row]))
+                     for row in draws], dtype=float)
+    alpha = (1.0 - level) / 2
+    q_lo, q_med, q_hi = order_quantiles(boot, [alpha, 0.5, 1 - alpha])
+    if method == "basic":
+        estimate, interval = 2 * plug_in - q_med, (2 * plug_in - q_hi, 2 * plug_in - q_lo)
+    elif method == "percentile":
+        estimate, interval = plug_in, (q_lo, q_hi)
+    else:
+        raise ValueError(f"bootstrap method {method!r}; expected one of {METHODS}")
+    swaps = rng.random((n_permutations, len(names))) < 0.5
+    perm = np.array([effect(np.concatenate([b[g] if s else a[g] for g, s in enumerate(row)]),
+                            np.concatenate([a[g] if s else b[g] for g, s in enumerate(row)])) for row in swaps],
+                    dtype=float)
+    perm = perm[~np.isnan(perm)]
+    p = float((1 + np.sum(np.abs(perm) >= abs(plug_in) - 1e-12)) / (1 + len(perm))) if np.isfinite(plug_in) else \
+        float("nan")
+    finite = boot[np.isfinite(boot)]
+    return Paired(estimate=float(estimate), interval=(float(interval[0]), float(interval[1])), p_value=p,
+                  plug_in=plug_in, se=float(finite.std(ddof=1)) if len(finite) > 1 else float("nan"),
+                  clusters=len(names), units=(na, len(clusters_b)), method=method, resamples=n_resamples,
+                  permutations=len(perm), level=level)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979): controls the chance of any false
+    rejection among them at the nominal level. NaNs stay NaN and do not count in the family."""
+    p = np.asarray(p_values, dtype=float)
+    ok = np.nonzero(np.isfinite(p))[0]
+    out = np.full(len(p), np.nan)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(v) for v in out]
+
+
+def units_for_power(effect: float, se: float, clusters: int, level: float = LEVEL, power: float = POWER
+                    ) -> float:
+    """How many clusters (prompts, captions) a paired two-sided test at `level` needs to detect `effect` with
+    `power`, at the spread the bootstrap measured: the effect's standard error shrinks as 1/sqrt(n), so
+    n = clusters x ((z_(1-a/2) + z_power) x se / |effect|)^2. inf when the effect is 0."""
+    if not (np.isfinite(effect) and np.isfinite(se)) or clusters <= 0:
+        return float("nan")
+    if effect == 0:
+        return float("inf")
+    z = norm.ppf(1 - (1 - level) / 2) + norm.ppf(power)
+    return float(clusters * (z * se / abs(effect)) ** 2)

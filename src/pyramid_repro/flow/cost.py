@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.flow.temporal import history_stages
 
 
@@ -94,3 +95,55 @@ def transformer_forward_flops(tokens: float, depth: int, hidden: int, mlp_ratio:
 def training_flops(tokens: float, depth: int, hidden: int, mlp_ratio: float = 4.0) -> float:
     """Forward + backward of one sample: 3x the forward FLOPs."""
     return 3.0 * transformer_forward_flops(tokens, depth, hidden, mlp_ratio)
+
+
+PAPER_CLAIM_PERCENT = 85.0  # docs/method.md §4: "training tokens reduced by more than 85% for a 10 s video"
+
+
+@dataclass(frozen=True)
+class TokenReport:
+    profile: str
+    seconds: float
+    pixel_frames: int
+    latent_frames: int
+    latent_height: int
+    latent_width: int
+    tokens_per_frame: int
+    stage_tokens: list[int]
+    fullseq_tokens: int
+    pyramid_tokens: float  # expected per training sample
+    reduction_percent: float
+    gen_fullseq_tokens: int
+    gen_pyramid_tokens: int
+    gen_pyramid_tokens_kv: int
+    gen_fullseq_evals: int
+    gen_pyramid_evals: int
+
+
+def token_report(cfg: Config, seconds: float | None = None) -> TokenReport:
+    """Token counts for a clip of `seconds` (default: the profile's clip length) at the profile's resolution."""
+    fps, T = cfg.data.fps, cfg.vae.temporal_compression
+    if seconds is None:
+        frames = cfg.data.frames
+    else:
+        frames = int(round(seconds * fps)) + 1
+        if (frames - 1) % T:
+            raise ConfigError(f"--seconds {seconds} at data.fps={fps} gives {frames} frames, which is not 1 + k*{T} "
+                              f"(vae.temporal_compression); choose seconds so that seconds*fps is a multiple of {T}")
+    s, p, K = cfg.vae.spatial_compression, cfg.model.patch_size, cfg.pyramid.stages
+    h, w = cfg.data.height // s, cfg.data.width // s
+    n = latent_frames(frames, T)
+    full = fullseq_training_tokens(h, w, p, n)
+    pyr = expected_training_tokens(h, w, p, n, K, cfg.pyramid.stage_weights, cfg.pyramid.temporal_pyramid)
+    first, later = cfg.pyramid.stage_steps(True), cfg.pyramid.stage_steps(False)
+    g_pyr = pyramid_generation_cost(h, w, p, n, K, first, later, temporal_pyramid=cfg.pyramid.temporal_pyramid)
+    g_kv = pyramid_generation_cost(h, w, p, n, K, first, later, temporal_pyramid=cfg.pyramid.temporal_pyramid,
+                                        kv_cache=True)
+    g_full = fullseq_generation_cost(h, w, p, n, sum(first))
+    return TokenReport(
+        profile=cfg.profile, seconds=(frames - 1) / fps, pixel_frames=frames, latent_frames=n, latent_height=h,
+        latent_width=w, tokens_per_frame=tokens_per_frame(h, w, p), stage_tokens=stage_tokens(h, w, p, K),
+        fullseq_tokens=full, pyramid_tokens=pyr, reduction_percent=100.0 * (1.0 - pyr / full),
+        gen_fullseq_tokens=g_full.tokens, gen_pyramid_tokens=g_pyr.tokens, gen_pyramid_tokens_kv=g_kv.tokens,
+        gen_fullseq_evals=g_full.evaluations, gen_pyramid_evals=g_pyr.evaluations,
+    )

@@ -102,9 +102,10 @@ def convergence_speedup(base_x, base_fid, pyr_x, pyr_fid, target: str | float = 
     # a curve already at the target at its first evaluation crossed it earlier than we can see: the ratio is
     # then only a bound (pyramid early -> at least this speed-up; baseline early -> at most)
     p0, b0 = sp[0] <= tgt, sb[0] <= tgt
-    reason = ("ok" if not (p0 or b0) else "both at target from their first evaluation (ratio of first points)"
-              if p0 and b0 else "pyramid at target from its first evaluation (speed-up is a lower bound)" if p0
-              else "baseline at target from its first evaluation (speed-up is an upper bound)")
+    if p0 and b0:  # the ratio of the two first evaluations says nothing about when either curve got there
+        return out | {"reason": "both at target from their first evaluation (speed-up not identified)"}
+    reason = ("ok" if not (p0 or b0) else "pyramid at target from its first evaluation (speed-up is a lower bound)"
+              if p0 else "baseline at target from its first evaluation (speed-up is an upper bound)")
     return out | {"speedup": xb / xp, "reason": reason}
 
 
@@ -172,6 +173,12 @@ def describe(row: dict | pd.Series) -> str:
     """One line for a speed-up row: '2.4x', '2.4x [1.6, 3.9]' (bands separated), 'not separated ...' (bands
     overlap: no speed-up stated) or 'not reached (>= 1.3x)'."""
     sep = row.get("separated")
+    lb = row.get("lower_bound")
+    if str(row.get("reason", "")).startswith("not reached by baseline") and lb is not None and not pd.isna(lb):
+        # censored: the baseline never gets there, so the speed-up is at least x_last / x_pyramid
+        return f">= {lb:.2f}x (censored: fullseq never reaches the target; x_last / x_pyramid)"
+    if "not identified" in str(row.get("reason", "")):
+        return f"undecided: {row['reason']}"
     if sep is not None and not pd.isna(sep) and not sep:
         return (f"not separated: the bootstrap bands overlap (pyramid reaches it at "
                 f"{_fmt_range(row['pyramid_x_range'])}, fullseq at {_fmt_range(row['baseline_x_range'])}); "

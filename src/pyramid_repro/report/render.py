@@ -22,26 +22,16 @@ import pandas as pd
 
 from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config
-from pyramid_repro.eval.uncertainty import LEVEL, describe_interval, separated
+from pyramid_repro.eval import uncertainty as uq
+from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
+from pyramid_repro.eval.uncertainty import LEVEL, describe_interval
 from pyramid_repro.experiments import experiments, selected_experiments
-from pyramid_repro.provenance import git_commit, utc_now
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
 from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth  # noqa: F401 (re-export)
+from pyramid_repro.report.claims import (claims_frame, experiment_units, load_claims, paired_feature_fid,
+                                         paired_video_statistic, render_claims)
 from pyramid_repro.report.paper import load_paper_table
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def footer(cfg: Config) -> str:
-    return (f"profile {cfg.profile} | config {cfg.config_hash()} | commit {git_commit()[:10]} | "
-            f"rendered {utc_now()}")
-
+from pyramid_repro.report.style import _plt, footer
 
 def _experiment_order(experiment: str, name: str) -> tuple[int, str]:
     """Sort key: experiments.yaml order, then file name."""
@@ -255,9 +245,12 @@ def load_fid_curves(cfg: Config, files: list[Path] | None = None) -> dict[str, p
     return curves
 
 
-def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = None) -> Path:
+def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = None,
+               claims: pd.DataFrame | None = None) -> Path:
     """FID vs training samples, FLOPs and device-hours for every trained experiment, with the measured speed-up
-    of `pyramid` over `fullseq` (report/convergence.py) beside the paper's "about 3x" (docs/method.md §7)."""
+    of `pyramid` over `fullseq` (report/convergence.py) beside the paper's "about 3x" (docs/method.md §7), in the
+    stage the spatial-pyramid claim reads (replication/claims.yaml: the image stage). The decision is the claims
+    report's paired one (`claims`, report/claims.py), quoted here; the bands are each point's own interval."""
     curves = load_fid_curves(cfg) if curves is None else curves
     if not curves:
         message = f"no FID curves yet ({cfg.layout.fid_curve('<experiment>')})"
@@ -271,8 +264,9 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
     # FID is not comparable across stages (an image stage is scored on first frames), so curves that span
     # several stages are compared within the last one only (x stays cumulative: earlier stages' cost counts)
     last = cfg.train.curriculum[-1].name if cfg.train.curriculum else None
-    multi = len({s for d in curves.values() for s in d.get("stage", pd.Series([last]))}) > 1
-    stage = last if last and multi else None
+    spatial = next((c.stage for c in load_claims() if c.kind == "fid_speedup"), None)
+    stages = {s for d in curves.values() for s in d.get("stage", pd.Series([last]))}
+    stage = (spatial if spatial in stages else last) if last and len(stages) > 1 else None
     table = speedup_table(curves, stage=stage)
     lines = []
     table.to_csv(out / "fid_convergence.csv", index=False)
@@ -288,12 +282,17 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
                 lines.append(f"{head}: {r['reason']}")
                 continue
             kinds = "/".join(grp["target_kind"])
-            overlap = r.get("separated") is False  # bootstrap bands overlap: no speed-up is stated
+            overlap = r.get("separated") is False  # marginal bands overlap: no speed-up is read off them
             if overlap or r["speedup"] is None or pd.isna(r["speedup"]):  # or a curve never gets there
                 lines.append(f"{head}: FID {r['target']:.2f} ({kinds}) {describe(r)}{paper}")
             else:
                 lines.append(f"{head}: fullseq needs {describe(r)} the pyramid's {ax_name} to reach FID "
                              f"{r['target']:.2f} ({kinds}; {r['reason']}){paper}")
+    if claims is not None and not claims.empty:
+        for r in claims[claims["claim_id"] == "spatial_pyramid"].itertuples():
+            lines.append(f"paired decision ({r.statistic}, {r.arm_a} vs {r.arm_b}, captions resampled jointly): "
+                         f"{r.display or ''} -> {r.verdict}" + (f" ({r.note})" if r.verdict != "supported" and
+                                                               r.note else ""))
     fig = plt.figure(figsize=(5.2 * len(axes_cols), 5.0 + 0.16 * len(lines)))
     gs = fig.add_gridspec(2, len(axes_cols), height_ratios=[4.2, 0.5 + 0.16 * len(lines)])
     axes = [fig.add_subplot(gs[0, i]) for i in range(len(axes_cols))]
@@ -367,6 +366,44 @@ def not_run(cfg: Config) -> list[str]:
     return [e for e in experiments() if e not in run]
 
 
+def ablation_deltas(cfg: Config, m: dict, experiment: str) -> dict[str, dict[str, float | bool]]:
+    """The paired differences of one experiment's metrics to pyramid's on the same backend (report/claims.py):
+    {column: {"": Δ, " lo", " hi", " p", " p_holm", " paired", " separated"}}. Synthetic: the Total and every
+    dimension, Holm-adjusted over them; FID backends: the FID. Without units on either side (a run scored
+    before they were saved) the marginal difference, not marked as decided."""
+    backend = m["backend"]
+    if experiment == "pyramid":
+        return {}
+    ua, ub = experiment_units(cfg, experiment, backend), experiment_units(cfg, "pyramid", backend)
+    col = f"total ({backend})" if m.get("aggregate") else f"FID ({backend})"
+    if ua is None or ub is None:
+        base = cfg.layout.metrics("pyramid", backend)
+        if not base.is_file():
+            return {}
+        other = json.loads(base.read_text())
+        mine = m["aggregate"].get("total") if m.get("aggregate") else m.get("fid")
+        theirs = other["aggregate"].get("total") if other.get("aggregate") else other.get("fid")
+        if mine is None or theirs is None:
+            return {}
+        return {col: {"": mine - theirs, " paired": False, " separated": False}}
+    out: dict[str, dict[str, float | bool]] = {}
+    if m.get("aggregate"):
+        stats = ["total"] + sorted(k[4:] for k in ua if k.startswith("dim/"))
+        res = {s: paired_video_statistic(ua, ub, s, experiment, "pyramid", cfg.seed) for s in stats}
+        cols = {s: col if s == "total" else f"{s} ({backend})" for s in stats}
+    elif backend == "fid-probe":
+        res = {"fid": paired_feature_fid(ua, ub, FrechetToFixed(*real_probe_stats(cfg)), experiment, "pyramid",
+                                         cfg.seed)}
+        cols = {"fid": col}
+    else:
+        return {}
+    for (s, r), p_adj in zip(res.items(), uq.holm([r.p_value for r in res.values()])):
+        lo, hi = r.interval
+        out[cols[s]] = {"": r.estimate, " lo": lo, " hi": hi, " p": r.p_value, " p_holm": p_adj, " paired": True,
+                        " separated": bool(p_adj < 0.05 and (lo > 0 or hi < 0))}
+    return out
+
+
 def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path:
     metrics = load_metrics(cfg) if metrics is None else metrics
     if not metrics:
@@ -385,15 +422,21 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
             cis[(m["experiment"], f"FID ({m['backend']})")] = [iv["fid_lo"], iv["fid_hi"]]
     df = pd.DataFrame(list(rows.values()))
     values = [c for c in df.columns if c != "experiment"]
-    for c in values:  # each number's bootstrap interval (eval/uncertainty.py)
+    for c in values:  # each number's own bootstrap interval (eval/uncertainty.py): it describes the model
         df[f"{c} lo"] = [cis.get((e, c), [np.nan, np.nan])[0] for e in df["experiment"]]
         df[f"{c} hi"] = [cis.get((e, c), [np.nan, np.nan])[1] for e in df["experiment"]]
     if "pyramid" in rows:
-        base = df[df["experiment"] == "pyramid"].iloc[0]
+        # every decision is paired: the experiment against pyramid on the same prompts and seeds
         for c in values:
-            df[f"Δ {c}"] = df[c] - base[c]
-            # the difference is called real only when the two intervals do not overlap (a conservative test)
-            df[f"Δ {c} separated"] = [separated(cis.get((e, c)), cis.get(("pyramid", c))) for e in df["experiment"]]
+            for k in ("", " lo", " hi", " p", " p_holm", " paired", " separated"):
+                df[f"Δ {c}{k}"] = np.nan if k not in (" paired", " separated") else False
+        for i, e in enumerate(df["experiment"]):
+            for m in metrics:
+                if m["experiment"] != e:
+                    continue
+                for c, d in ablation_deltas(cfg, m, e).items():
+                    for k, v in d.items():
+                        df.loc[i, f"Δ {c}{k}"] = v
     df.to_csv(out / "ablations.csv", index=False)
     plt = _plt()
     sheets = [(n, img) for n in rows if (img := sample_frames(cfg, n)) is not None]
@@ -412,8 +455,11 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
                     for v, lo, hi in zip(df[c], df[f"{c} lo"], df[f"{c} hi"])]
     for c in values:
         if f"Δ {c}" in df:
-            shown[f"Δ {c}"] = ["" if pd.isna(v) else f"{v:+.2f}" + ("*" if sep else "")
-                               for v, sep in zip(df[f"Δ {c}"], df[f"Δ {c} separated"])]
+            shown[f"Δ {c}"] = ["" if pd.isna(v) else f"{v:+.2f}" + (f" {describe_interval([lo, hi], 2)}"
+                                                                     if paired else " (marginal)")
+                               + ("*" if sep else "")
+                               for v, lo, hi, paired, sep in zip(df[f"Δ {c}"], df[f"Δ {c} lo"], df[f"Δ {c} hi"],
+                                                                 df[f"Δ {c} paired"], df[f"Δ {c} separated"])]
     t = ax.table(cellText=shown.values, colLabels=list(shown.columns), loc="center", cellLoc="center")
     t.auto_set_font_size(False)
     t.set_fontsize(8)
@@ -427,8 +473,10 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
         a.axis("off")
         a.set_title(n, fontsize=8)
     left_out = not_run(cfg)
-    fig.text(0.01, 0.005, f"[lo, hi]: {LEVEL:.0%} bootstrap intervals over the generated videos (prompt by prompt). "
-             "* = the experiment's interval and pyramid's do not overlap; a Δ without * is within the noise.\n"
+    fig.text(0.01, 0.005, f"[lo, hi] beside a number: its {LEVEL:.0%} bootstrap interval over the generated videos "
+             "(prompt by prompt). Δ [lo, hi]: the paired difference to pyramid (same prompts and seeds resampled "
+             "jointly); * = its interval excludes 0 and its label-swap p-value, Holm-adjusted over the backend's "
+             "dimensions, is below 0.05. (marginal): scored before per-video units were saved, no paired test.\n"
              + (f"Not run by this profile (its `experiments` key): {', '.join(left_out)}; "
                 "`snakemake --cores all --config experiments=all -- <report>` runs every experiment.\n"
                 if left_out else "")
@@ -495,8 +543,10 @@ def render_all(cfg: Config, out: Path | None = None, metrics_files: list[Path] |
     out = Path(out or cfg.layout.reports)
     out.mkdir(parents=True, exist_ok=True)
     metrics, curves = load_metrics(cfg, metrics_files), load_fid_curves(cfg, fid_files)
+    claims = claims_frame(cfg, curves)
     made = [render_table1(cfg, out, metrics), render_table5(cfg, out, metrics), render_table6(cfg, out, metrics),
-            render_fid(cfg, out, curves), render_ablations(cfg, out, metrics), render_gpu_hours(cfg, out=out)]
+            render_fid(cfg, out, curves, claims), render_ablations(cfg, out, metrics), render_gpu_hours(cfg, out=out),
+            render_claims(cfg, out, curves, claims)]
     return [p for p in made if p is not None]
 
 

@@ -1,0 +1,533 @@
+"""The claims report: each claim of the paper that the profile's experiments can test, decided by a paired test
+(docs/method.md §11) -> reports/claims.{pdf,csv,md}.
+
+The claims are data (replication/claims.yaml): the paper's words, the experiments compared and the statistics that
+fit the claim. Every experiment samples the same prompts with the same seeds and scores its FID points on the same
+captions with the same noise, so two experiments are compared on shared units: prompts (the videos of a prompt,
+seed by seed) or captions (one generated image per caption at every FID point). `eval.uncertainty.
+paired_difference` resamples the shared units jointly and swaps their labels for the p-value; the p-values of one
+claim's rows are Holm-adjusted together. A verdict is
+
+* ``supported``: the paired interval lies on the side the paper predicts and the adjusted p-value is below 0.05;
+* ``contradicted``: the interval lies on the other side (adjusted p below 0.05);
+* ``undecided``: neither; the row then says how many prompts (captions) a paired test would need for 80% power at
+  the effect and spread measured (`uncertainty.units_for_power`);
+* ``measured, no verdict``: the paper states no effect to test (history corruption);
+* ``not run by this profile``: an arm is not among the profile's experiments; the row gives the command that runs it.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pyramid_repro.config import Config, ConfigError, load_config, load_yaml, replication_dir
+from pyramid_repro.eval import uncertainty as uq
+from pyramid_repro.eval import vbench as vb
+from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
+from pyramid_repro.eval.score import read_units
+from pyramid_repro.experiments import experiments, selected_experiments
+from pyramid_repro.flow.cost import PAPER_CLAIM_PERCENT, token_report
+from pyramid_repro.layout import units_path
+from pyramid_repro.report.audit import ledger_summary
+from pyramid_repro.report.convergence import convergence_speedup, smooth
+from pyramid_repro.report.style import _plt, footer
+
+ALPHA = 0.05
+KINDS = ("fid_speedup", "motion", "blockiness", "dimension", "tokens")
+MOTION_THRESHOLD = 0.5  # eval/backends.py motion_summary: a video moves the prompted way at half the travel
+SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "undecided"
+NO_VERDICT, NOT_RUN = "measured, no verdict", "not run by this profile"
+COLUMNS = ["claim_id", "claim", "where", "arm_a", "arm_b", "statistic", "unit", "n", "estimate", "lo", "hi", "se",
+           "p_value", "p_holm", "verdict", "needed_for_power", "paper", "display", "method", "note"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of replication/claims.yaml."""
+
+    id: str
+    claim: str
+    where: str
+    kind: str
+    comparisons: list[tuple[str, str]]
+    statistics: list[str]
+    direction: int
+    stage: str | None = None
+    axis: str = "flops"
+    paper: float | None = None
+
+
+def load_claims(path: Path | None = None) -> list[Claim]:
+    """The claims of replication/claims.yaml, checked: a bad entry is a ConfigError naming the file, the claim
+    and the field."""
+    path = Path(path or replication_dir() / "claims.yaml")
+    raw = load_yaml(path.read_text()) or {}
+    known = set(experiments())
+    out = []
+    for cid, c in raw.items():
+        where = f"{path}: claim {cid!r}"
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where}: expected a mapping of claim fields")
+        missing = {"claim", "where", "kind", "comparisons", "statistics", "direction"} - set(c)
+        if missing:
+            raise ConfigError(f"{where}: missing field(s) {sorted(missing)}")
+        if c["kind"] not in KINDS:
+            raise ConfigError(f"{where}: kind {c['kind']!r}; expected one of {KINDS}")
+        pairs = []
+        for pair in c["comparisons"]:
+            if not (isinstance(pair, list) and len(pair) == 2):
+                raise ConfigError(f"{where}: comparisons entry {pair!r}; expected [arm A, arm B]")
+            bad = [e for e in pair if e not in known]
+            if bad:
+                raise ConfigError(f"{where}: comparisons name unknown experiment(s) {bad} (replication/"
+                                  "experiments.yaml)")
+            pairs.append((pair[0], pair[1]))
+        if c["direction"] not in (-1, 0, 1):
+            raise ConfigError(f"{where}: direction {c['direction']!r}; expected 1, -1 or 0 (no stated effect)")
+        if c["kind"] == "fid_speedup" and not c.get("stage"):
+            raise ConfigError(f"{where}: a fid_speedup claim names the curriculum `stage` whose FID curve it reads")
+        out.append(Claim(id=cid, claim=c["claim"], where=c["where"], kind=c["kind"], comparisons=pairs,
+                         statistics=list(c["statistics"]), direction=int(c["direction"]), stage=c.get("stage"),
+                         axis=c.get("axis", "flops"), paper=c.get("paper")))
+    return out
+
+
+def decide(interval: tuple[float, float], p_holm: float, direction: int, alpha: float = ALPHA) -> str:
+    """The verdict of one paired comparison: the interval on the predicted side of 0 (direction +1: above) and the
+    Holm-adjusted permutation p-value below `alpha` -> supported; on the other side -> contradicted; else
+    undecided. direction 0 (no stated effect) -> no verdict."""
+    if direction == 0:
+        return NO_VERDICT
+    lo, hi = (direction * v for v in interval)
+    lo, hi = min(lo, hi), max(lo, hi)
+    if not (np.isfinite(p_holm) and p_holm < alpha):
+        return UNDECIDED
+    if lo > 0:
+        return SUPPORTED
+    if hi < 0:
+        return CONTRADICTED
+    return UNDECIDED
+
+
+# -- per-video units (prompts) ------------------------------------------------------------------------------------
+def experiment_units(cfg: Config, experiment: str, backend: str = "synthetic") -> dict[str, np.ndarray] | None:
+    """The per-video units of an experiment's metrics (metrics/<backend>.units.npz), None when its scoring run
+    predates them."""
+    path = units_path(cfg.layout.metrics(experiment, backend))
+    return read_units(path) if path.is_file() else None
+
+
+def video_values(units: dict[str, np.ndarray], statistic: str) -> np.ndarray:
+    """Per-video values of a per-video statistic (NaN where the video's prompt does not serve it)."""
+    if statistic == "direction_accuracy":
+        r = units["motion_ratio"]
+        return np.where(np.isnan(r), np.nan, (r >= MOTION_THRESHOLD).astype(float))
+    if statistic == "displacement_ratio":
+        return units["motion_ratio"]
+    if statistic == "blockiness":
+        return units["blockiness"]
+    key = f"dim/{statistic}"
+    if key not in units:
+        raise KeyError(f"the units have no per-video {statistic!r} (have {sorted(units)})")
+    return units[key]
+
+
+def _paired_order(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], a: str, b: str) -> tuple[np.ndarray, ...]:
+    """Index arrays putting both arms' videos in one (prompt, sample) order; a ValueError when they are not the same
+    prompts and samples (not a paired design)."""
+    ka = list(zip(ua["prompt_id"].tolist(), ua["sample"].tolist()))
+    kb = list(zip(ub["prompt_id"].tolist(), ub["sample"].tolist()))
+    if sorted(ka) != sorted(kb):
+        raise ValueError(f"{a} and {b} were not sampled on the same prompts and samples: cannot pair them")
+    oa = sorted(range(len(ka)), key=ka.__getitem__)
+    ob = sorted(range(len(kb)), key=kb.__getitem__)
+    return np.array(oa), np.array(ob)
+
+
+def paired_video_statistic(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], statistic: str, a: str = "A",
+                           b: str = "B", seed: int = 0) -> uq.Paired:
+    """Paired comparison of a per-video statistic between two arms (effect: mean A - mean B over the videos whose
+    prompt serves it), prompts resampled jointly; `total` is VBench's Total aggregate of every dimension's mean."""
+    oa, ob = _paired_order(ua, ub, a, b)
+    if statistic == "total":
+        dims = sorted(k for k in ua if k.startswith("dim/"))
+        pool = {d: np.concatenate([ua[d][oa], ub[d][ob]]) for d in dims}
+
+        def effect(ia: np.ndarray, ib: np.ndarray) -> float:
+            def total(idx: np.ndarray) -> float:
+                means = {d[4:]: float(np.nanmean(pool[d][idx])) for d in dims if np.isfinite(pool[d][idx]).any()}
+                return vb.aggregate(means)["total"] if len(means) == len(dims) else float("nan")
+            return total(ia) - total(ib)
+
+        keep = np.arange(len(oa))
+    else:
+        va, vb_ = video_values(ua, statistic)[oa], video_values(ub, statistic)[ob]
+        keep = np.nonzero(np.isfinite(va) & np.isfinite(vb_))[0]
+        if not len(keep):
+            raise ValueError(f"no video of {a} and {b} has a value of {statistic!r}")
+        pool_v = np.concatenate([va[keep], vb_[keep]])
+
+        def effect(ia: np.ndarray, ib: np.ndarray) -> float:
+            return float(pool_v[ia].mean() - pool_v[ib].mean())
+
+    clusters = ua["prompt_id"][oa][keep]
+    return uq.paired_difference(effect, clusters, clusters, seed=seed)
+
+
+def paired_feature_fid(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], to_real: FrechetToFixed,
+                       a: str = "A", b: str = "B", seed: int = 0) -> uq.Paired:
+    """Paired difference FID(A) - FID(B) of two arms' generated frames (an FID backend's units: every frame's
+    features and its video), prompts resampled jointly; bias-corrected estimate with its basic interval."""
+    oa, ob = _paired_order(ua, ub, a, b)
+    fa = [ua["features"][ua["frame_video"] == i].astype(np.float64) for i in oa]
+    fb = [ub["features"][ub["frame_video"] == i].astype(np.float64) for i in ob]
+    pool = fa + fb
+
+    def effect(ia: np.ndarray, ib: np.ndarray) -> float:
+        return to_real(np.concatenate([pool[i] for i in ia])) - to_real(np.concatenate([pool[i] for i in ib]))
+
+    clusters = ua["prompt_id"][oa]
+    return uq.paired_difference(effect, clusters, clusters, method="basic", seed=seed)
+
+
+# -- FID curves (captions) ----------------------------------------------------------------------------------------
+@dataclass
+class FidArm:
+    """One experiment's FID points of one stage with their per-caption features."""
+
+    x: np.ndarray
+    features: list[np.ndarray]
+    units: np.ndarray
+    fid: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def fid_arm(cfg: Config, curve: pd.DataFrame | None, experiment: str, stage: str, axis: str) -> FidArm | str:
+    """The FID points of `stage` in an experiment's fid_curve.csv with the features they were scored on
+    (`units_file`), or a string saying what is missing."""
+    if curve is None or curve.empty:
+        return f"{experiment} has no FID curve ({cfg.layout.fid_curve(experiment)})"
+    pts = curve[curve["stage"] == stage] if "stage" in curve.columns else curve
+    if pts.empty:
+        return f"{experiment}'s FID curve has no point in stage {stage!r}"
+    if "units_file" not in pts.columns or pts["units_file"].isna().any():
+        return (f"{experiment}'s FID points of stage {stage!r} were scored before their features were saved "
+                "(no units_file): rerun its FID points to decide this claim")
+    base = cfg.layout.fid_curve(experiment).parent
+    feats, units = [], None
+    for f in pts["units_file"]:
+        path = base / str(f)
+        if not path.is_file():
+            return f"{path}: FID point features not found"
+        with np.load(path, allow_pickle=False) as z:
+            feats.append(np.asarray(z["features"], dtype=np.float64))
+            u = z["units"]
+        if units is not None and not np.array_equal(u, units):
+            return f"{path}: its captions differ from the other points of the curve"
+        units = u
+    return FidArm(x=pts[axis].to_numpy(float), features=feats, units=units, fid=pts["fid"].to_numpy(float))
+
+
+def speedup_statistic(pyr: FidArm, base: FidArm, to_real: FrechetToFixed, seed: int = 0, k: int = 3
+                      ) -> dict[str, Any]:
+    """Paired speed-up of the pyramid (A) over the baseline (B) to the common target FID (docs/method.md §7): the
+    log of x_baseline / x_pyramid at the first crossing of the target on smoothed curves, captions resampled
+    jointly (one draw serves every point of both curves) and swapped between the arms for the p-value; a curve
+    that never reaches the target gives a censored (infinite) resample, and the observed speed-up is then the
+    lower bound x_last / x_pyramid. Also the paired difference of the last points' FIDs."""
+    if not np.array_equal(pyr.units, base.units):
+        raise ValueError("the two FID curves were not scored on the same captions: cannot pair them")
+    if len(pyr.features) != len(base.features):
+        raise ValueError(f"the FID curves have {len(pyr.features)} and {len(base.features)} points in the stage; "
+                         "pairing needs equal numbers (fid_points)")
+    n = len(pyr.units)
+    pooled = [np.concatenate([fa, fb]) for fa, fb in zip(pyr.features, base.features)]
+    fid_a = np.array([to_real(f) for f in pyr.features])
+    fid_b = np.array([to_real(f) for f in base.features])
+    target = float(max(smooth(fid_a, k)[-1], smooth(fid_b, k)[-1]))
+
+    def log_speedup(fa: np.ndarray, fb: np.ndarray) -> tuple[float, str]:
+        r = convergence_speedup(base.x, fb, pyr.x, fa, target, k)
+        reason = r["reason"]
+        if r["speedup"] is not None and "both at target" not in reason:
+            return math.log(r["speedup"]), reason
+        if reason == "not reached by baseline":
+            return math.inf, reason
+        if reason == "not reached by pyramid":
+            return -math.inf, reason
+        return math.nan, reason
+
+    def effect(ia: np.ndarray, ib: np.ndarray) -> float:
+        fa = np.array([to_real(p[ia]) for p in pooled])
+        fb = np.array([to_real(p[ib]) for p in pooled])
+        return log_speedup(fa, fb)[0]
+
+    observed, reason = log_speedup(fid_a, fid_b)
+    clusters = [str(u) for u in pyr.units]
+    paired = uq.paired_difference(effect, clusters, clusters, n_permutations=1000, seed=seed)
+    lower_bound = None
+    if reason == "not reached by baseline":
+        xp = convergence_speedup(base.x, fid_b, pyr.x, fid_a, target, k)["pyramid_x"]
+        lower_bound = float(base.x[-1] / xp) if xp else None
+
+    def final(ia: np.ndarray, ib: np.ndarray) -> float:
+        return to_real(pooled[-1][ia]) - to_real(pooled[-1][ib])
+
+    final_fid = uq.paired_difference(final, clusters, clusters, method="basic", seed=seed)
+    return {"target": target, "observed": observed, "reason": reason, "lower_bound": lower_bound,
+            "speedup": paired, "final_fid": final_fid, "n": n}
+
+
+# -- the report ---------------------------------------------------------------------------------------------------
+def _row(c: Claim, a: str, b: str, statistic: str, unit: str, **kw: Any) -> dict[str, Any]:
+    base = {k: None for k in COLUMNS}
+    return base | {"claim_id": c.id, "claim": c.claim, "where": c.where, "arm_a": a, "arm_b": b,
+                   "statistic": statistic, "unit": unit, "paper": c.paper} | kw
+
+
+def _from_paired(row: dict, p: uq.Paired, unit_word: str) -> dict:
+    return row | {"n": p.clusters, "estimate": p.estimate, "lo": p.interval[0], "hi": p.interval[1],
+                  "p_value": p.p_value, "method": p.to_dict()["method"], "se": p.se, "unit": unit_word}
+
+
+def run_command(cfg: Config, missing: list[str]) -> str:
+    """The command that adds `missing` experiments to the profile's run and renders the claims again."""
+    chosen = selected_experiments(cfg.experiments) + [e for e in missing if e not in
+                                                     selected_experiments(cfg.experiments)]
+    target = cfg.layout.report("claims.pdf")
+    prof = "" if cfg.profile == load_config(None).profile else f"profile={cfg.profile} "
+    return f"snakemake --cores all --config {prof}'experiments=[{','.join(chosen)}]' -- {target}"
+
+
+def claims_frame(cfg: Config, curves: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per claim, comparison and statistic (COLUMNS), the verdicts decided (module docstring)."""
+    run = set(selected_experiments(cfg.experiments))
+    curves = curves or {}
+    rows: list[dict] = []
+    for c in load_claims():
+        claim_rows: list[dict] = []
+        for a, b in c.comparisons:
+            missing = [e for e in (a, b) if e not in run]
+            if missing:
+                claim_rows += [_row(c, a, b, s, "", verdict=NOT_RUN, note=f"run it: {run_command(cfg, missing)}")
+                               for s in c.statistics]
+                continue
+            try:
+                claim_rows += _measure(cfg, c, a, b, curves)
+            except (ValueError, KeyError, FileNotFoundError) as e:
+                claim_rows += [_row(c, a, b, s, "", verdict=UNDECIDED, note=f"not measurable: {e}")
+                               for s in c.statistics]
+        tested = [r for r in claim_rows if r.get("p_value") is not None]
+        for r, p in zip(tested, uq.holm([r["p_value"] for r in tested])):
+            r["p_holm"] = p
+        for r in claim_rows:
+            if r["verdict"] is None:
+                r["verdict"] = decide((r["lo"], r["hi"]), r["p_holm"] if r["p_holm"] is not None else math.nan,
+                                      c.direction)
+            if r["verdict"] == UNDECIDED and r.get("se") is not None and r["estimate"] is not None:
+                r["needed_for_power"] = uq.units_for_power(r["estimate"], r["se"], r["n"])
+            r["display"] = r["display"] or _display(r)
+        rows += claim_rows
+    df = pd.DataFrame(rows)
+    return df.reindex(columns=COLUMNS)
+
+
+def _display(r: dict) -> str:
+    if r.get("estimate") is None or pd.isna(r.get("estimate")):
+        return ""
+    lo, hi = r["lo"], r["hi"]
+    ci = "" if lo is None or pd.isna(lo) else f" [{_num(lo)}, {_num(hi)}]"
+    return f"{r['estimate']:+.3g}{ci}"
+
+
+def _num(v: float) -> str:
+    return "inf" if v == math.inf else "-inf" if v == -math.inf else f"{v:+.3g}"
+
+
+def _measure(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame]) -> list[dict]:
+    """The rows of one comparison of one claim (p-values not yet adjusted, verdict not yet decided)."""
+    if c.kind == "tokens":
+        return _token_rows(cfg, c, a, b)
+    if c.kind == "fid_speedup":
+        return _fid_rows(cfg, c, a, b, curves)
+    ua, ub = experiment_units(cfg, a), experiment_units(cfg, b)
+    if ua is None or ub is None:
+        old = a if ua is None else b
+        return [_row(c, a, b, s, "prompts", verdict=UNDECIDED,
+                     note=f"{old}'s per-video units were not saved (scored before paired comparisons): rescore it "
+                          f"(pyramid-repro score --experiment {old} --backend synthetic)") for s in c.statistics]
+    return [_from_paired(_row(c, a, b, s, "prompts"), paired_video_statistic(ua, ub, s, a, b, cfg.seed), "prompts")
+            for s in c.statistics]
+
+
+def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame]) -> list[dict]:
+    arms = [fid_arm(cfg, curves.get(e), e, c.stage, c.axis) for e in (a, b)]
+    bad = [m for m in arms if isinstance(m, str)]
+    if bad:
+        return [_row(c, a, b, s, "captions", verdict=UNDECIDED, note="; ".join(bad)) for s in c.statistics]
+    r = speedup_statistic(arms[0], arms[1], FrechetToFixed(*real_probe_stats(cfg)), cfg.seed)
+    out = []
+    for s in c.statistics:
+        if s == "speedup_common":
+            p: uq.Paired = r["speedup"]
+            row = _from_paired(_row(c, a, b, s, "captions"), p, "captions")
+            lo, hi = (math.exp(v) if not math.isnan(v) else v for v in p.interval)
+            note = (f"x = training {c.axis} in stage {c.stage}; common target FID {r['target']:.4g} (plug-in); "
+                    f"{r['reason']}")
+            if r["reason"] == "not reached by baseline" and r["lower_bound"]:
+                row["display"] = f">= {r['lower_bound']:.3g}x (censored: {b} never reaches the target) [{lo:.3g}, " \
+                                 f"{hi:.3g}]"
+                row["estimate"] = math.log(r["lower_bound"])
+            elif "both at target" in r["reason"]:
+                row["verdict"] = UNDECIDED
+                row["display"] = "not identified"
+                note += ("; both curves are at the target from their first evaluation, so the speed-up is not "
+                         "identified: add earlier FID points (the stage's fid_points)")
+            elif math.isfinite(p.estimate):
+                row["display"] = f"{math.exp(p.estimate):.3g}x [{lo:.3g}, {hi:.3g}]"
+            row["note"] = note + f"; paper: about {c.paper:g}x" if c.paper else note
+            out.append(row)
+        elif s == "final_fid":
+            row = _from_paired(_row(c, a, b, s, "captions"), r["final_fid"], "captions")
+            # lower FID is better: the claim predicts A's FID below B's, so the effect's sign is flipped
+            row.update(estimate=-row["estimate"], lo=-row["hi"], hi=-row["lo"],
+                       note=f"{b} FID - {a} FID at the stage's last point (equal compute), bias-corrected")
+            out.append(row)
+        else:
+            raise KeyError(f"statistic {s!r} of claim {c.id!r} is not one of a fid_speedup claim's "
+                           "(speedup_common, final_fid)")
+    return out
+
+
+def _token_rows(cfg: Config, c: Claim, a: str, b: str) -> list[dict]:
+    paper = token_report(load_config("paper"), 10)
+    rows = [_row(c, a, b, "token_reduction (paper scale, 10 s at 768p)", "arithmetic", estimate=paper.reduction_percent,
+                 verdict=SUPPORTED if paper.reduction_percent > PAPER_CLAIM_PERCENT else CONTRADICTED,
+                 method="analytic token count (flow/cost.py)",
+                 display=f"{paper.reduction_percent:.1f}% (paper: >{PAPER_CLAIM_PERCENT:.0f}%)",
+                 note=f"pyramid {paper.pyramid_tokens:,.0f} vs full sequence {paper.fullseq_tokens:,} tokens per "
+                      "training sample")]
+    ledger = ledger_summary(cfg)
+    video = [s.name for s in cfg.train.curriculum if s.kind == "video"]
+    per = {}
+    for e in (a, b):
+        part = ledger[(ledger["experiment"] == e) & ledger["stage"].isin(video)] if not ledger.empty else ledger
+        if len(part) and part["samples"].sum() > 0:
+            per[e] = float(part["tokens"].sum()) / float(part["samples"].sum())
+    if len(per) == 2:
+        red = 100.0 * (1.0 - per[a] / per[b])
+        rows.append(_row(c, a, b, f"token_reduction (this run's ledger, {cfg.profile})", "ledger", estimate=red,
+                         verdict=NO_VERDICT, method="ledger tokens / samples of the video stages",
+                         display=f"{red:.1f}%",
+                         note=f"{a} {per[a]:,.0f} vs {b} {per[b]:,.0f} video tokens per training sample at this "
+                              f"profile's {cfg.data.frames} frames; the paper's claim is about 10 s clips"))
+    return rows
+
+
+def render_claims(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = None,
+                  claims: pd.DataFrame | None = None) -> Path:
+    """reports/claims.{csv,md,pdf}: the claims table (`claims_frame`, or the one given) and a forest plot of every
+    tested effect."""
+    df = claims_frame(cfg, curves) if claims is None else claims
+    df.to_csv(out / "claims.csv", index=False)
+    md = [f"# Claims of the paper, decided by paired tests — {footer(cfg)}", "",
+          "Effect: arm A against arm B on shared units (prompts or captions), with its paired 95% interval and "
+          "Holm-adjusted label-swap p-value (docs/method.md §11). `needed` = prompts (captions) an 80%-power paired "
+          "test would need at the measured effect and spread.", ""]
+    md.append("| claim | arms | statistic | effect [95%] | p (Holm) | verdict | needed | note |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    for r in df.itertuples():
+        md.append(f"| {r.claim} ({r.where}) | {r.arm_a} vs {r.arm_b} | {r.statistic} | {r.display or ''} | "
+                  f"{_p(r.p_holm)} | **{r.verdict}** | {_needed(r.needed_for_power)} | {_s(r.note)} |")
+    (out / "claims.md").write_text("\n".join(md) + "\n")
+    plt = _plt()
+
+    colours = {SUPPORTED: "#cdebc5", CONTRADICTED: "#f4c7c3", UNDECIDED: "#fff2cc", NO_VERDICT: "#e8e8e8",
+               NOT_RUN: "#ffffff"}
+    shown = pd.DataFrame({
+        "claim": ["\n".join(textwrap.wrap(str(x), 44)) for x in df["claim"]],
+        "arms": [f"{a} vs {b}" for a, b in zip(df["arm_a"], df["arm_b"])],
+        "statistic": ["\n".join(textwrap.wrap(str(x), 26)) for x in df["statistic"]],
+        "effect [95%]": ["\n".join(textwrap.wrap(_s(x), 34)) for x in df["display"]],
+        "p (Holm)": [_p(v) for v in df["p_holm"]],
+        "verdict": df["verdict"],
+        "needed": [_needed(v) for v in df["needed_for_power"]]})
+    heights = [max(str(v).count("\n") + 1 for v in row) for row in shown.values]
+    lines = sum(heights) + 1
+    table_h = 0.6 + 0.17 * lines
+    fig = plt.figure(figsize=(15, table_h + 3.4))
+    gs = fig.add_gridspec(2, 1, height_ratios=[table_h, 3.0], hspace=0.25)
+    ax = fig.add_subplot(gs[0])
+    ax.axis("off")
+    t = ax.table(cellText=shown.values, colLabels=list(shown.columns), cellLoc="center", bbox=[0, 0, 1, 1],
+                 colWidths=[0.25, 0.14, 0.13, 0.2, 0.06, 0.13, 0.06])
+    t.auto_set_font_size(False)
+    t.set_fontsize(7)
+    for j in range(len(shown.columns)):
+        t[0, j].set_height(1 / lines)
+        t[0, j].set_text_props(weight="bold")
+    for i, h in enumerate(heights, start=1):
+        for j in range(len(shown.columns)):
+            cell = t[i, j]
+            cell.set_height(h / lines)
+            cell.set_facecolor(colours.get(df["verdict"].iloc[i - 1], "white"))
+    ax.set_title("Claims of the paper, decided by paired tests (this run)", fontsize=11)
+    ax2 = fig.add_subplot(gs[1])
+    _forest(ax2, df)
+    note = ("Green: supported (paired 95% interval on the side the paper predicts, Holm-adjusted permutation p < 0.05);"
+            " red: contradicted; yellow: undecided ('needed' = prompts or captions for 80% power at the measured "
+            "effect); grey: measured, no effect stated; white: not run by this profile (the CSV/MD give the "
+            "command). Offline proxies (synthetic world, probe features), not VBench or Inception FID.")
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(note, 200) + [footer(cfg)]), fontsize=7)
+    fig.savefig(out / "claims.pdf", bbox_inches="tight")
+    plt.close(fig)
+    return out / "claims.pdf"
+
+
+def _forest(ax, df: pd.DataFrame) -> None:
+    """Every tested effect in units of its bootstrap standard error, signed so that the paper's prediction is to
+    the right: a row right of the dashed line at +1.96 supports the claim."""
+    rows = [r for r in df.itertuples() if r.estimate is not None and not pd.isna(r.estimate)
+            and r.method and "bootstrap" in str(r.method)]
+    if not rows:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no paired comparison could be made", ha="center")
+        return
+    for i, r in enumerate(rows):
+        se = r.se if r.se is not None and np.isfinite(r.se) else np.nan
+        if not se > 0:  # every resample gave the same effect: off the scale on its side, if any
+            z = 0.0 if r.estimate == 0 else np.sign(r.estimate) * 8
+            ax.plot([z], [i], "o", color="C0")
+            continue
+        lo = r.lo / se if np.isfinite(r.lo) else (-8 if r.lo < 0 else 8)
+        hi = r.hi / se if np.isfinite(r.hi) else (8 if r.hi > 0 else -8)
+        ax.plot([np.clip(lo, -8, 8), np.clip(hi, -8, 8)], [i, i], color="k", lw=1.2)
+        ax.plot([np.clip(r.estimate / se, -8, 8)], [i], "o", color="C0")
+    ax.axvline(0, color="grey", lw=1)
+    for v in (-1.96, 1.96):
+        ax.axvline(v, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{r.claim_id}: {r.arm_a} vs {r.arm_b}, {r.statistic}" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(-8, 8)
+    ax.set_xlabel("paired effect / its standard error (the paper's prediction is > 0; clipped at +-8)", fontsize=8)
+
+
+def _s(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _p(v: Any) -> str:
+    return "" if v is None or pd.isna(v) else f"{v:.3f}"
+
+
+def _needed(v: Any) -> str:
+    if v is None or pd.isna(v):
+        return ""
+    return "inf" if v == math.inf else f"{math.ceil(v):,}"
