@@ -174,13 +174,13 @@ def test_fid_points_job_names_a_missing_snapshot_folder_and_its_writer(tmp_path:
     from pyramid_repro.config import load_config
     from pyramid_repro.eval.fid_points import fid_points
 
-    cfg = load_config("smoke", {"results": str(tmp_path)}, "fullseq")
-    with pytest.raises(FileNotFoundError, match=r"fid_snapshots \(no such folder\).*pyramid-repro train-dit "
-                       r"--experiment pyramid --stage image"):
-        fid_points(cfg, "fullseq", "image")  # smoke shares pyramid's image stage
-    with pytest.raises(FileNotFoundError, match=r"fullseq/dit/video_lowres/fid_snapshots.*train-dit --experiment "
-                       "fullseq --stage video_lowres"):
-        fid_points(cfg, "fullseq", "video_lowres")
+    cfg = load_config("smoke", {"results": str(tmp_path)}, "bidirectional")
+    with pytest.raises(FileNotFoundError, match=r"pyramid/dit/image/fid_snapshots \(no such folder\).*"
+                       r"pyramid-repro train-dit --experiment pyramid --stage image"):
+        fid_points(cfg, "bidirectional", "image")  # smoke shares pyramid's image stage
+    with pytest.raises(FileNotFoundError, match=r"bidirectional/dit/video_lowres/fid_snapshots.*train-dit "
+                       "--experiment bidirectional --stage video_lowres"):
+        fid_points(cfg, "bidirectional", "video_lowres")
 
 
 def test_fid_curve_loads_a_fid_csv_from_before_units_file(tmp_path: Path):
