@@ -1,11 +1,12 @@
 """Data parallel for real: `accelerate launch` with two CPU processes (gloo) trains a DiT stage and the VAE with
 the same loss trace as one process computing the same global batch; only the main process writes checkpoints,
-ledger rows and FID points, the ledger counts the global batch once, and a two-process run killed mid-way resumes
+ledger rows and FID snapshots, the ledger counts the global batch once, and a two-process run killed mid-way resumes
 to the uninterrupted trace. Reuses the smoke workflow's dataset, VAE, latents and probe."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -77,8 +78,13 @@ def test_two_process_dit_stage_equals_one_process_and_resumes(smoke_run: Path, t
     for key in ("samples", "tokens", "flops"):
         assert float(row2[key]) == pytest.approx(float(row1[key])), key
     assert int(row2["samples"]) == STEPS * 4
-    fid1, fid2 = (list(csv.DictReader(open(o / "fid.csv"))) for o in (one, two))
-    assert [r["step"] for r in fid2] == [r["step"] for r in fid1] == ["6", "12"]
+    # one set of FID snapshots (the EMA weights at the FID-point steps), the same compute counted in each
+    snaps1, snaps2 = ({p.name: json.loads((p / "fid_point.json").read_text()) for p in (o / "fid_snapshots").iterdir()}
+                      for o in (one, two))
+    assert sorted(snaps2) == sorted(snaps1) == ["step_12", "step_6"]
+    for name in snaps1:
+        for key in ("step", "samples_seen", "tokens_seen", "flops"):
+            assert snaps2[name][key] == pytest.approx(snaps1[name][key]), (name, key)
     assert sorted(p.name for p in (two / "checkpoints").glob("step_*.pt")) == \
         sorted(p.name for p in (one / "checkpoints").glob("step_*.pt"))
     # killed after its first checkpoint, the two-process job resumes to the uninterrupted trace

@@ -1,5 +1,6 @@
-"""DiT curriculum trainer: loss falls, resume after a real kill == uninterrupted, NaN stops cleanly,
-ledger rows, generated videos on disk. Reuses the smoke workflow's dataset, VAE, latents and probe."""
+"""DiT curriculum trainer: loss falls, resume after a real kill == uninterrupted (FID snapshots included), NaN
+stops cleanly, ledger rows, generated videos on disk; the FID-point job (eval/fid_points.py) turns the snapshots
+into fid.csv rows and per-point features. Reuses the smoke workflow's dataset, VAE, latents and probe."""
 
 import csv
 import json
@@ -9,36 +10,65 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import kill_after_first_checkpoint
 
 CURRICULUM = ("train.curriculum=[{name: image, kind: image, height: 16, width: 16, frames: 1, steps: %d, "
-              "batch_size: 4}]")
+              "batch_size: 4, fid_points: %d}]")
 
 
-def _cmd(base: Path, out: Path, steps: int, *extra: str) -> list[str]:
+def _cmd(base: Path, out: Path, steps: int, *extra: str, fid_points: int = 0) -> list[str]:
     return [sys.executable, "-m", "pyramid_repro.cli", "train-dit", "--profile", "smoke", "--experiment", "pyramid",
             "--stage", "image", "--threads", "1", "--out", str(out), "--set", f"results={base}/results",
-            "--set", CURRICULUM % steps, "--set", "train.fid_every=0", "--set", "train.ckpt_every=5", *extra]
+            "--set", CURRICULUM % (steps, fid_points), "--set", f"train.fid_every={int(fid_points > 0)}",
+            "--set", "train.ckpt_every=5", *extra]
 
 
 def _trace(out: Path) -> list[float]:
     return [float(r["loss"]) for r in csv.DictReader(open(out / "train_log.csv"))]
 
 
+def _snapshot(folder: Path) -> tuple[dict, dict]:
+    """(record without the wall-clock device-hours, weights) of one FID snapshot."""
+    from pyramid_repro.train.dit import SNAPSHOT_INFO
+
+    info = json.loads((folder / SNAPSHOT_INFO).read_text())
+    info.pop("device_hours")
+    return info, _weights(folder)
+
+
 @pytest.mark.timeout(900)
 def test_resume_after_kill_equals_uninterrupted_and_ledger(smoke_run: Path, tmp_path: Path):
-    steps = 120
+    """...and the FID snapshots: a point every 5 steps, the first (step 5) saved before the kill, which the resumed
+    job keeps untouched; every snapshot equals the uninterrupted run's, and a fresh start deletes stale ones."""
+    steps, points = 120, 24
     full = tmp_path / "full"
-    subprocess.run(_cmd(smoke_run, full, steps), check=True, capture_output=True, timeout=600)
+    stale = full / "fid_snapshots" / "step_999"
+    stale.mkdir(parents=True)
+    (stale / "fid_point.json").write_text("{}")
+    subprocess.run(_cmd(smoke_run, full, steps, fid_points=points), check=True, capture_output=True, timeout=600)
+    assert not stale.exists(), "a fresh start kept a stale snapshot"
     resumed = tmp_path / "resumed"
-    kill_after_first_checkpoint(_cmd(smoke_run, resumed, steps), resumed / "checkpoints")
+    kill_after_first_checkpoint(_cmd(smoke_run, resumed, steps, fid_points=points), resumed / "checkpoints")
     assert not (resumed / "done.json").exists(), "the job finished before it could be killed"
-    r = subprocess.run(_cmd(smoke_run, resumed, steps), capture_output=True, text=True, timeout=600)
+    first = resumed / "fid_snapshots" / "step_5"
+    assert (first / "fid_point.json").is_file(), "no snapshot was saved before the kill"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir()}
+    r = subprocess.run(_cmd(smoke_run, resumed, steps, fid_points=points), capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming" in r.stdout
     a, b = _trace(full), _trace(resumed)
     assert len(a) == len(b) == steps
     assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir()} == before
+    names = sorted(p.name for p in (full / "fid_snapshots").iterdir())
+    assert names == sorted(p.name for p in (resumed / "fid_snapshots").iterdir())
+    assert names == sorted(f"step_{s}" for s in range(5, steps + 1, 5))
+    for name in names:
+        (info_a, w_a), (info_b, w_b) = (_snapshot(o / "fid_snapshots" / name) for o in (full, resumed))
+        assert info_a == info_b and info_a["step"] == int(name[5:]), name
+        assert all(torch.allclose(w_a[k], w_b[k], rtol=1e-5, atol=1e-6) for k in w_a), name
     rows = list(csv.DictReader(open(resumed / "ledger.csv")))
     assert len(rows) == 1 and int(rows[0]["resumed_from_step"]) > 0
     for key in ("experiment", "stage", "wall_seconds", "device_name", "device_hours", "steps", "samples", "tokens",
@@ -77,6 +107,143 @@ def _weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(next(folder.glob("*.safetensors"))))
+
+
+def test_fid_points_job_turns_snapshots_into_rows_and_units(smoke_run: Path):
+    """The smoke run's fid-points jobs: per stage one fid.csv row (FID_COLUMNS) per snapshot, each naming its npz
+    of n_images x D float64 probe features with the caption of each image (the same captions, in the same order,
+    for pyramid and fullseq), generated under train.fid_guidance; the curve carries the column."""
+    from pyramid_repro.config import load_config
+    from pyramid_repro.eval.fid_points import expected_steps, fid_captions, fid_guidance
+    from pyramid_repro.train.dit import FID_COLUMNS, owned_stage_dir, stage_captions
+
+    units = {}
+    for exp in ("pyramid", "fullseq"):
+        cfg = load_config("smoke", {"results": f"{smoke_run}/results"}, exp)
+        n = cfg.train.fid_samples
+        for st in cfg.train.curriculum:
+            f = owned_stage_dir(cfg, exp, st) / "fid.csv"
+            rows = list(csv.DictReader(open(f)))
+            assert list(rows[0]) == FID_COLUMNS
+            assert [int(r["step"]) for r in rows] == expected_steps(cfg, exp, st.name)
+            if st.kind == "image":
+                assert len(rows) >= 2, (exp, "the image stage's FID curve needs at least two points")
+            for r in rows:
+                with np.load(cfg.layout.results / exp / r["units_file"]) as z:
+                    assert z["features"].dtype == np.float64 and z["features"].ndim == 2
+                    assert z["features"].shape[0] == n and z["units"].shape == (n,)
+                    assert list(z["units"]) == fid_captions(stage_captions(cfg, st.name)[1], n)
+                    assert float(z["guidance"]) == fid_guidance(cfg) == 2.0
+                    assert int(z["step"]) == int(r["step"]) and f"{float(z['fid']):.4f}" == r["fid"]
+                    units[exp, st.name] = list(z["units"])
+        curve = list(csv.DictReader(open(cfg.layout.fid_curve(exp))))
+        assert curve and all(r["units_file"].endswith(".npz") for r in curve)
+    for st in ("image", "video_lowres", "video_highres"):
+        assert units["pyramid", st] == units["fullseq", st], st
+
+
+def test_fid_points_job_is_resumable_and_deterministic(smoke_run: Path, tmp_path: Path, monkeypatch):
+    """A rerun keeps the points whose npz is there (nothing is generated again) and writes the same rows; a
+    point whose npz is gone is generated again, to the same features."""
+    import shutil
+
+    from pyramid_repro.config import load_config
+    from pyramid_repro.eval import fid_points as fp
+
+    cfg = load_config("smoke", {"results": f"{smoke_run}/results"}, "pyramid")
+    src = cfg.layout.stage("pyramid", "image")
+    stage = tmp_path / "image"
+    shutil.copytree(src, stage, ignore=shutil.ignore_patterns("checkpoints*"))
+    real = fp.score_point
+    monkeypatch.setattr(fp, "score_point", lambda *a, **k: pytest.fail("a finished point was generated again"))
+    fp.fid_points(cfg, "pyramid", "image", stage)
+    strip = [{k: v for k, v in r.items() if k != "units_file"} for r in csv.DictReader(open(src / "fid.csv"))]
+    assert [{k: v for k, v in r.items() if k != "units_file"} for r in csv.DictReader(open(stage / "fid.csv"))] \
+        == strip
+    first = sorted((stage / "fid_points").glob("*.npz"))[0]
+    old = np.load(first)["features"]
+    first.unlink()
+    calls = []
+    monkeypatch.setattr(fp, "score_point", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fp.fid_points(cfg, "pyramid", "image", stage)
+    assert calls == [1]
+    np.testing.assert_allclose(np.load(first)["features"], old, rtol=1e-5, atol=1e-6)
+
+
+def test_fid_points_job_names_a_missing_snapshot_folder_and_its_writer(tmp_path: Path):
+    from pyramid_repro.config import load_config
+    from pyramid_repro.eval.fid_points import fid_points
+
+    cfg = load_config("smoke", {"results": str(tmp_path)}, "bidirectional")
+    with pytest.raises(FileNotFoundError, match=r"pyramid/dit/image/fid_snapshots \(no such folder\).*"
+                       r"pyramid-repro train-dit --experiment pyramid --stage image"):
+        fid_points(cfg, "bidirectional", "image")  # smoke shares pyramid's image stage
+    with pytest.raises(FileNotFoundError, match=r"bidirectional/dit/video_lowres/fid_snapshots.*train-dit "
+                       "--experiment bidirectional --stage video_lowres"):
+        fid_points(cfg, "bidirectional", "video_lowres")
+
+
+def test_fid_curve_loads_a_fid_csv_from_before_units_file(tmp_path: Path):
+    import pandas as pd
+
+    from pyramid_repro.config import load_config
+    from pyramid_repro.train.dit import FID_COLUMNS, collect_fid_curve
+
+    cfg = load_config("smoke", {"results": str(tmp_path)}, "bidirectional")
+    old = cfg.layout.stage("pyramid", "image")  # shared image stage: pyramid's
+    old.mkdir(parents=True)
+    (old / "fid.csv").write_text("step,samples_seen,tokens_seen,flops,device_hours,fid,fid_lo,fid_hi,backend,stage\n"
+                                 "3,12,100,1.0,0.01,50.0,40.0,60.0,fid-probe,image\n")
+    new = cfg.layout.stage("bidirectional", "video_lowres")
+    new.mkdir(parents=True)
+    (new / "fid.csv").write_text(",".join(FID_COLUMNS) + "\n"
+                                 "9,20,300,2.0,0.02,30.0,25.0,35.0,fid-probe,video_lowres,"
+                                 "dit/video_lowres/fid_points/step_9.npz\n")
+    curve = pd.read_csv(collect_fid_curve(cfg, "bidirectional", tmp_path / "curve.csv"))
+    assert list(curve.columns) == FID_COLUMNS and list(curve["step"]) == [3, 9]
+    assert pd.isna(curve["units_file"][0]) and curve["units_file"][1] == "dit/video_lowres/fid_points/step_9.npz"
+
+
+@pytest.mark.parametrize("fid_guidance,expected", [(2.5, 2.5), (None, 3.0)])
+def test_fid_points_generate_both_arms_under_one_guidance(monkeypatch, fid_guidance, expected):
+    """The pyramid's first frame takes the first-frame scale, the full-sequence model's one-frame generation the
+    video scale (eval/generate.py): the FID points set both to train.fid_guidance (None: the profile's first-frame
+    scale), so the two arms of the comparison are generated alike."""
+    from pyramid_repro.config import load_config
+    from pyramid_repro.eval import fid_points as fp
+    from pyramid_repro.eval import generate
+    from pyramid_repro.eval.generate import TextCondition
+    from pyramid_repro.models import build_dit
+    from pyramid_repro.train.dit import CaptionBank
+
+    over = {"pyramid": {"sampler": {"guidance_first_frame": 3.0, "guidance_video": 2.0}},
+            "train": {"fid_guidance": fid_guidance}}
+    scales = {}
+    real = generate._cfg_velocity
+
+    def spy(model, text, empty, scale, *a, **k):
+        scales.setdefault(exp, set()).add(scale)
+        return real(model, text, empty, scale, *a, **k)
+
+    monkeypatch.setattr(generate, "_cfg_velocity", spy)
+    g = torch.Generator().manual_seed(0)
+    bank = CaptionBank(["a", "b"], TextCondition(torch.randn(3, 8, 16, generator=g), torch.ones(3, 8, dtype=torch.bool),
+                                                 torch.randn(3, 8, generator=g)))
+    for exp in ("pyramid", "fullseq"):
+        cfg = load_config("smoke", over, exp)
+        assert (cfg.pyramid.stages > 1) == (exp == "pyramid")
+        torch.manual_seed(0)
+        model = build_dit(cfg, 16, 8).eval()
+        lat = fp.generate_first_frames(model, cfg, bank, ["a", "b", "a"], (4, 4), cfg.seed)
+        assert lat.shape == (3, cfg.vae.latent_channels, 1, 4, 4)
+    assert scales == {"pyramid": {expected}, "fullseq": {expected}}
+
+
+def test_training_does_not_import_evaluation_scoring():
+    code = ("import sys, pyramid_repro.train.dit; "
+            "print([m for m in sys.modules if m in ('pyramid_repro.eval.backends', 'pyramid_repro.eval.fid_points')])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert r.stdout.strip() == "[]"
 
 
 def test_image_stage_is_the_same_computation_for_the_ablations_that_share_it(smoke_run: Path, tmp_path: Path):

@@ -119,7 +119,7 @@ def test_plan_resources_follow_the_profile():
     assert vae["cpus_per_task"] == 64  # compute.vae_cpus unset: cpus_per_job
     tiny = Plan({"profile": "tiny", "compute": {"cpus_per_job": 1, "vae_cpus": 2}})
     assert tiny.training_resources(multi_node=False)["cpus_per_task"] == 2 and tiny.vae_cpus() == 2
-    assert tiny.probe_cpus() == 2  # tiny gives the probe, which every DiT job waits for, both cores
+    assert tiny.probe_cpus() == 2  # tiny gives the probe both cores
     # probe_cpus 0: cpus_per_job
     assert Plan({"profile": "tiny", "compute": {"cpus_per_job": 1, "probe_cpus": 0}}).probe_cpus() == 1
     assert tiny.training_resources()["cpus_per_task"] == 1 and tiny.process_threads(tiny.training_resources()) == 1

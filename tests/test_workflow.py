@@ -50,12 +50,33 @@ def test_dry_run_tiny_plans_its_experiments_and_all_on_request(tmp_path):
         # tiny shares the image stage among the experiments whose image stage is the same computation
         runs = {d for e in plan.trained for d in plan.stages_done(e)}
         assert jobs["train_dit"] == len(runs) <= 3 * len(plan.trained)
+        # one FID-point job per stage run (the snapshots' scoring, off the training jobs), which alone need the probe
+        assert jobs["fid_points"] == len(runs)
+        train = [j for j in r.stdout.split("\nrule ") if j.startswith("train_dit:")]
+        assert train and not any("probe" in re.search(r"input: (.*)", j).group(1) for j in train)
+        assert all("fid.csv" not in re.search(r"output: (.*)", j).group(1) for j in train)
         assert jobs["sample"] == len(plan.experiments)
         planned = {e for e in experiments() if f"results/tiny/{e}/metrics/" in r.stdout}
         assert planned == set(plan.experiments)
     assert plan.experiments == list(experiments()) and plan.trained == training_experiments()
     assert len(runs) < 3 * len(plan.trained)  # with every experiment, the ablations share pyramid's image stage
     assert Plan({"profile": "tiny"}).experiments == [e for e in experiments() if e in chosen]
+
+
+def test_fid_every_0_plans_no_fid_points(tmp_path):
+    """train.fid_every 0: no snapshots, no fid-points jobs; the curves still join (nothing) once trained."""
+    from pyramid_repro.workflow import Plan
+
+    plan = Plan({"profile": "smoke", "train": {"fid_every": 0}})
+    assert plan.fid_curve_inputs("fullseq") == plan.stages_done("fullseq")
+    on = Plan({"profile": "smoke"})
+    # a shared image stage's points are its owner's
+    assert on.fid_curve_inputs("bidirectional")[0] == f"{on.res}/pyramid/dit/image/fid.csv"
+    r = snakemake("-n", "--config", "profile=smoke", f"reports={tmp_path}", "train={fid_every: 0}", "--",
+                  f"{tmp_path}/smoke/table1.pdf")
+    assert r.returncode == 0, r.stderr[-4000:]
+    jobs = planned_jobs(r.stdout)
+    assert "fid_points" not in jobs and jobs["fid_curve"] >= 2
 
 
 def test_experiments_key_rejects_unknown_and_empty():

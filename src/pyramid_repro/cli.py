@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-vae": ("pyramid_repro.vae.evaluate", "PSNR/SSIM of the VAE on held-out clips + reconstruction grid"),
     "encode-latents": ("pyramid_repro.vae.cache", "encode the dataset once into the normalised latent cache"),
     "train-dit": ("pyramid_repro.train.dit", "train one DiT curriculum stage of one experiment (resumable)"),
+    "fid-points": ("pyramid_repro.eval.fid_points", "sample and score a DiT stage's FID snapshots -> its fid.csv"),
     "sample": ("pyramid_repro.eval.sample", "sample a prompt suite from a checkpoint into videos"),
     "score": ("pyramid_repro.eval.score", "score sampled videos with a backend -> metrics/<backend>.json"),
     "train-probe": ("pyramid_repro.eval.probe", "train the offline probe network on real synthetic frames"),

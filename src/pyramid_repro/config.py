@@ -209,6 +209,10 @@ class DiTTrainConfig:
     precision: Literal["fp32", "bf16"] = "bf16"
     fid_every: int = 0  # 0 = no FID curve
     fid_samples: int = 0
+    # classifier-free guidance of the FID points' one-frame generation (eval/fid_points.py), one setting for every
+    # experiment so the arms of a comparison (pyramid vs fullseq, paper Sec. 5) are generated alike; both sampler
+    # scales are set to it. None: the profile's pyramid.sampler.guidance_first_frame before experiment overrides
+    fid_guidance: float | None = None
     # train an image (one-frame) stage once for all experiments whose settings differ only in what one frame
     # never reads (history, attention across frames); they start their video stages from its weights
     share_image_stage: bool = False

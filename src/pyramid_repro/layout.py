@@ -98,8 +98,16 @@ class Layout:
     # -- DiT training --------------------------------------------------------------------------------------
     def stage(self, experiment: str, stage: str) -> Path:
         """Folder of one experiment's run of one curriculum stage: checkpoints/, final/, done.json, ledger.csv,
-        fid.csv, train_log.csv."""
+        train_log.csv, fid_snapshots/ (train-dit) and fid.csv, fid_points/ (fid-points)."""
         return self.results / experiment / "dit" / stage
+
+    def fid_snapshots(self, experiment: str, stage: str) -> Path:
+        """EMA weights at the stage's FID-point steps, step_<global step>/ each (train-dit writes them)."""
+        return self.stage(experiment, stage) / "fid_snapshots"
+
+    def stage_fid(self, experiment: str, stage: str) -> Path:
+        """The stage's FID-vs-compute points (fid-points writes them from fid_snapshots/)."""
+        return self.stage(experiment, stage) / "fid.csv"
 
     def stage_done(self, experiment: str, stage: str) -> Path:
         return self.stage(experiment, stage) / "done.json"

@@ -95,19 +95,47 @@ class Plan:
         return json.dumps(self.cfg["train"]["curriculum"][self.curriculum.index(stage)], sort_keys=True)
 
     def train_cfg(self) -> str:
-        return json.dumps({k: v for k, v in self.cfg["train"].items() if k != "curriculum"}, sort_keys=True)
+        """The train section without the curriculum (the stage's own entry is a separate param) and without what
+        only the FID-point job reads (fid_cfg)."""
+        return json.dumps({k: v for k, v in self.cfg["train"].items() if k not in ("curriculum", "fid_guidance")},
+                          sort_keys=True)
+
+    def fid_cfg(self) -> str:
+        """What the FID-point job's generation and scoring read (params of `fid_points`)."""
+        t = self.cfg["train"]
+        return json.dumps({"seed": self.cfg["seed"], "fid_samples": t["fid_samples"],
+                           "fid_guidance": t["fid_guidance"], "sampler": self.cfg["pyramid"]["sampler"]},
+                          sort_keys=True)
 
     def experiment_overrides(self, name: str) -> str:
         return json.dumps(experiments()[name].overrides, sort_keys=True)
 
+    def stage_run_owner(self, experiment: str, stage: str) -> str:
+        """The experiment whose folder holds `experiment`'s run of `stage` (train.share_image_stage)."""
+        kind = self.cfg["train"]["curriculum"][self.curriculum.index(stage)]["kind"]
+        return stage_owner(experiment, kind, self.cfg["train"]["share_image_stage"])
+
     def stage_done(self, experiment: str, stage: str) -> str:
         """done.json of `experiment`'s run of `stage`: its own, or the shared one (train.share_image_stage)."""
-        kind = self.cfg["train"]["curriculum"][self.curriculum.index(stage)]["kind"]
-        owner = stage_owner(experiment, kind, self.cfg["train"]["share_image_stage"])
-        return self.paths.stage_done(owner, stage)
+        return self.paths.stage_done(self.stage_run_owner(experiment, stage), stage)
 
     def stages_done(self, experiment: str) -> list[str]:
         return [self.stage_done(experiment, s) for s in self.curriculum]
+
+    def fid_points_on(self) -> bool:
+        """Whether the run has FID-vs-compute points (train.fid_every > 0)."""
+        return bool(self.cfg["train"]["fid_every"])
+
+    def stage_fid(self, experiment: str, stage: str) -> str:
+        """fid.csv of `experiment`'s run of `stage` (the `fid_points` job's output), its owner's when shared."""
+        return self.paths.stage_fid(self.stage_run_owner(experiment, stage), stage)
+
+    def fid_curve_inputs(self, experiment: str) -> list[str]:
+        """What the experiment's fid_curve.csv joins: its stages' fid.csv files, or with train.fid_every 0 (no
+        points) the stages' done.json (an empty curve once trained)."""
+        if not self.fid_points_on():
+            return self.stages_done(experiment)
+        return [self.stage_fid(experiment, s) for s in self.curriculum]
 
     def previous_stage(self, experiment: str, stage: str) -> list[str]:
         i = self.curriculum.index(stage)
@@ -123,14 +151,13 @@ class Plan:
         return self.cfg["data"]["source"] == "synthetic"
 
     def stage_outputs(self, experiment: str, stage: str) -> dict[str, str]:
-        """The files a finished DiT stage leaves (besides done.json): final weights, loss log, FID points. Its
-        checkpoints/ and ledger.csv are not declared: Snakemake deletes a job's declared outputs before running it
-        again, and a rerun must resume from the checkpoints and keep the ledger rows of earlier attempts."""
+        """The files a finished DiT stage leaves (besides done.json): final weights, loss log. Its checkpoints/,
+        ledger.csv and fid_snapshots/ are not declared: Snakemake deletes a job's declared outputs before running it
+        again, and a rerun must resume from the checkpoints and keep the ledger rows and FID snapshots of earlier
+        attempts (the `fid_points` job reads the snapshots through done.json)."""
         final = self.paths.stage_final(experiment, stage)
         out = {f"final_{k.split('.')[0]}": f"{final}/{k}" for k in MODEL_FILES}
         out["log"] = f"{self.paths.stage(experiment, stage)}/train_log.csv"
-        if self.cfg["train"]["fid_every"]:
-            out["fid"] = f"{self.paths.stage(experiment, stage)}/fid.csv"
         return out
 
     def vae_outputs(self) -> dict[str, str]:

@@ -2,15 +2,18 @@
 #   stage 1 images -> stage 2 low-res video -> stage 3 high-res video; each resumes from the previous stage.
 #   With train.share_image_stage (tiny profile) the ablations whose image stage is the same computation as
 #   pyramid's start from pyramid's (PLAN.stage_done).
-# A stage's checkpoints/ and ledger.csv are deliberately not outputs: Snakemake deletes declared outputs before
-# rerunning a job, and a rerun resumes from the checkpoints and keeps the ledger rows of earlier attempts.
+# A stage's checkpoints/, ledger.csv and fid_snapshots/ are deliberately not outputs: Snakemake deletes declared
+# outputs before rerunning a job, and a rerun resumes from the checkpoints and keeps the ledger rows and FID
+# snapshots of earlier attempts.
+# FID-vs-compute points (paper Sec. 5, Fig. 5-6 analogue): train_dit only saves the EMA weights at the stage's
+# FID-point steps (<stage>/fid_snapshots/); fid_points samples and scores them with the probe off the training
+# job's critical path, and fid_curve joins the stages' fid.csv files.
 
 
 rule train_dit:
     input:
         latents=lambda wc: PLAN.paths.latents(wc.stage),
         vae=PLAN.paths.vae_normalization(),
-        probe=PLAN.paths.probe_info(),  # FID-vs-compute points during training
         previous=lambda wc: PLAN.previous_stage(wc.experiment, wc.stage),
     output:
         done=PLAN.paths.stage_done("{experiment}", "{stage}"),
@@ -41,10 +44,37 @@ rule train_dit:
         f"--out $(dirname {{output.done}}) --threads {{params.proc_threads}} > {{log}} 2>&1"
 
 
+rule fid_points:
+    """A stage's FID points from its snapshots: fid.csv and fid_points/step_<n>.npz (features + captions)."""
+    input:
+        done=PLAN.paths.stage_done("{experiment}", "{stage}"),  # and the fid_snapshots/ it finished
+        probe=PLAN.paths.probe_info(),
+        vae=PLAN.paths.vae_normalization(),
+    output:
+        PLAN.paths.stage_fid("{experiment}", "{stage}"),
+    params:
+        fid=PLAN.fid_cfg(),
+    wildcard_constraints:
+        experiment="|".join(PLAN.all_trained),
+        stage="|".join(CURRICULUM),
+    threads: PLAN.compute("cpus_per_job")
+    resources:
+        **PLAN.gpu_resources(),
+    log:
+        PLAN.paths.logs("fid_points", "{experiment}_{stage}.log"),
+    benchmark:
+        PLAN.paths.benchmarks("fid_points_{experiment}_{stage}.tsv")
+    conda:
+        ENV
+    shell:
+        f"pyramid-repro fid-points --profile {PROFILE} --experiment {{wildcards.experiment}} --stage {{wildcards.stage}} "
+        f"--out $(dirname {{output}}) --threads {{threads}} > {{log}} 2>&1"
+
+
 rule fid_curve:
     """One FID-vs-compute curve per experiment across the three curriculum stages."""
     input:
-        lambda wc: PLAN.stages_done(wc.experiment),
+        lambda wc: PLAN.fid_curve_inputs(wc.experiment),
     output:
         PLAN.paths.fid_curve("{experiment}"),
     wildcard_constraints:

@@ -399,14 +399,10 @@ def frechet_interval(per_video: list[np.ndarray], clusters: list, mu: np.ndarray
     return uq.bias_corrected(plug_in, draws["fid"]), list(uq.interval_from(plug_in, draws["fid"], method="basic"))
 
 
-def fid_probe_score(videos: torch.Tensor, cfg: Config, clusters: list | None = None,
-                    n_resamples: int = uq.N_RESAMPLES) -> float | tuple[float, list[float]]:
-    """Probe FID (Fréchet distance of probe features, `frechet_distance`) of generated videos
-    (N, 3, T, H, W) or frames (N, 3, H, W) in [-1, 1], every frame counted, against the cached statistics of the
-    real held-out frames (results/<profile>/probe/real_stats.npz). Called by the DiT trainer every eval.fid_every
-    steps for the FID-vs-compute curves (paper Fig. 5-6 analogue; offline proxy, not Inception FID).
-    With `clusters` (one label per video, e.g. its caption) also its basic-bootstrap interval over the videos:
-    returns (fid, [lo, hi])."""
+def fid_probe_features(videos: torch.Tensor, cfg: Config) -> np.ndarray:
+    """Probe features (N_frames, FEATURES), float64, of every frame of generated videos (N, 3, T, H, W) or frames
+    (N, 3, H, W) in [-1, 1], video-major; a decoder's small overshoot is clipped as when the video is written to
+    uint8."""
     from pyramid_repro.eval.probe import load_probe
 
     if not isinstance(videos, torch.Tensor) or videos.ndim not in (4, 5) or videos.shape[1] != 3:
@@ -415,12 +411,22 @@ def fid_probe_score(videos: torch.Tensor, cfg: Config, clusters: list | None = N
     if videos.numel() and (videos.min() < -5 or videos.max() > 5):
         raise ValueError(f"fid_probe_score: values in [{float(videos.min()):.2f}, {float(videos.max()):.2f}]; "
                          "expected [-1, 1] (decoded videos, not uint8 or latents)")
-    # a decoder's small overshoot is clipped as it would be when the video is written to uint8
     videos = videos.clamp(-1, 1).float()
     frames = videos if videos.ndim == 4 else videos.transpose(1, 2).reshape(-1, 3, *videos.shape[-2:])
     if len(frames) < 2:
         raise ValueError("fid_probe_score: at least 2 frames are needed for a covariance")
-    feats = probe_features(load_probe(cfg, frames.device), [frames])
+    return probe_features(load_probe(cfg, frames.device), [frames])
+
+
+def fid_probe_score(videos: torch.Tensor, cfg: Config, clusters: list | None = None,
+                    n_resamples: int = uq.N_RESAMPLES) -> float | tuple[float, list[float]]:
+    """Probe FID (Fréchet distance of probe features, `frechet_distance`) of generated videos
+    (N, 3, T, H, W) or frames (N, 3, H, W) in [-1, 1], every frame counted (`fid_probe_features`), against the
+    cached statistics of the real held-out frames (results/<profile>/probe/real_stats.npz). The FID-vs-compute
+    curves (paper Fig. 5-6 analogue; offline proxy, not Inception FID) score their points from the same features
+    (eval/fid_points.py). With `clusters` (one label per video, e.g. its caption) also its basic-bootstrap
+    interval over the videos: returns (fid, [lo, hi])."""
+    feats = fid_probe_features(videos, cfg)
     mu, sigma = real_probe_stats(cfg)
     if clusters is None:
         return frechet_to_stats(feats, mu, sigma)

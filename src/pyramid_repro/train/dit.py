@@ -5,9 +5,11 @@ text embeddings; builds stage-homogeneous batches (train/sequences.py) for the p
 baseline, trains the MM-DiT with flow matching through accelerate (gradient accumulation to the stage's global
 batch, EMA weights for sampling), checkpoints atomically every `train.ckpt_every` steps and resumes from the
 newest checkpoint; the data order and noise of step n depend only on (seed, stage, n), so a resumed run equals an
-uninterrupted one. Every `train.fid_every` steps (or at the stage's `fid_points`) it samples first frames and
-records the probe FID (results/<profile>/<experiment>/dit/<stage>/fid.csv). At the end: final/ (EMA weights,
-save_pretrained), done.json and one ledger row.
+uninterrupted one. Every `train.fid_every` steps (or at the stage's `fid_points`) the main process saves the EMA
+weights with the compute spent so far (fid_snapshots/step_<global step>/: `FidSnapshots`); the separate
+`pyramid-repro fid-points` job (eval/fid_points.py) samples and scores them, so no training job waits for the
+probe or samples while the other processes idle. At the end: final/ (EMA weights, save_pretrained), done.json and
+one ledger row.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +30,20 @@ from tqdm import tqdm
 
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError, CurriculumStage, save_config
-from pyramid_repro.device import autocast, config_device
-from pyramid_repro.device import generator as device_generator
-from pyramid_repro.eval.generate import TextCondition, generate_latents
+from pyramid_repro.device import config_device
+from pyramid_repro.eval.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.provenance import append_csv_row, provenance, write_json
 from pyramid_repro.train.sequences import draw_stage_frame, draw_video_tokens, make_batch
 
+# a stage's fid.csv (written by eval/fid_points.py); units_file: the point's generated probe features and their
+# captions, relative to the experiment folder (empty in a fid.csv from before the column)
 FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "fid", "fid_lo", "fid_hi", "backend",
-               "stage"]
-FID_RESAMPLES = 200  # bootstrap resamples of a training FID point (its interval; eval/uncertainty.py)
+               "stage", "units_file"]
+SNAPSHOT_INFO = "fid_point.json"  # beside the EMA weights of a FID snapshot: what its fid.csv row needs
+# settings that only the FID-point job reads: not part of a stage's checkpoint fingerprint
+FID_JOB_ONLY: tuple[tuple[str, ...], ...] = (("train", "fid_guidance"),)
 
 
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
@@ -44,7 +52,7 @@ def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Pat
     return cfg.layout.stage(owner, stage.name)
 
 
-def _stage(cfg: Config, name: str) -> tuple[int, CurriculumStage]:
+def curriculum_stage(cfg: Config, name: str) -> tuple[int, CurriculumStage]:
     names = [s.name for s in cfg.train.curriculum]
     if name not in names:
         raise ConfigError(f"--stage {name!r} is not a stage of train.curriculum (one of {names})")
@@ -85,27 +93,6 @@ class CaptionBank:
 
     def empty(self) -> TextCondition:
         return self.text.index([self.empty_row])
-
-
-def _fid_point(model, cfg: Config, bank: CaptionBank, val_captions: list[str], vae, latent_size, n: int,
-               seed: int) -> tuple[float, list[float]]:
-    """Probe FID of `n` generated first frames (images) against real frames (paper Sec. 5, Fig. 5-6: FID
-    convergence of the spatial pyramid vs full-sequence flow matching), generated on the model's device, and its
-    bootstrap interval over the images (resampled caption by caption)."""
-    from pyramid_repro.eval.backends import fid_probe_score
-    from pyramid_repro.vae import decode_latents
-
-    dev = next(model.parameters()).device
-    g = device_generator(seed, dev)
-    caps = [val_captions[i % len(val_captions)] for i in range(n)]
-    frames = []
-    for b in range(0, n, 32):
-        text = bank.batch(caps[b: b + 32])
-        with autocast(dev, cfg.train.precision):
-            lat = generate_latents(model, cfg, text, bank.empty(), 1, latent_size, g)
-        frames.append(decode_latents(vae, lat.float()))
-    fid, ci = fid_probe_score(torch.cat(frames), cfg, clusters=caps, n_resamples=FID_RESAMPLES)
-    return float(fid), ci
 
 
 # what a DiT stage's training depends on (checkpoint fingerprint); eval/compute/report settings do not count
@@ -166,7 +153,7 @@ def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
 def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
     """Hash of the settings a stage's training reads (an image stage ignores IMAGE_STAGE_UNUSED), so the
     experiments that share an image stage agree on its checkpoints."""
-    return cfg.config_hash(DIT_SECTIONS, IMAGE_STAGE_UNUSED if stage.kind == "image" else ())
+    return cfg.config_hash(DIT_SECTIONS, (IMAGE_STAGE_UNUSED if stage.kind == "image" else ()) + FID_JOB_ONLY)
 
 
 @dataclass
@@ -183,14 +170,9 @@ class StageData:
     def load(cfg: Config, stage: str, encoder, device: torch.device) -> "StageData":
         from pyramid_repro.vae import LatentDataset
 
-        cache = cfg.layout.latents()
-        data = LatentDataset(cache, stage, "train")
-        captions = [it["caption"] for it in data.items]
-        try:
-            val_caps = [it["caption"] for it in LatentDataset(cache, stage, "val").items] or captions
-        except FileNotFoundError:
-            val_caps = captions
-        bank = CaptionBank.encode(encoder, captions + val_caps, cfg.layout.text_cache(stage), device)
+        data = LatentDataset(cfg.layout.latents(), stage, "train")
+        captions, val_caps = stage_captions(cfg, stage)
+        bank = stage_caption_bank(cfg, stage, encoder, device, captions, val_caps)
         return StageData(data.all_latents().to(device), captions, val_caps, bank)
 
     def micro_batch(self, micro: int, schedule: PyramidSchedule, cfg: Config, g: torch.Generator,
@@ -212,13 +194,34 @@ class StageData:
         return draw_video_tokens(draw, T, h, w, cfg.model.patch_size, cfg.pyramid)
 
 
+def stage_captions(cfg: Config, stage: str) -> tuple[list[str], list[str]]:
+    """(train captions, FID-point captions) of a stage's latent cache, in cache order: the FID points use the val
+    split's captions, or the train split's when the cache has no val items. Reads only the cache's index.json."""
+    index = cfg.layout.latents() / stage / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index}: latent cache of stage {stage!r} not built; run "
+                                "`pyramid-repro encode-latents`")
+    items = json.loads(index.read_text())["items"]
+    captions = [it["caption"] for it in items if it["split"] == "train"]
+    if not captions:
+        raise FileNotFoundError(f"{index}: no items of split 'train'")
+    return captions, [it["caption"] for it in items if it["split"] == "val"] or captions
+
+
+def stage_caption_bank(cfg: Config, stage: str, encoder, device: torch.device | str, captions: list[str],
+                       val_captions: list[str]) -> CaptionBank:
+    """The caption bank of a stage (train and FID-point captions, one text-cache entry shared by the trainer and
+    the FID-point job)."""
+    return CaptionBank.encode(encoder, captions + val_captions, cfg.layout.text_cache(stage), device)
+
+
 def packed_size(sample_tokens: int, budget: int, remaining: int) -> int:
     """Samples of one token-packed micro-batch: as many as fit `budget` video tokens, at least one, at most the
     `remaining` samples of the process's share of the step."""
     return max(1, min(remaining, budget // max(1, sample_tokens)))
 
 
-def _owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tuple[str, Config]:
+def training_owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tuple[str, Config]:
     """The experiment that trains `experiment`'s `stage` and its config (train.share_image_stage)."""
     owner = stage_owner(experiment, stage.kind, cfg.train.share_image_stage)
     if owner == experiment:
@@ -251,8 +254,8 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     from pyramid_repro.train.loop import EMA, TrainingJob, adamw, check_finite, micro_batch_generator, write_trace
 
     # 1. which run this is, where it writes, on which device and processes
-    idx, st = _stage(cfg, stage_name)
-    experiment, cfg = _owner(cfg, experiment, st)
+    idx, st = curriculum_stage(cfg, stage_name)
+    experiment, cfg = training_owner(cfg, experiment, st)
     out = out or cfg.layout.stage(experiment, stage_name)
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
@@ -311,7 +314,9 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
         sched_lr.load_state_dict(state["extra"]["lr"])
         print(f"resuming {experiment}/{stage_name} from step {step0} ({state['path']})")
     job0 = dict(stats)  # this job's share of the work goes to its ledger row
-    fid = _FidCurve(out / "fid.csv", cfg, experiment, idx, data, tuple(data.latents.shape[-2:]), fresh=step0 == 0)
+    latent_size = tuple(data.latents.shape[-2:])
+    snapshots = FidSnapshots(out / "fid_snapshots", cfg, experiment, idx, latent_size,
+                             fresh=step0 == 0 and job.main)
 
     # 5. the loop
     m = cfg.model
@@ -327,7 +332,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
                 with job.accumulate(model, last=last):
                     with job.accelerator.autocast():
                         v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text.tokens,
-                                  text_mask=text.mask, pooled=text.pooled, full_size=fid.latent_size)
+                                  text_mask=text.mask, pooled=text.pooled, full_size=latent_size)
                         loss = F.mse_loss(v.float(), b.target.float())
                     job.accelerator.backward(loss * weight)
                 loss_sum += loss.detach().double() * weight
@@ -354,7 +359,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
                 window = trace[-tc.log_every:]
                 bar.set_postfix(loss=f"{loss_value:.4f}", mean=f"{sum(window) / len(window):.4f}")
             if job.main and done in fid_steps:
-                fid.record(job.unwrap(model), ema, done, stats, time.time() - t_start)
+                snapshots.save(job.unwrap(model), ema, done, stats, time.time() - t_start)
             if done % tc.ckpt_every == 0 or done == stop:
                 job.save(done, {"model": model}, {"optimizer": opt},
                          {"trace": trace, "stats": stats, "ema": ema.state_dict(), "lr": sched_lr.state_dict()})
@@ -381,8 +386,20 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     return out
 
 
+def snapshot_dir(folder: Path, global_step: int) -> Path:
+    """One FID snapshot of a stage: <stage>/fid_snapshots/step_<global step>/ (EMA weights + SNAPSHOT_INFO)."""
+    return folder / f"step_{global_step}"
+
+
+def list_snapshots(folder: Path) -> list[Path]:
+    """The complete FID snapshots in `folder` (those with their SNAPSHOT_INFO), by step."""
+    found = [p for p in folder.glob("step_*") if p.is_dir() and (p / SNAPSHOT_INFO).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_", 1)[1]))
+
+
 def _previous_stats(cfg: Config, experiment: str, idx: int) -> dict:
-    """Cumulative samples/tokens/FLOPs of the earlier curriculum stages (for compute-axis FID curves)."""
+    """Cumulative samples/tokens/FLOPs of the earlier curriculum stages (done.json) and their device-hours (the
+    last FID snapshot's, itself cumulative), for compute-axis FID curves."""
     acc = {"samples": 0, "tokens": 0, "flops": 0.0, "device_hours": 0.0}
     for s in cfg.train.curriculum[:idx]:
         folder = owned_stage_dir(cfg, experiment, s)
@@ -391,47 +408,60 @@ def _previous_stats(cfg: Config, experiment: str, idx: int) -> dict:
             d = json.loads(f.read_text())
             for k in ("samples", "tokens", "flops"):
                 acc[k] += d.get(k) or 0
-        fid = folder / "fid.csv"
-        if fid.exists():
-            rows = list(csv.DictReader(fid.open()))
-            if rows:
-                acc["device_hours"] = float(rows[-1]["device_hours"])
+        snaps = list_snapshots(folder / "fid_snapshots")
+        if snaps:
+            acc["device_hours"] = float(json.loads((snaps[-1] / SNAPSHOT_INFO).read_text())["device_hours"])
     return acc
 
 
-class _FidCurve:
-    """FID-vs-compute points of a stage (results/<profile>/<experiment>/dit/<stage>/fid.csv): every
-    train.fid_every steps (or at the stage's `fid_points`: fid_point_steps) the EMA weights sample
-    train.fid_samples first frames whose probe FID is recorded with the samples, tokens, FLOPs and device-hours
-    spent so far, earlier curriculum stages included."""
+class FidSnapshots:
+    """The EMA weights of a stage at its FID-point steps (fid_point_steps), for the FID-vs-compute curves (paper
+    Sec. 5, Fig. 5-6 analogue: FID convergence of the spatial pyramid vs full-sequence flow matching).
 
-    def __init__(self, path: Path, cfg: Config, experiment: str, stage_index: int, data: StageData,
-                 latent_size: tuple[int, int], fresh: bool):
-        self.path, self.cfg, self.data, self.latent_size = path, cfg, data, latent_size
-        self.stage = cfg.train.curriculum[stage_index].name
+    Each snapshot is <stage>/fid_snapshots/step_<global step>/: the model's save_pretrained (loadable with
+    models.load_dit) and SNAPSHOT_INFO with the step (earlier curriculum stages' steps included), samples, tokens,
+    FLOPs and device-hours spent so far, earlier stages included. `pyramid-repro fid-points` samples and scores
+    them (eval/fid_points.py). Written by the main process only, atomically (a folder renamed into place); a
+    snapshot already there is kept (a resumed job reaches the same weights again), and a fresh start (step 0)
+    deletes the stage's snapshots and FID points of an earlier run."""
+
+    def __init__(self, folder: Path, cfg: Config, experiment: str, stage_index: int, latent_size: tuple[int, int],
+                 fresh: bool):
+        self.folder, self.cfg, self.latent_size = folder, cfg, [int(x) for x in latent_size]
+        self.experiment, self.stage = experiment, cfg.train.curriculum[stage_index].name
         self.prev_steps = sum(stage_steps(cfg, experiment, s) for s in cfg.train.curriculum[:stage_index])
         self.prev = _previous_stats(cfg, experiment, stage_index)
-        if fresh and path.exists():
-            path.unlink()
+        if fresh:
+            for stale in (folder, folder.parent / "fid_points"):
+                shutil.rmtree(stale, ignore_errors=True)
+            (folder.parent / "fid.csv").unlink(missing_ok=True)
 
-    def record(self, model: torch.nn.Module, ema, step: int, stats: dict, seconds: float) -> None:
-        from pyramid_repro.vae import load_vae
+    def info(self, step: int, stats: dict, seconds: float) -> dict:
+        """What the stage's fid.csv row of the point after optimizer step `step` of this stage needs."""
+        prev = self.prev
+        return {"experiment": self.experiment, "stage": self.stage, "stage_step": step,
+                "step": self.prev_steps + step, "samples_seen": prev["samples"] + stats["samples"],
+                "tokens_seen": prev["tokens"] + stats["tokens"], "flops": prev["flops"] + stats["flops"],
+                "device_hours": prev["device_hours"] + seconds / 3600.0, "latent_size": self.latent_size}
 
-        cfg, prev = self.cfg, self.prev
-        dev = next(model.parameters()).device
+    def save(self, model: torch.nn.Module, ema, step: int, stats: dict, seconds: float) -> Path:
+        """Save `ema`'s weights (through `model`, whose own weights are restored) as the snapshot of `step`."""
+        info = self.info(step, stats, seconds)
+        dest = snapshot_dir(self.folder, info["step"])
+        if (dest / SNAPSHOT_INFO).is_file():
+            return dest
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{dest.name}-"))
         live = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(ema.state_dict())
-        model.eval()
         try:
-            fid, (lo, hi) = _fid_point(model, cfg, self.data.bank, self.data.val_captions,
-                                       load_vae(cfg.layout.vae_final(), device=dev), self.latent_size,
-                                       cfg.train.fid_samples, cfg.seed)
+            model.save_pretrained(tmp)
         finally:
             model.load_state_dict(live)
-        append_fid_row(self.path, [self.prev_steps + step, prev["samples"] + stats["samples"],
-                                   prev["tokens"] + stats["tokens"], prev["flops"] + stats["flops"],
-                                   prev["device_hours"] + seconds / 3600.0, f"{fid:.4f}", f"{lo:.4f}", f"{hi:.4f}",
-                                   "fid-probe", self.stage])
+        write_json(tmp / SNAPSHOT_INFO, info)
+        shutil.rmtree(dest, ignore_errors=True)  # an incomplete one (no SNAPSHOT_INFO) of a killed job
+        os.replace(tmp, dest)
+        return dest
 
 
 def append_fid_row(path: Path, row: list) -> None:
@@ -441,15 +471,23 @@ def append_fid_row(path: Path, row: list) -> None:
 
 
 def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
-    """Concatenate the stages' fid.csv files into one curve (results/<profile>/<experiment>/fid_curve.csv)."""
+    """Concatenate the stages' fid.csv files into one curve (results/<profile>/<experiment>/fid_curve.csv), with
+    every FID_COLUMNS column (a fid.csv from before a column was added leaves its cells empty). A shared image
+    stage's units_file names a file of its owner's folder: it is made relative to `experiment`'s."""
     rows = []
     for s in cfg.train.curriculum:
-        f = owned_stage_dir(cfg, experiment, s) / "fid.csv"
+        folder = owned_stage_dir(cfg, experiment, s)
+        f = folder / "fid.csv"
         if f.exists():
-            rows += list(csv.DictReader(f.open()))
+            for row in csv.DictReader(f.open()):
+                if row.get("units_file"):
+                    target = cfg.layout.results / stage_owner(experiment, s.kind, cfg.train.share_image_stage)
+                    row["units_file"] = os.path.relpath(target / row["units_file"],
+                                                        cfg.layout.results / experiment)
+                rows.append(row)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FID_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=FID_COLUMNS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     return out
