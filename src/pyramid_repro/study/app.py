@@ -174,11 +174,12 @@ body { font-family: sans-serif; margin: 1em 2em; background: #fafafa; color: #22
 #videos { display: flex; gap: 2em; justify-content: center; }
 .pane { text-align: center; }
 .pane h2 { margin: 0.2em; }
-video { width: 384px; height: 384px; background: #000; object-fit: contain; image-rendering: pixelated; }
+video { width: 336px; height: 336px; background: #000; object-fit: contain; image-rendering: pixelated; }
 #prompt { font-size: 1.2em; text-align: center; margin: 0.6em; }
 .q { display: flex; justify-content: space-between; align-items: center; max-width: 820px; margin: 0.3em auto;
      padding: 0.4em 0.8em; border: 2px solid #ddd; border-radius: 6px; background: #fff; }
 .q.current { border-color: #36c; }
+.qt { flex: 1; } .opts { white-space: nowrap; }
 .opts button { font-size: 1em; margin-left: 0.4em; padding: 0.3em 0.9em; }
 .opts button.chosen { background: #36c; color: #fff; }
 #bar { max-width: 820px; margin: 0.8em auto; display: flex; justify-content: space-between; align-items: center; }
