@@ -157,7 +157,7 @@ def test_unknown_study_is_a_clear_error(tmp_path):
 def test_load_with_kill_9(tmp_path):
     """20 concurrent raters post 2,000 votes; the server is killed with SIGKILL in the middle and restarted on
     the same port. Every acknowledged (201) vote is in the database with its answers, none twice."""
-    results, db = make_study(tmp_path, "load", models=2, prompts=50, raters=20, repeats=50)
+    results, db = make_study(tmp_path, "load", models=2, prompts=51, raters=20, repeats=49)
     with sqlite3.connect(db) as c:
         rows = c.execute("SELECT r.token, a.id FROM assignments a JOIN raters r ON r.id = a.rater_id "
                          "ORDER BY r.id, a.position").fetchall()

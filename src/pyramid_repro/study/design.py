@@ -119,8 +119,9 @@ def design(n_models: int, prompts: list[str], raters: int, repeats: int, seed: i
     if n_models < 2:
         raise ConfigError(f"a study compares at least two models, got {n_models}")
     items = [Item(a, b, p) for a, b in combinations(range(n_models), 2) for p in prompts]
-    if not 0 <= repeats <= len(items):
-        raise ConfigError(f"--repeats {repeats}: expected 0..{len(items)} (the number of comparisons per rater)")
+    if not 0 <= repeats <= len(items) - 1:
+        raise ConfigError(f"--repeats {repeats}: expected 0..{len(items) - 1} (one less than the {len(items)} "
+                          "comparisons per rater: a repeat needs a comparison between it and its first showing)")
     rng = np.random.default_rng(seed)
     sides = np.empty((len(items), raters), dtype=bool)
     for k in range(len(items)):
@@ -130,8 +131,9 @@ def design(n_models: int, prompts: list[str], raters: int, repeats: int, seed: i
         order = [(items[k], bool(sides[k, r])) for k in rng.permutation(len(items))]
         # a repeat of the original at index k goes before original index `at` >= k + 2 (one item in between)
         inserts: dict[int, list[int]] = {}
-        for k in sorted(rng.choice(len(order), size=repeats, replace=False)) if repeats else []:
-            at = int(rng.integers(min(k + 2, len(order)), len(order) + 1))
+        # (the last original cannot be repeated: nothing could come between)
+        for k in sorted(rng.choice(len(order) - 1, size=repeats, replace=False)) if repeats else []:
+            at = int(rng.integers(k + 2, len(order) + 1))
             inserts.setdefault(at, []).append(int(k))
         final: list[tuple[Item, bool, int | None]] = []
         first: dict[int, int] = {}
