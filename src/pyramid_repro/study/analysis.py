@@ -192,7 +192,7 @@ def bt_scores(v: Votes, weights: dict[str, np.ndarray], level: float = LEVEL) ->
                 boot[name][:, a, b], boot[name][:, b, a] = w[:, m] @ s[m], w[:, m] @ (1 - s[m])
         est = bradley_terry(full)
         draws = {name: bradley_terry(x) for name, x in boot.items()}
-        ranks = (-est).argsort().argsort() + 1
+        ranks = 1 + (est[None, :] > est[:, None] + 1e-9).sum(axis=1)  # tied scores share the better rank
         for i, model in enumerate(v.models):
             lo, hi = crossed_interval(float(est[i]), {name: d[:, i] for name, d in draws.items()}, level,
                                       (v.n_raters, v.n_prompts))

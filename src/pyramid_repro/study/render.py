@@ -51,6 +51,9 @@ def csv_table(a: StudyAnalysis) -> pd.DataFrame:
         parts.append(a.repeat_agreement.assign(kind="repeat_agreement"))
     parts.append(a.rater_agreement.assign(kind="rater_agreement"))
     df = pd.concat(parts, ignore_index=True)
+    for col in ("votes", "raters", "prompts", "rank", "rater", "repeats", "items"):
+        if col in df:
+            df[col] = df[col].astype("Int64")
     return df[["kind", *[c for c in df.columns if c != "kind"]]]
 
 
@@ -89,14 +92,15 @@ def markdown(a: StudyAnalysis, prov: list[str]) -> str:
     out += ["", "## Rater agreement", "", "| question | Fleiss' kappa | pairwise agreement | comparisons |",
             "|---|---|---|---|"]
     for _, r in a.rater_agreement.iterrows():
-        out.append(f"| {QUESTION_TITLE[r.question]} | {r.fleiss_kappa:.2f} | {_pct(r.pairwise_agreement)} | "
+        kappa = "n/a (one answer only)" if r.fleiss_kappa != r.fleiss_kappa else f"{r.fleiss_kappa:.2f}"
+        out.append(f"| {QUESTION_TITLE[r.question]} | {kappa} | {_pct(r.pairwise_agreement)} | "
                    f"{r['items']} |")
     if len(a.repeat_agreement):
         out += ["", "Same answer on a repeated comparison (sides swapped), per rater:", "",
                 "| rater | repeats | " + " | ".join(QUESTION_TITLE[q] for q in QUESTIONS) + " |",
                 "|---|---|" + "---|" * len(QUESTIONS)]
         for _, r in a.repeat_agreement.iterrows():
-            out.append(f"| {r.rater} | {r.repeats} | " + " | ".join(_pct(r[q]) for q in QUESTIONS) + " |")
+            out.append(f"| {int(r.rater)} | {int(r.repeats)} | " + " | ".join(_pct(r[q]) for q in QUESTIONS) + " |")
     out += ["", "## Provenance", ""] + [f"- {line}" for line in prov]
     return "\n".join(out) + "\n"
 
