@@ -158,3 +158,20 @@ def test_report_command_writes_pdf_csv_md_with_provenance(tmp_path):
     assert r.returncode == 2 and "no votes yet" in r.stderr
     r = cli(results, "study", "report", "--profile", "smoke", "--name", "missing")
     assert r.returncode == 2 and "unknown study 'missing'" in r.stderr
+
+
+def test_snakemake_rule_builds_the_report_from_the_database_outside_the_main_target(tmp_path):
+    from conftest import snakemake
+
+    results, db = make_study(tmp_path, "user_study", models=2, prompts=1, raters=1)
+    cfg = ["--config", "profile=smoke", f"results={results}", f"reports={tmp_path}/reports"]
+    r = snakemake("-n", "-p", *cfg, "--", f"{tmp_path}/reports/smoke/user_study.pdf", timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "user_study_report" in r.stdout
+    assert f"pyramid-repro study report --profile smoke --name user_study --out {tmp_path}/reports/smoke" in r.stdout
+    db.rename(db.with_suffix(".moved"))  # the database is the rule's input
+    r = snakemake("-n", *cfg, "--", f"{tmp_path}/reports/smoke/user_study.pdf", timeout=300)
+    assert r.returncode != 0 and "study.sqlite" in r.stdout + r.stderr
+    r = snakemake("-n", "-p", *cfg, timeout=300)  # the default target (rule all) does not build it
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "user_study_report" not in r.stdout and "study report" not in r.stdout
