@@ -13,6 +13,7 @@ import av
 import pytest
 from study_helpers import ROOT, cli, make_study, sample_folder
 
+from pyramid_repro.commands.study import checkpoint_name
 from pyramid_repro.config import ConfigError
 from pyramid_repro.study.db import VoteError, connect, record_vote
 from pyramid_repro.study.design import common_prompts, design, load_sample_set
@@ -94,9 +95,12 @@ def test_clear_errors_for_bad_sample_folders(tmp_path):
         load_sample_set(c, "c")
     with pytest.raises(ConfigError, match="no samples.json"):
         load_sample_set(tmp_path / "nothing", "x")
-    # a compare folder (samples/ inside) is found
+    # a compare folder (samples/ inside) is found, and named by its folder
     sample_folder(tmp_path / "cmp" / "samples", "cmp", ["one prompt"])
     assert load_sample_set(tmp_path / "cmp", "cmp").index == tmp_path / "cmp" / "samples" / "samples.json"
+    assert checkpoint_name(tmp_path / "cmp", "t") == "cmp"
+    assert checkpoint_name(tmp_path / "cmp" / "samples", "t") == "cmp"
+    assert checkpoint_name(tmp_path / "release-384p" / "samples" / "t", "t") == "release-384p"
 
 
 def test_record_vote_refusals_leave_nothing(tmp_path):
@@ -136,3 +140,12 @@ def test_only_the_study_command_imports_the_study_package():
     for p in (src / "study").glob("*.py"):
         for m in re.findall(r"^from (pyramid_repro[\w.]*) import", p.read_text(), re.M):
             assert m.startswith(allowed), (p.name, m)
+
+
+def test_cli_help_explains_the_three_steps(tmp_path):
+    r = cli(tmp_path, "--help")
+    assert r.returncode == 0 and "study" in r.stdout
+    r = cli(tmp_path, "study", "--help")
+    assert r.returncode == 0 and all(w in r.stdout for w in ("create", "serve", "report", "study.sqlite"))
+    r = cli(tmp_path, "study", "serve", "--help")
+    assert r.returncode == 0 and "127.0.0.1" in r.stdout

@@ -89,6 +89,7 @@ def test_refusals_store_nothing(study):
         ({"token": t1, "assignment": a1, "aesthetic": "A", "motion": "B"}, 422),  # a question missing
         ({"token": t1, "assignment": a1, **good, "semantic": "left"}, 422),  # answer outside A/B/same
         ({"token": t1, "assignment": "1", **good}, 422),
+        ({"token": t1, "assignment": a1, **good, "pad": "x" * 20_000}, 413),  # oversized body
     ]
     for payload, want in cases:
         status, body = post_vote(server.url, payload)

@@ -83,11 +83,17 @@ def study_db(cfg: Config, name: str, must_exist: bool = True) -> Path:
     return db
 
 
+def checkpoint_name(folder: Path, suite: str) -> str:
+    """A --checkpoint folder's model name: its own name, or the first parent that is neither `samples` nor the
+    suite (compare/<name>/samples -> <name>, release-384p/samples/<suite> -> release-384p)."""
+    parts = [p for p in reversed(folder.resolve().parts) if p not in ("samples", suite, "/")]
+    return parts[0] if parts else str(folder)
+
+
 def create(cfg: Config, args: argparse.Namespace) -> int:
     suite = args.suite or cfg.eval.suite
     sets = [load_sample_set(cfg.layout.samples(e, suite), e) for e in args.experiments]
-    sets += [load_sample_set(d, d.name if d.name not in ("samples", suite) else d.parent.name)
-             for d in args.checkpoint]
+    sets += [load_sample_set(d, checkpoint_name(d, suite)) for d in args.checkpoint]
     if len(sets) < 2:
         raise ConfigError("a study needs at least two sample folders (--experiments and/or --checkpoint)")
     db = study_db(cfg, args.name, must_exist=False)

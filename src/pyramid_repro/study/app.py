@@ -35,6 +35,7 @@ from pyramid_repro.study.db import ANSWERS, QUESTIONS, VoteError, connect, get_m
 
 VIDEO_ID = re.compile(r"^[0-9a-f]{32}$")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+MAX_BODY = 16_384  # a vote is a few hundred bytes
 
 # the paper's three questions (Sec. 5, user study), as the page asks them
 QUESTION_TEXT = {
@@ -98,6 +99,8 @@ class StudyApp:
 
     async def vote(self, request: Request) -> Response:
         raw = await request.body()
+        if len(raw) > MAX_BODY:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
