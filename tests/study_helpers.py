@@ -86,6 +86,7 @@ class Server:
         """kill -9: no clean shutdown."""
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        self.proc.stdout.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -95,7 +96,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc.stdout:
+        if self.proc.stdout and not self.proc.stdout.closed:
             self.proc.stdout.close()
 
 

@@ -1,8 +1,9 @@
 """A rater in a real browser: headless Chromium driven by Selenium through Debian's chromedriver.
 
 The rater opens their link, sees two playing videos, answers with mouse clicks and with keyboard shortcuts,
-reloads midway and resumes at the right comparison; the database then holds exactly those votes, mapped through
-the recorded left/right sides. Without Chromium the test skips, except under CI, where it fails.
+reloads midway and resumes at the right comparison, and submits once while the server is down (the page says
+"not saved"; after a restart the same vote goes through); the database then holds exactly those votes, mapped
+through the recorded left/right sides. Without Chromium the test skips, except under CI, where it fails.
 """
 
 from __future__ import annotations
@@ -140,12 +141,21 @@ def test_rater_in_chromium(browser, tmp_path):
         given[a] = {"aesthetic": "B", "motion": "A", "semantic": "same"}
         wait(lambda: browser.find_element(By.ID, "progress").text == "4 of 4", what="the fourth comparison")
 
-        # comparison 4 (the repeat): a mix of clicks and keys
+        # comparison 4: a mix of clicks and keys, submitted while the server is dead (kill -9): the page must not
+        # say "saved" and nothing is stored; after a restart on the same port, Enter again saves it
         a, sides = current(browser)
         shown_sides[a] = sides
         assert a == order[3]
         browser.find_element(By.ID, "q-aesthetic-same").click()
-        ActionChains(browser).send_keys("a").send_keys("b").send_keys("\ue007").perform()
+        ActionChains(browser).send_keys("a").send_keys("b").perform()
+        server.kill()
+        ActionChains(browser).send_keys("\ue007").perform()
+        wait(lambda: browser.find_element(By.ID, "status").text.startswith("not saved"), what="'not saved'")
+        assert browser.find_element(By.ID, "progress").text == "4 of 4"
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT count(*) FROM votes WHERE assignment_id = ?", (a,)).fetchone()[0] == 0
+        server = Server(results, "b", port=server.port)
+        ActionChains(browser).send_keys("\ue007").perform()
         given[a] = {"aesthetic": "same", "motion": "A", "semantic": "B"}
         wait(lambda: browser.find_element(By.ID, "done").is_displayed(), what="the done message")
     finally:
