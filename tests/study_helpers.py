@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,6 @@ class Server:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20) -> None:
-        import urllib.request
-
         t0 = time.time()
         while time.time() - t0 < timeout:
             try:
