@@ -54,6 +54,7 @@ include: "workflows/rules/dit.smk"
 include: "workflows/rules/sample.smk"
 include: "workflows/rules/evaluate.smk"
 include: "workflows/rules/report.smk"
+include: "workflows/rules/study.smk"
 
 
 rule all:

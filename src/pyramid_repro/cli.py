@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("pyramid_repro.report.render", "render reports/ tables and plots"),
     "audit": ("pyramid_repro.report.audit", "GPU-hour audit: the paper's Table 4 arithmetic and this run's ledger"),
     "compare": ("pyramid_repro.report.compare", "sample, score and compare a new checkpoint with the paper"),
+    "study": ("pyramid_repro.commands.study", "the paper's user study: create pairs and rater links, serve, report"),
     "tokens": ("pyramid_repro.commands.tokens", "token arithmetic of the pyramid vs full sequence"),
     "launch": ("pyramid_repro.launch", "run a training command with data-parallel processes (one or several nodes)"),
 }

@@ -19,6 +19,8 @@ REPORT_FILES = ("table1.pdf", "table1.csv", "table1.md", "table5.pdf", "table5.c
                 "fid_convergence.csv", "fid_convergence.txt", "ablations.pdf", "ablations.csv", "gpu_hours.pdf",
                 "gpu_hours.csv", "claims.pdf", "claims.csv", "claims.md")
 EVALCRAFTER_REPORT_FILES = ("table6.pdf", "table6.csv")  # only when an `evalcrafter` backend is scored
+# `pyramid-repro study report`: the user study (not part of the main target; workflows/rules/study.smk)
+USER_STUDY_REPORT_FILES = ("user_study.pdf", "user_study.csv", "user_study.md")
 
 
 def units_path(metrics_json: Path) -> Path:
@@ -136,6 +138,22 @@ class Layout:
     def compare(self, name: str) -> Path:
         """Work folder of `pyramid-repro compare` for a checkpoint named `name`."""
         return self.results / "compare" / name
+
+    # -- the user study ---------------------------------------------------------------------------------------
+    def studies(self) -> Path:
+        """Folder of every user study of the run (`pyramid-repro study`)."""
+        return self.results / "studies"
+
+    def study(self, name: str) -> Path:
+        """Folder of one user study: study.sqlite and videos/ (the browser-playable copies it serves)."""
+        return self.studies() / name
+
+    def study_db(self, name: str) -> Path:
+        """The study's SQLite database: design, rater tokens and every vote."""
+        return self.study(name) / "study.sqlite"
+
+    def study_videos(self, name: str) -> Path:
+        return self.study(name) / "videos"
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
     def ledger_glob(self) -> str:
