@@ -119,9 +119,10 @@ def test_plan_resources_follow_the_profile():
     assert vae["cpus_per_task"] == 64  # compute.vae_cpus unset: cpus_per_job
     tiny = Plan({"profile": "tiny", "compute": {"cpus_per_job": 1, "vae_cpus": 2}})
     assert tiny.training_resources(multi_node=False)["cpus_per_task"] == 2 and tiny.vae_cpus() == 2
-    assert tiny.probe_cpus() == 2  # tiny gives the probe both cores
+    assert tiny.probe_cpus() == 1  # tiny: the probe runs on one core beside the first DiT job
+    assert Plan({"profile": "tiny", "compute": {"probe_cpus": 2}}).probe_cpus() == 2
     # probe_cpus 0: cpus_per_job
-    assert Plan({"profile": "tiny", "compute": {"cpus_per_job": 1, "probe_cpus": 0}}).probe_cpus() == 1
+    assert Plan({"profile": "tiny", "compute": {"cpus_per_job": 3, "probe_cpus": 0}}).probe_cpus() == 3
     assert tiny.training_resources()["cpus_per_task"] == 1 and tiny.process_threads(tiny.training_resources()) == 1
     assert vae["nodes"] == 1 and "mpi" not in vae and paper.launcher(vae).startswith("pyramid-repro launch --nodes 1")
     assert paper.gpu_resources()["gpus"] == 1 and paper.gpu_resources()["slurm_extra"] == "--gpus-per-node=1"

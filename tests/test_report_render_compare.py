@@ -242,3 +242,24 @@ def test_table1_notes_metrics_of_another_config(tmp_path):
     md = (out / "table1.md").read_text()
     assert "another config" in md and "pyramid/synthetic: config 0ld" in md
     assert "synthetic = synthetic proxy (not VBench)" in md
+
+
+def test_config_footnote_fires_only_on_a_mismatch_that_changes_what_was_measured(tmp_path):
+    from pyramid_repro.provenance import measured_hash
+
+    cfg = _cfg(tmp_path)
+    run = cfg.for_experiment("fullseq")
+    # the job ran on another device and under another experiment selection: same measurement
+    other_compute = load_config("smoke", {"compute": {"device": "cpu", "cpus_per_job": 3},
+                                          "experiments": ["pyramid", "fullseq"]}, "fullseq")
+    doc = {"experiment": "fullseq", "backend": "synthetic", "config_hash": other_compute.config_hash(),
+           "provenance": {"measured_hash": measured_hash(other_compute)}}
+    assert other_compute.config_hash() != run.config_hash()
+    assert render.metrics_provenance([doc], cfg) == ""
+    # another number of sampling steps changes what was measured
+    changed = load_config("smoke", {"pyramid": {"sampler": {"steps_first_frame": [3, 3, 3]}}}, "fullseq")
+    doc["provenance"]["measured_hash"] = measured_hash(changed)
+    assert "fullseq/synthetic" in render.metrics_provenance([doc], cfg)
+    # a JSON from before measured_hash is compared on the whole hash of its experiment's config
+    assert render.metrics_provenance([{"experiment": "fullseq", "backend": "synthetic",
+                                       "config_hash": run.config_hash()}], cfg) == ""

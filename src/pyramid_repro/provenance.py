@@ -55,10 +55,21 @@ def device_name(device=None) -> str:
     return "CPU: " + (platform.processor() or platform.machine())
 
 
+# the sections of the config that change what a run measures (not where it runs, which experiments a workflow
+# selects, or where files go): two artifacts with the same `measured_hash` measured the same thing
+MEASURED_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train", "eval")
+
+
+def measured_hash(cfg: Config) -> str:
+    """Hash of the config sections that change what was measured (MEASURED_SECTIONS)."""
+    return cfg.config_hash(MEASURED_SECTIONS)
+
+
 def provenance(cfg: Config, backend: str | None = None, experiment: str | None = None) -> dict[str, Any]:
     out = {
         "profile": cfg.profile,
         "config_hash": cfg.config_hash(),
+        "measured_hash": measured_hash(cfg),
         "commit": git_commit(),
         "created_utc": utc_now(),
         "host": platform.node(),

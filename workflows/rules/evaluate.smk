@@ -16,6 +16,9 @@ rule train_probe:
         data=PLAN.section("data"),
         steps=CFG["eval"]["probe_steps"],
     threads: PLAN.probe_cpus()
+    # before the DiT stages that are ready beside it (priority 8 and 5): every sample, score and FID-point job
+    # waits for the probe, so it should not be left to the end of the run
+    priority: 9
     resources:
         **PLAN.gpu_resources(runtime=30),  # minutes; 2.8 measured on 2 cores at the tiny profile
     conda:

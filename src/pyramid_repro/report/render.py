@@ -26,6 +26,7 @@ from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
 from pyramid_repro.eval.uncertainty import LEVEL, describe_interval
 from pyramid_repro.experiments import experiments, selected_experiments
+from pyramid_repro.provenance import measured_hash
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
 from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth  # noqa: F401 (re-export)
 from pyramid_repro.report.claims import (claims_frame, experiment_units, load_claims, paired_feature_fid,
@@ -112,10 +113,25 @@ def with_intervals(df: pd.DataFrame, columns: list[str], digits: int = 1) -> pd.
 
 
 def metrics_provenance(metrics: list[dict], cfg: Config) -> str:
-    """A note naming the config hashes/commits of the metrics JSONs when they differ from this config's."""
-    stale = sorted({f"{m['experiment']}/{m['backend']}: config {m.get('config_hash')} commit "
-                    f"{str(m.get('commit'))[:10]} ({m.get('created_utc')})"
-                    for m in metrics if m.get("config_hash") not in (None, cfg.config_hash())})
+    """A note naming the metrics JSONs measured under another setting than this report's config says their
+    experiment has: their `measured_hash` (provenance.MEASURED_SECTIONS: what changes the measurement, not the
+    device, the experiments a workflow selects or the paths) against this config resolved for their experiment;
+    a JSON from before `measured_hash` is compared on its whole config hash."""
+    expected: dict[str, Config | None] = {}
+    stale = set()
+    for m in metrics:
+        e = m["experiment"]
+        if e not in expected:
+            expected[e] = cfg.for_experiment(e) if e in experiments() else None
+        want = expected[e]
+        if want is None or m.get("config_hash") is None:
+            continue
+        got = (m.get("provenance") or {}).get("measured_hash")
+        differs = got != measured_hash(want) if got is not None else m["config_hash"] != want.config_hash()
+        if differs:
+            stale.add(f"{e}/{m['backend']}: config {m.get('config_hash')} commit {str(m.get('commit'))[:10]} "
+                      f"({m.get('created_utc')})")
+    stale = sorted(stale)
     if not stale:
         return ""
     return "Metrics computed under another config than this report's: " + "; ".join(stale[:6]) + (
