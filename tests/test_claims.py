@@ -75,13 +75,22 @@ def test_paired_speedup_decides_a_fast_pyramid_and_not_identical_curves():
     fast = _arm([1.6, 0.5, 0.3, 0.2], caption, 1, x)
     slow = _arm([1.6, 1.3, 1.0, 0.8], caption, 2, x)
     r = cl.speedup_statistic(fast, slow, to_real, seed=0)
-    p = r["speedup"]
-    assert p.interval[0] > 0 and p.p_value < 0.05, (p, r["reason"])
+    p = r["speedup"]["common"]["paired"]
+    assert p.interval[0] > 0 and p.p_value < 0.05, (p, r["speedup"]["common"]["reason"])
     assert cl.decide(p.interval, p.p_value, 1) == cl.SUPPORTED
     assert r["final_fid"].estimate < 0  # the pyramid's last FID is lower
+    # the slow baseline never gets to the pyramid's best FID: a censored lower bound x_last / x_pyramid, and
+    # resamples that are censored keep an infinite upper end
+    best = r["speedup"]["pyramid_best"]
+    assert best["reason"] == "not reached by baseline" and best["lower_bound"] >= 1.0
+    assert best["paired"].interval[1] == np.inf
     same = cl.speedup_statistic(_arm([1.6, 1.0, 0.7, 0.5], caption, 3, x), _arm([1.6, 1.0, 0.7, 0.5], caption, 4, x),
-                                to_real, seed=0)
-    assert cl.decide(same["speedup"].interval, same["speedup"].p_value, 1) == cl.UNDECIDED
+                                to_real, seed=0)["speedup"]["common"]["paired"]
+    assert cl.decide(same.interval, same.p_value, 1) == cl.UNDECIDED
+    # both curves at the common target from their first point: not identified
+    flat = cl.speedup_statistic(_arm([0.1, 0.7, 0.7, 0.7], caption, 6, x), _arm([0.1, 0.7, 0.7, 0.7], caption, 7, x),
+                                to_real, seed=0, kinds=("common",))["speedup"]["common"]
+    assert "not identified" in flat["reason"] and not np.isfinite(flat["observed"])
     with pytest.raises(ValueError, match="same captions"):
         other = _arm([1.0] * 4, caption, 5, x)
         other.units = other.units[::-1]

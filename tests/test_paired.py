@@ -107,3 +107,23 @@ def test_order_quantiles_keep_censored_resamples_infinite():
     v = np.array([1.0, 2.0, 3.0, np.inf, np.inf, np.nan])
     lo, hi = uq.order_quantiles(v, [0.1, 0.9])
     assert lo == 1.0 and hi == np.inf
+
+
+def test_unit_swaps_keep_the_false_positive_rate_with_prompt_effects_and_few_prompts():
+    # 6 prompts x 2 seeds sharing a strong prompt effect: pairs swap on their own (cluster swaps alone could not go
+    # below p = 1/32), and with no difference a claim is still rarely called supported
+    ids = [f"p{i // 2}" for i in range(12)]
+    supported = 0
+    for s in range(200):
+        rng = np.random.default_rng(5000 + s)
+        d = np.repeat(rng.normal(0, 2.0, 6), 2)
+        a, b = d + rng.normal(0, 0.5, 12), d + rng.normal(0, 0.5, 12)
+        r = uq.paired_difference(_mean_difference(a, b), ids, ids, n_resamples=200, n_permutations=200, seed=s,
+                                 swap="unit")
+        supported += decide(r.interval, r.p_value, direction=1) == SUPPORTED
+    assert supported / 200 <= 0.07, supported / 200
+    a, b = np.arange(12.0) + 3.0, np.arange(12.0)
+    r = uq.paired_difference(_mean_difference(a, b), ids, ids, n_resamples=50, n_permutations=2000, swap="unit")
+    assert r.p_value < 0.005  # 2^12 sign patterns: a clear difference gets a small p-value
+    with pytest.raises(ValueError, match="one B unit per A unit"):
+        uq.paired_difference(_mean_difference(a, b[:11]), ids, ids[:11], swap="unit")

@@ -31,14 +31,19 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"write_video({path}): expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    encode_video(path, frames, int(fps), "mp4", "libx264rgb", "rgb24", {"crf": "0", "preset": "ultrafast"})
+
+
+def encode_video(path: str | Path, frames: np.ndarray, fps: int, container_format: str, codec: str, pix_fmt: str,
+                 options: dict[str, str]) -> None:
+    """Encode uint8 RGB frames (T, H, W, 3) with one codec into one container, deterministically: one encoder
+    thread, no wall-clock metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    t, h, w, _ = frames.shape
-    with av.open(str(path), mode="w", format="mp4") as container:
-        # deterministic bytes: no encoder threads, no wall-clock metadata
+    with av.open(str(path), mode="w", format=container_format) as container:
         container.metadata.clear()
-        stream = container.add_stream("libx264rgb", rate=int(fps), options={"crf": "0", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = w, h, "rgb24"
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.thread_count = 1
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

@@ -162,7 +162,7 @@ def _groups(clusters: Sequence[Any]) -> dict[str, np.ndarray]:
 def paired_difference(effect: Callable[[np.ndarray, np.ndarray], float], clusters_a: Sequence[Any],
                       clusters_b: Sequence[Any], n_resamples: int = N_RESAMPLES,
                       n_permutations: int = N_PERMUTATIONS, level: float = LEVEL, method: str = "percentile",
-                      seed: int = 0) -> Paired:
+                      seed: int = 0, swap: str = "cluster") -> Paired:
     """Compare two arms measured on the same units (prompts, captions): `effect(ia, ib)` is the statistic of arm A's
     units `ia` against arm B's units `ib` (indices into the *pooled* units: A's are 0..nA-1, B's nA..nA+nB-1), with
     no effect at 0 (a difference, or the log of a ratio).
@@ -172,7 +172,11 @@ def paired_difference(effect: Callable[[np.ndarray, np.ndarray], float], cluster
       noise) cancels in the effect instead of widening its interval (Efron & Tibshirani 1993, ch. 13; paired
       design). A statistic that is not a difference of means (an FID) is resampled the same way.
     * p-value: label-swap permutation test of "no difference between the arms" (Good 2005): each cluster's units
-      swap arms with probability 1/2; two-sided, (1 + #{|T*| >= |T|}) / (1 + permutations).
+      swap arms with probability 1/2 (`swap="cluster"`) or, when unit i of A and unit i of B are one pair (the same
+      prompt and seed: `swap="unit"`, equal counts), each pair swaps on its own; two-sided,
+      (1 + #{|T*| >= |T|}) / (1 + permutations). Under "no difference" the two videos of a pair are exchangeable
+      whatever the prompt, so pairs may swap apart; with few clusters (6 moving prompts x 2 seeds) cluster swaps
+      alone could not give a p-value below 1/32.
 
     Both arms must have units in the same clusters (a cluster in one arm only is a ConfigError-like ValueError
     naming it)."""
@@ -199,13 +203,23 @@ def paired_difference(effect: Callable[[np.ndarray, np.ndarray], float], cluster
         estimate, interval = plug_in, (q_lo, q_hi)
     else:
         raise ValueError(f"bootstrap method {method!r}; expected one of {METHODS}")
-    swaps = rng.random((n_permutations, len(names))) < 0.5
-    perm = np.array([effect(np.concatenate([b[g] if s else a[g] for g, s in enumerate(row)]),
-                            np.concatenate([a[g] if s else b[g] for g, s in enumerate(row)])) for row in swaps],
-                    dtype=float)
+    if swap == "unit":
+        if na != len(clusters_b):
+            raise ValueError(f"paired comparison: unit swaps need one B unit per A unit, got {na} and "
+                             f"{len(clusters_b)}")
+        ia0 = np.arange(na)
+        flips = rng.random((n_permutations, na)) < 0.5
+        perm = np.array([effect(np.where(f, ia0 + na, ia0), np.where(f, ia0, ia0 + na)) for f in flips], dtype=float)
+    elif swap == "cluster":
+        swaps = rng.random((n_permutations, len(names))) < 0.5
+        perm = np.array([effect(np.concatenate([b[g] if s else a[g] for g, s in enumerate(row)]),
+                                np.concatenate([a[g] if s else b[g] for g, s in enumerate(row)])) for row in swaps],
+                        dtype=float)
+    else:
+        raise ValueError(f"paired comparison: swap {swap!r}; expected 'cluster' or 'unit'")
     perm = perm[~np.isnan(perm)]
-    p = float((1 + np.sum(np.abs(perm) >= abs(plug_in) - 1e-12)) / (1 + len(perm))) if np.isfinite(plug_in) else \
-        float("nan")
+    # an infinite (censored) effect counts the permutations that are censored the same way
+    p = float((1 + np.sum(np.abs(perm) >= abs(plug_in) - 1e-12)) / (1 + len(perm)))
     finite = boot[np.isfinite(boot)]
     return Paired(estimate=float(estimate), interval=(float(interval[0]), float(interval[1])), p_value=p,
                   plug_in=plug_in, se=float(finite.std(ddof=1)) if len(finite) > 1 else float("nan"),

@@ -21,11 +21,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from pyramid_repro.config import ConfigError
-from pyramid_repro.data.video_io import read_video
+from pyramid_repro.data.video_io import encode_video, read_video
 from pyramid_repro.provenance import utc_now
 from pyramid_repro.study.db import create_db
 
@@ -153,19 +152,9 @@ def transcode_webm(src: Path, dst: Path) -> None:
     frames, fps = read_video(src)
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".tmp.webm")
-    with av.open(str(tmp), mode="w", format="webm") as container:
-        container.metadata.clear()
-        stream = container.add_stream("libvpx-vp9", rate=max(1, round(fps or 8)),
-                                      options={"crf": "4", "b": "0", "deadline": "good", "cpu-used": "4"})
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.thread_count = 1
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    encode_video(tmp, frames, max(1, round(fps or 8)), "webm", "libvpx-vp9", "yuv420p",
+                 {"crf": "4", "b": "0", "deadline": "good", "cpu-used": "4"})
     tmp.replace(dst)
 
 
