@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,6 @@ def _draw_table(df: pd.DataFrame, title: str, path: Path, note: str, foot: str) 
     t.scale(1.0, 1.25)
     t.auto_set_column_width(list(range(len(shown.columns))))
     ax.set_title(title, fontsize=11)
-    import textwrap
 
     ax.text(0.0, 0.0, "\n".join(textwrap.wrap(note, 170) + [foot]), fontsize=7, va="top",
             transform=ax.transAxes)
@@ -309,8 +309,11 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
             lines.append(f"paired decision ({r.statistic}, {r.arm_a} vs {r.arm_b}, captions resampled jointly): "
                          f"{r.display or ''} -> {r.verdict}" + (f" ({r.note})" if r.verdict != "supported" and
                                                                r.note else ""))
-    fig = plt.figure(figsize=(5.2 * len(axes_cols), 5.0 + 0.16 * len(lines)))
-    gs = fig.add_gridspec(2, len(axes_cols), height_ratios=[4.2, 0.5 + 0.16 * len(lines)])
+    # the figure's text, wrapped to its width (monospace, 7 pt: about 15 characters per inch)
+    width = int(5.2 * len(axes_cols) * 15)
+    shown = [w for ln in lines for w in textwrap.wrap(ln, width, subsequent_indent="    ")]
+    fig = plt.figure(figsize=(5.2 * len(axes_cols), 5.0 + 0.16 * len(shown)))
+    gs = fig.add_gridspec(2, len(axes_cols), height_ratios=[4.2, 0.5 + 0.16 * len(shown)])
     axes = [fig.add_subplot(gs[0, i]) for i in range(len(axes_cols))]
     labels = {"samples_seen": "training samples seen", "flops": "training FLOPs (analytic)",
               "device_hours": "device-hours (ledger clock)"}
@@ -340,7 +343,8 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
     if cfg.train.match_compute_to:
         notes.append(f"train.match_compute_to={cfg.train.match_compute_to}: runs get equal FLOPs per stage, not equal "
                      "steps, so compare on the FLOPs and device-hours axes")
-    text.text(0, 1, "\n".join(lines + notes + [footer(cfg)]), fontsize=7, family="monospace", va="top")
+    notes = [w for ln in notes for w in textwrap.wrap(ln, width, subsequent_indent="    ")]
+    text.text(0, 1, "\n".join(shown + notes + [footer(cfg)]), fontsize=7, family="monospace", va="top")
     fig.suptitle("FID convergence: spatial pyramid vs full-sequence flow matching and ablations")
     fig.tight_layout()
     fig.savefig(out / "fid_convergence.pdf")
