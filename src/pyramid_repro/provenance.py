@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import os
 import platform
@@ -11,6 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pyramid_repro.config import Config, repo_root
 
@@ -100,6 +103,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def write_csv(path: str | Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    """A whole CSV with header `fields` (cells of other keys ignored, missing ones empty), written atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_npz(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Arrays by name as a compressed .npz, written atomically (`atomic_write_bytes`)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def append_csv_row(path: str | Path, fields: list[str], row: dict[str, Any]) -> None:

@@ -382,19 +382,21 @@ class FrechetToFixed:
 
 
 def frechet_interval(per_video: list[np.ndarray], clusters: list, mu: np.ndarray, sigma: np.ndarray,
-                     n_resamples: int = uq.N_RESAMPLES, seed: int = 0) -> tuple[float, list[float]]:
+                     n_resamples: int = uq.N_RESAMPLES, seed: int = 0, plug_in: float | None = None
+                     ) -> tuple[float, list[float]]:
     """Bias-corrected Fréchet distance of all frames of the videos to N(mu, sigma) and its basic-bootstrap interval
     over the videos (resampled prompt by prompt; the real statistics, from many more frames, held fixed), the
     resamples computed with `FrechetToFixed`. The plug-in distance (`frechet_to_stats`, clean-fid's) is biased
     upwards by about tr(Sigma)/n; the estimate returned is `uncertainty.bias_corrected` (2 x plug-in - median of
-    the resamples), the centre of the basic interval, so it always lies inside it (`frechet_plug_in` gives the
-    plug-in value)."""
+    the resamples), the centre of the basic interval, so it always lies inside it. A caller that has the plug-in
+    value already (`frechet_to_stats` of all frames) passes it as `plug_in`."""
     to_real = FrechetToFixed(mu, sigma)
 
     def stat(idx: np.ndarray) -> dict[str, float]:
         return {"fid": to_real(np.concatenate([per_video[i] for i in idx]))}
 
-    plug_in = frechet_to_stats(np.concatenate(per_video), mu, sigma)
+    if plug_in is None:
+        plug_in = frechet_to_stats(np.concatenate(per_video), mu, sigma)
     _, draws = uq.bootstrap_draws(stat, clusters, n_resamples, seed=seed)
     return uq.bias_corrected(plug_in, draws["fid"]), list(uq.interval_from(plug_in, draws["fid"], method="basic"))
 
@@ -489,8 +491,9 @@ def inception_fid(videos: list[np.ndarray], cfg: Config, clusters: list) -> dict
         stats.parent.mkdir(parents=True, exist_ok=True)
         np.save(stats, inception_features(real, cfg.eval.inception_path, device=dev))
     real = np.load(stats)
-    plug_in, kid = fid_kid(fake, real, cfg.seed)
-    fid, ci = frechet_interval(per_video, clusters, real.mean(0), np.cov(real, rowvar=False), seed=cfg.seed)
+    plug_in, kid = fid_kid(fake, real, cfg.seed)  # the same Fréchet distance frechet_interval would recompute
+    fid, ci = frechet_interval(per_video, clusters, real.mean(0), np.cov(real, rowvar=False), seed=cfg.seed,
+                               plug_in=plug_in)
     return {"fid": fid, "fid_plug_in": plug_in, "kid": kid, "interval": ci, "per_video": per_video}
 
 
@@ -540,10 +543,10 @@ def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, vi
         probe = load_probe(cfg)
         per_video = [probe_features(probe, [v]) for v in videos]
         real = real_probe_stats(cfg)
-        fid, ci = frechet_interval(per_video, [p.id for p in prompts], *real, seed=cfg.seed)
+        plug_in = frechet_to_stats(np.concatenate(per_video), *real)
+        fid, ci = frechet_interval(per_video, [p.id for p in prompts], *real, seed=cfg.seed, plug_in=plug_in)
         return {"dimensions": {}, "aggregate": {}, "fid": fid,
-                "extra": {"frames": int(sum(len(v) for v in videos)),
-                          "fid_plug_in": frechet_to_stats(np.concatenate(per_video), *real)},
+                "extra": {"frames": int(sum(len(v) for v in videos)), "fid_plug_in": plug_in},
                 "intervals": {"fid": ci},
                 "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts})),
                 "units": feature_units(per_video)}

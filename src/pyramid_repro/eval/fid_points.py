@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import hashlib
-import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +31,7 @@ from pyramid_repro.device import autocast, config_device
 from pyramid_repro.device import generator as device_generator
 from pyramid_repro.eval.backends import fid_probe_features, frechet_interval, real_probe_stats
 from pyramid_repro.eval.generate import generate_latents
-from pyramid_repro.provenance import atomic_write_bytes
+from pyramid_repro.provenance import write_csv, write_npz
 from pyramid_repro.train.dit import (FID_COLUMNS, SNAPSHOT_INFO, CaptionBank, curriculum_stage, fid_point_steps,
                                      list_snapshots, snapshot_dir, stage_caption_bank, stage_captions, stage_steps,
                                      training_owner)
@@ -108,18 +105,6 @@ def point_file(stage_dir: Path, step: int) -> Path:
     return points_dir(stage_dir) / f"step_{step}.npz"
 
 
-def _save_npz(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _load_point(path: Path, key: str) -> dict | None:
     """The saved point at `path` when it was computed under `key`, else None."""
     if not path.is_file():
@@ -162,14 +147,6 @@ def fid_row(point: dict, units_file: str) -> dict:
             "backend": BACKEND, "stage": str(point["stage"]), "units_file": units_file}
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FID_COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def expected_steps(cfg: Config, experiment: str, stage_name: str) -> list[int]:
     """Global steps of the stage's FID points (fid_point_steps, after the earlier stages' steps)."""
     idx, st = curriculum_stage(cfg, stage_name)
@@ -209,9 +186,9 @@ def fid_points(cfg: Config, experiment: str, stage_name: str, out: Path | None =
             if point is None:
                 vae = vae or load_vae(cfg.layout.vae_final(), device=dev)
                 point = score_point(cfg, found[step], bank, val_captions, vae, dev)
-                _save_npz(path, point)
+                write_npz(path, point)
             rows.append(fid_row(point, os.path.relpath(path, cfg.layout.results / experiment)))
-    _write_csv(stage_dir / "fid.csv", rows)
+    write_csv(stage_dir / "fid.csv", FID_COLUMNS, rows)
     return stage_dir / "fid.csv"
 
 

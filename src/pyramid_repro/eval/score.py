@@ -4,7 +4,6 @@ results/<profile>/<experiment>/metrics/<backend>.json (backend name and label, p
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from pyramid_repro.data.video_io import read_video
 from pyramid_repro.eval.backends import FRAME_BACKENDS, LABELS, score
 from pyramid_repro.eval.prompts import load_suite
 from pyramid_repro.layout import units_path
-from pyramid_repro.provenance import atomic_write_bytes, provenance, write_json
+from pyramid_repro.provenance import provenance, write_json, write_npz
 
 
 def score_experiment(cfg: Config, experiment: str, backend: str, videos: Path | None = None,
@@ -62,9 +61,7 @@ def write_units(path: Path, units: dict[str, np.ndarray], samples: list[dict]) -
     arrays = {"prompt_id": np.array([s["prompt_id"] for s in samples]),
               "sample": np.array([int(s.get("sample_index", 0)) for s in samples]),
               "path": np.array([s["path"] for s in samples]), **units}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    write_npz(path, arrays)
 
 
 def read_units(path: Path) -> dict[str, np.ndarray]:

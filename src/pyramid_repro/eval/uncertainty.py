@@ -42,18 +42,19 @@ def resample_indices(clusters: Sequence[Any], n_resamples: int, seed: int = 0) -
     return [np.concatenate([groups[g] for g in row]) for row in draws]
 
 
-def interval_from(estimate: float, resampled: np.ndarray, level: float = LEVEL, method: str = "percentile"
-                  ) -> tuple[float, float]:
+def interval_from(estimate: float, resampled: np.ndarray, level: float = LEVEL, method: str = "percentile",
+                  keep_infinite: bool = False) -> tuple[float, float]:
     """(lo, hi) from a statistic's resampled values (NaNs, e.g. a resample without any video of a dimension,
-    dropped)."""
+    dropped). With `keep_infinite` a resample at +-inf (a censored speed-up) stays in and the quantiles are order
+    statistics (`order_quantiles`), so an end of the interval can be infinite."""
     if method not in METHODS:
         raise ValueError(f"bootstrap method {method!r}; expected one of {METHODS}")
     values = np.asarray(resampled, dtype=float)
-    values = values[np.isfinite(values)]
+    values = values[~np.isnan(values) if keep_infinite else np.isfinite(values)]
     if len(values) == 0:
         return float("nan"), float("nan")
     a = (1.0 - level) / 2
-    q_lo, q_hi = np.quantile(values, [a, 1 - a])
+    q_lo, q_hi = order_quantiles(values, [a, 1 - a]) if keep_infinite else np.quantile(values, [a, 1 - a])
     if method == "basic":
         return float(2 * estimate - q_hi), float(2 * estimate - q_lo)
     return float(q_lo), float(q_hi)
@@ -195,14 +196,8 @@ def paired_difference(effect: Callable[[np.ndarray, np.ndarray], float], cluster
     draws = rng.integers(0, len(names), size=(n_resamples, len(names)))
     boot = np.array([effect(np.concatenate([a[g] for g in row]), np.concatenate([b[g] for g in row]))
                      for row in draws], dtype=float)
-    alpha = (1.0 - level) / 2
-    q_lo, q_med, q_hi = order_quantiles(boot, [alpha, 0.5, 1 - alpha])
-    if method == "basic":
-        estimate, interval = 2 * plug_in - q_med, (2 * plug_in - q_hi, 2 * plug_in - q_lo)
-    elif method == "percentile":
-        estimate, interval = plug_in, (q_lo, q_hi)
-    else:
-        raise ValueError(f"bootstrap method {method!r}; expected one of {METHODS}")
+    interval = interval_from(plug_in, boot, level, method, keep_infinite=True)
+    estimate = 2 * plug_in - order_quantiles(boot, [0.5])[0] if method == "basic" else plug_in
     if swap == "unit":
         if na != len(clusters_b):
             raise ValueError(f"paired comparison: unit swaps need one B unit per A unit, got {na} and "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +206,6 @@ class FidArm:
     x: np.ndarray
     features: list[np.ndarray]
     units: np.ndarray
-    fid: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def fid_arm(cfg: Config, curve: pd.DataFrame | None, experiment: str, stage: str, axis: str) -> FidArm | str:
@@ -232,7 +231,7 @@ def fid_arm(cfg: Config, curve: pd.DataFrame | None, experiment: str, stage: str
         if units is not None and not np.array_equal(u, units):
             return f"{path}: its captions differ from the other points of the curve"
         units = u
-    return FidArm(x=pts[axis].to_numpy(float), features=feats, units=units, fid=pts["fid"].to_numpy(float))
+    return FidArm(x=pts[axis].to_numpy(float), features=feats, units=units)
 
 
 TARGETS = {"speedup_common": "common", "speedup_pyramid_best": "pyramid_best"}
@@ -257,7 +256,7 @@ def speedup_statistic(pyr: FidArm, base: FidArm, to_real: FrechetToFixed, seed: 
     swapped between the arms for the p-value. A resample in which the baseline never reaches the target is
     censored (+inf, kept by the order-statistic quantiles); when the observed baseline never reaches it the
     observed speed-up is the lower bound x_last / x_pyramid. Also the paired difference of the last points' FIDs.
-    Returns {"speedup": {kind: {...}}, "final_fid": Paired, "n": captions}."""
+    Returns {"speedup": {kind: {"target", "observed", "reason", "lower_bound", "paired"}}, "final_fid": Paired}."""
     if not np.array_equal(pyr.units, base.units):
         raise ValueError("the two FID curves were not scored on the same captions: cannot pair them")
     if len(pyr.features) != len(base.features):
@@ -295,7 +294,7 @@ def speedup_statistic(pyr: FidArm, base: FidArm, to_real: FrechetToFixed, seed: 
         return to_real(pooled[-1][ia]) - to_real(pooled[-1][ib])
 
     final_fid = uq.paired_difference(final, clusters, clusters, method="basic", seed=seed)
-    return {"speedup": speedups, "final_fid": final_fid, "n": len(clusters)}
+    return {"speedup": speedups, "final_fid": final_fid}
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
@@ -305,15 +304,15 @@ def _row(c: Claim, a: str, b: str, statistic: str, unit: str, **kw: Any) -> dict
                    "statistic": statistic, "unit": unit, "paper": c.paper} | kw
 
 
-def _from_paired(row: dict, p: uq.Paired, unit_word: str) -> dict:
+def _from_paired(row: dict, p: uq.Paired) -> dict:
     return row | {"n": p.clusters, "estimate": p.estimate, "lo": p.interval[0], "hi": p.interval[1],
-                  "p_value": p.p_value, "method": p.to_dict()["method"], "se": p.se, "unit": unit_word}
+                  "p_value": p.p_value, "method": p.to_dict()["method"], "se": p.se}
 
 
 def run_command(cfg: Config, missing: list[str]) -> str:
     """The command that adds `missing` experiments to the profile's run and renders the claims again."""
-    chosen = selected_experiments(cfg.experiments) + [e for e in missing if e not in
-                                                     selected_experiments(cfg.experiments)]
+    run = selected_experiments(cfg.experiments)
+    chosen = run + [e for e in missing if e not in run]
     target = cfg.layout.report("claims.pdf")
     prof = "" if cfg.profile == load_config(None).profile else f"profile={cfg.profile} "
     return f"snakemake --cores all --config {prof}'experiments=[{','.join(chosen)}]' -- {target}"
@@ -379,7 +378,7 @@ def _measure(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFra
         return [_row(c, a, b, s, "prompts", verdict=UNDECIDED,
                      note=f"{old}'s per-video units were not saved (scored before paired comparisons): rescore it "
                           f"(pyramid-repro score --experiment {old} --backend synthetic)") for s in c.statistics]
-    return [_from_paired(_row(c, a, b, s, "prompts"), paired_video_statistic(ua, ub, s, a, b, cfg.seed), "prompts")
+    return [_from_paired(_row(c, a, b, s, "prompts"), paired_video_statistic(ua, ub, s, a, b, cfg.seed))
             for s in c.statistics]
 
 
@@ -394,7 +393,7 @@ def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFr
         if s in TARGETS:
             sp = r["speedup"][TARGETS[s]]
             p: uq.Paired = sp["paired"]
-            row = _from_paired(_row(c, a, b, f"{s} (log x_{b} / x_{a})", "captions"), p, "captions")
+            row = _from_paired(_row(c, a, b, f"{s} (log x_{b} / x_{a})", "captions"), p)
             lo, hi = (math.exp(v) if not math.isnan(v) else v for v in p.interval)
             note = (f"x = training {c.axis} in stage {c.stage}; target FID {sp['target']:.4g} (plug-in, "
                     f"{TARGETS[s]}); {sp['reason']}")
@@ -412,7 +411,7 @@ def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFr
             row["note"] = note + f"; paper: about {c.paper:g}x" if c.paper else note
             out.append(row)
         elif s == "final_fid":
-            row = _from_paired(_row(c, a, b, s, "captions"), r["final_fid"], "captions")
+            row = _from_paired(_row(c, a, b, s, "captions"), r["final_fid"])
             # lower FID is better: the claim predicts A's FID below B's, so the effect's sign is flipped
             row.update(estimate=-row["estimate"], lo=-row["hi"], hi=-row["lo"],
                        note=f"{b} FID - {a} FID at the stage's last point (equal compute), bias-corrected")

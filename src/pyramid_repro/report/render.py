@@ -27,11 +27,13 @@ from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
 from pyramid_repro.eval.uncertainty import LEVEL, describe_interval
 from pyramid_repro.experiments import experiments, selected_experiments
+from pyramid_repro.eval.score import read_units
+from pyramid_repro.layout import units_path
 from pyramid_repro.provenance import measured_hash
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
 from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth  # noqa: F401 (re-export)
-from pyramid_repro.report.claims import (claims_frame, experiment_units, load_claims, paired_feature_fid,
-                                         paired_video_statistic, render_claims)
+from pyramid_repro.report.claims import (claims_frame, load_claims, paired_feature_fid, paired_video_statistic,
+                                         render_claims)
 from pyramid_repro.report.paper import load_paper_table
 from pyramid_repro.report.style import _plt, footer
 
@@ -386,23 +388,26 @@ def not_run(cfg: Config) -> list[str]:
     return [e for e in experiments() if e not in run]
 
 
-def ablation_deltas(cfg: Config, m: dict, experiment: str) -> dict[str, dict[str, float | bool]]:
-    """The paired differences of one experiment's metrics to pyramid's on the same backend (report/claims.py):
-    {column: {"": Δ, " lo", " hi", " p", " p_holm", " paired", " separated"}}. Synthetic: the Total and every
-    dimension, Holm-adjusted over them; FID backends: the FID. Without units on either side (a run scored
-    before they were saved) the marginal difference, not marked as decided."""
-    backend = m["backend"]
-    if experiment == "pyramid":
+def metrics_units(m: dict) -> dict[str, np.ndarray] | None:
+    """The per-video units beside a loaded metrics JSON (metrics/<backend>.units.npz; `score` removes a stale one),
+    None when its scoring run predates them."""
+    path = units_path(Path(m["_path"]))
+    return read_units(path) if path.is_file() else None
+
+
+def ablation_deltas(cfg: Config, m: dict, base: dict | None) -> dict[str, dict[str, float | bool]]:
+    """The paired differences of one experiment's metrics `m` to pyramid's on the same backend (`base`;
+    report/claims.py): {column: {"": Δ, " lo", " hi", " p", " p_holm", " paired", " separated"}}. Synthetic: the
+    Total and every dimension, Holm-adjusted over them; FID backends: the FID. Without units on either side (a run
+    scored before they were saved) the marginal difference, not marked as decided."""
+    if base is None or m is base:
         return {}
-    ua, ub = experiment_units(cfg, experiment, backend), experiment_units(cfg, "pyramid", backend)
+    backend, experiment = m["backend"], m["experiment"]
+    ua, ub = metrics_units(m), metrics_units(base)
     col = f"total ({backend})" if m.get("aggregate") else f"FID ({backend})"
     if ua is None or ub is None:
-        base = cfg.layout.metrics("pyramid", backend)
-        if not base.is_file():
-            return {}
-        other = json.loads(base.read_text())
         mine = m["aggregate"].get("total") if m.get("aggregate") else m.get("fid")
-        theirs = other["aggregate"].get("total") if other.get("aggregate") else other.get("fid")
+        theirs = base["aggregate"].get("total") if base.get("aggregate") else base.get("fid")
         if mine is None or theirs is None:
             return {}
         return {col: {"": mine - theirs, " paired": False, " separated": False}}
@@ -450,13 +455,12 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
         for c in values:
             for k in ("", " lo", " hi", " p", " p_holm", " paired", " separated"):
                 df[f"Δ {c}{k}"] = np.nan if k not in (" paired", " separated") else False
-        for i, e in enumerate(df["experiment"]):
-            for m in metrics:
-                if m["experiment"] != e:
-                    continue
-                for c, d in ablation_deltas(cfg, m, e).items():
-                    for k, v in d.items():
-                        df.loc[i, f"Δ {c}{k}"] = v
+        pyramid = {m["backend"]: m for m in metrics if m["experiment"] == "pyramid"}
+        row = {e: i for i, e in enumerate(df["experiment"])}
+        for m in metrics:
+            for c, d in ablation_deltas(cfg, m, pyramid.get(m["backend"])).items():
+                for k, v in d.items():
+                    df.loc[row[m["experiment"]], f"Δ {c}{k}"] = v
     df.to_csv(out / "ablations.csv", index=False)
     plt = _plt()
     sheets = [(n, img) for n in rows if (img := sample_frames(cfg, n)) is not None]

@@ -34,7 +34,7 @@ from pyramid_repro.device import config_device
 from pyramid_repro.eval.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
-from pyramid_repro.provenance import append_csv_row, provenance, write_json
+from pyramid_repro.provenance import append_csv_row, provenance, write_csv, write_json
 from pyramid_repro.train.sequences import draw_stage_frame, draw_video_tokens, make_batch
 
 # a stage's fid.csv (written by eval/fid_points.py); units_file: the point's generated probe features and their
@@ -485,11 +485,7 @@ def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
                     row["units_file"] = os.path.relpath(target / row["units_file"],
                                                         cfg.layout.results / experiment)
                 rows.append(row)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FID_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out, FID_COLUMNS, rows)
     return out
 
 
