@@ -395,7 +395,7 @@ def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFr
             p: uq.Paired = sp["paired"]
             row = _from_paired(_row(c, a, b, f"{s} (log x_{b} / x_{a})", "captions"), p)
             lo, hi = (math.exp(v) if not math.isnan(v) else v for v in p.interval)
-            note = (f"x = training {c.axis} in stage {c.stage}; target FID {sp['target']:.4g} (plug-in, "
+            note = (f"x = training {c.axis} in stage {c.stage}; target probe-feature FID {sp['target']:.4g} (plug-in, "
                     f"{TARGETS[s]}); {sp['reason']}")
             if sp["lower_bound"]:
                 spread = "every resample censored" if lo == math.inf else f"[{lo:.3g}, {hi:.3g}]"
@@ -414,7 +414,8 @@ def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFr
             row = _from_paired(_row(c, a, b, s, "captions"), r["final_fid"])
             # lower FID is better: the claim predicts A's FID below B's, so the effect's sign is flipped
             row.update(estimate=-row["estimate"], lo=-row["hi"], hi=-row["lo"],
-                       note=f"{b} FID - {a} FID at the stage's last point (equal compute), bias-corrected")
+                       note=f"{b} FID - {a} FID at the stage's last point (equal compute), bias-corrected; "
+                            "probe-feature FID (offline proxy, not Inception FID)")
             out.append(row)
         else:
             raise KeyError(f"statistic {s!r} of claim {c.id!r} is not one of a fid_speedup claim's "
