@@ -8,6 +8,7 @@
 # experiments (pyramid, fullseq, ablations) are replication/experiments.yaml. Every path comes from the run's
 # layout (pyramid_repro/layout.py via PLAN.paths); docs/design.md describes the tree.
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -17,7 +18,7 @@ REPO = Path(workflow.basedir)
 os.environ.setdefault("PYRAMID_REPRO_ROOT", str(REPO))
 
 from pyramid_repro.cliutil import OVERRIDES_ENV
-from pyramid_repro.workflow import Plan, coerce_cli_values, expand_experiments
+from pyramid_repro.workflow import Plan, coerce_cli_values, expand_experiments, explain_failed_submissions
 
 min_version("9.0")
 
@@ -46,6 +47,13 @@ REPORT_CATEGORIES = {"claims_pdf": "0. Claims", "table1_pdf": "1. Tables", "tabl
 
 
 report: "workflows/report/workflow.rst"
+
+
+# a job that sbatch refused never ran: say why (Snakemake's own message points at its empty rule log)
+onerror:
+    _why = explain_failed_submissions(log)
+    if _why:
+        print(_why, file=sys.stderr)
 
 
 include: "workflows/rules/data.smk"

@@ -9,6 +9,8 @@ checkpoint an experiment samples from, the files a job writes, and how to launch
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -240,3 +242,34 @@ class Plan:
         """CPU threads of each training process: the job's CPUs per node shared among its processes."""
         cpus = int(resources.get("cpus_per_task", 1) or 1)
         return max(1, cpus // int(resources.get("processes_per_node", 1) or 1))
+
+
+# -- failed submissions ----------------------------------------------------------------------------------------------
+_SBATCH_FAILED = re.compile(r"^Error in rule (?P<rule>\S+?):\s*\n\s*message: SLURM sbatch failed\. The error message "
+                            r"was '(?P<error>.*?)'\.?\s*$", re.MULTILINE)
+_RULE_LOG = re.compile(r"^\s*log: (?P<log>.+?) \(check log file", re.MULTILINE)
+
+
+def explain_failed_submissions(snakemake_log: str | Path | list | None) -> str | None:
+    """What to tell a user whose jobs sbatch refused, read from Snakemake's own log of the run (the `onerror` hook).
+
+    Snakemake ends such a failure with "log: <the rule's log> (check log file(s) for error details)", but the job
+    never started, so that file is absent or empty; the reason is sbatch's error message. `snakemake_log` is the
+    log file, or the list of them `onerror` gets. Returns None when no submission failed (a job that ran and failed
+    has its own log)."""
+    paths = snakemake_log if isinstance(snakemake_log, (list, tuple)) else [snakemake_log]
+    text = "\n".join(Path(p).read_text(errors="replace") for p in paths if p is not None and Path(p).is_file())
+    failed = list(_SBATCH_FAILED.finditer(text))
+    if not failed:
+        return None
+    errors: dict[str, list[str]] = {}
+    for m in failed:
+        errors.setdefault(m.group("error").strip(), []).append(m.group("rule"))
+    logs = [m.group("log") for m in _RULE_LOG.finditer(text[failed[0].start():])][:1]
+    lines = [f"sbatch refused {len(failed)} job submission(s); those jobs never started, so their rule logs"
+             f"{' (e.g. ' + logs[0] + ')' if logs else ''} are empty or absent. sbatch said:"]
+    lines += [f"  '{err}'  (rules: {', '.join(sorted(set(rules)))})" for err, rules in errors.items()]
+    lines += ["Check the partition and account the jobs ask for: compute.partition / compute.account of the "
+              "profile, or --config compute=\"{partition: P, account: A}\" (`sinfo -s` lists partitions, "
+              "`sacctmgr show assoc user=$USER` your accounts), and the time/memory/GPU limits of that partition."]
+    return "\n".join(lines)
