@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pyramid_repro.cliutil import add_config_args, config_from_args
-from pyramid_repro.config import Config
+from pyramid_repro.config import Config, for_experiment
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
 from pyramid_repro.eval.uncertainty import LEVEL, describe_interval
@@ -125,7 +125,7 @@ def metrics_provenance(metrics: list[dict], cfg: Config) -> str:
     for m in metrics:
         e = m["experiment"]
         if e not in expected:
-            expected[e] = cfg.for_experiment(e) if e in experiments() else None
+            expected[e] = for_experiment(cfg, e) if e in experiments() else None
         want = expected[e]
         if want is None or m.get("config_hash") is None:
             continue
