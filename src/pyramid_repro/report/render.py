@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pyramid_repro.backend_specs import backends_filling
 from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, for_experiment
 from pyramid_repro.eval import uncertainty as uq
@@ -214,10 +215,12 @@ def render_table5(cfg: Config, out: Path, metrics: list[dict] | None = None) -> 
 
 
 def render_table6(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path | None:
-    """Table 6 (EvalCrafter raw metrics): the paper's column and one per `evalcrafter*` metrics JSON of this run
-    (raw metrics read from its `dimensions`, else `extra`); None when no EvalCrafter metrics exist."""
+    """Table 6 (EvalCrafter raw metrics): the paper's column and one per metrics JSON of this run from a backend that
+    fills Table 6 (backend_specs: `evalcrafter`; raw metrics read from its `dimensions`, else `extra`); None when
+    no EvalCrafter metrics exist."""
     metrics = load_metrics(cfg) if metrics is None else metrics
-    ec = [m for m in metrics if str(m["backend"]).startswith("evalcrafter")]
+    table6 = backends_filling("table6")
+    ec = [m for m in metrics if m["backend"] in table6]
     if not ec:
         return None
     t6 = load_paper_table("table6").rename(columns={"score": "paper"})
