@@ -162,3 +162,32 @@ def test_experiment_method_must_match_its_config():
     assert load_config("smoke", None, "fullseq").pyramid.stages == 1
     with pytest.raises(ConfigError, match="experiment 'pyramid' is method 'pyramid'.*pyramid.stages=1"):
         load_config("smoke", {"pyramid": {"stages": 1, "end_sigmas": [0.0], "stage_weights": [1.0]}}, "pyramid")
+
+
+def test_misspelt_backend_is_rejected_at_load_time_with_key_value_and_names():
+    from pyramid_repro.backend_specs import backend_names
+
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", {"eval": {"backends": ["synthetic", "fid-prob"]}})
+    msg = str(e.value)
+    assert "eval.backends" in msg and "'fid-prob'" in msg
+    assert all(name in msg for name in backend_names())
+    assert load_config("tiny", {"eval": {"backends": backend_names()}}).eval.backends == backend_names()
+
+
+def test_backend_registry_facts():
+    from pyramid_repro.backend_specs import BACKENDS, backend_spec, backends_filling, frame_backends
+
+    assert frame_backends() == ("synthetic", "fid-probe", "clean-fid")
+    assert backends_filling("table6") == ("evalcrafter",)
+    assert [n for n, s in BACKENDS.items() if s.needs_gpu] == ["vbench"]
+    assert all(name == spec.name for name, spec in BACKENDS.items())
+    with pytest.raises(ConfigError, match="unknown backend 'vbnech'"):
+        backend_spec("vbnech")
+
+
+def test_schema_declares_the_draft_snakemake_validates_with():
+    jsonschema = pytest.importorskip("jsonschema")
+
+    sch = yaml.safe_load(schema_path().read_text())
+    assert sch["$schema"] == jsonschema.Draft202012Validator.META_SCHEMA["$schema"]

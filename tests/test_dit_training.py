@@ -320,7 +320,7 @@ def test_expected_sample_flops_is_the_mean_over_make_batch_draws():
 
 
 def test_match_compute_gives_equal_flops_not_equal_steps():
-    from pyramid_repro.config import ConfigError, load_config
+    from pyramid_repro.config import ConfigError, for_experiment, load_config
     from pyramid_repro.train.dit import expected_sample_flops, stage_steps
 
     over = {"model": {"depth": 2}}
@@ -328,7 +328,7 @@ def test_match_compute_gives_equal_flops_not_equal_steps():
     assert ref.train.match_compute_to == "pyramid"
     for exp in ("fullseq", "no_temporal_pyramid", "bidirectional"):
         cfg = load_config("tiny", over, exp)
-        assert cfg.for_experiment("pyramid").model.depth == 2  # the user's overrides carry over
+        assert for_experiment(cfg, "pyramid").model.depth == 2  # the user's overrides carry over
         for st, rs in zip(cfg.train.curriculum, ref.train.curriculum):
             n = stage_steps(cfg, exp, st)
             budget = rs.steps * rs.batch_size * expected_sample_flops(ref, rs)

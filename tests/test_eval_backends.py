@@ -304,3 +304,12 @@ def test_frechet_distance_matches_theory_and_clean_fid(monkeypatch):
 
     monkeypatch.setattr(cleanfid.fid, "frechet_distance", no_disp)
     assert be.frechet_distance(*args) == pytest.approx(reference, rel=1e-9)
+
+
+def test_every_registered_backend_has_one_score_function():
+    from pyramid_repro.backend_specs import BACKENDS
+
+    assert set(be.SCORERS) == set(BACKENDS)
+    assert be.LABELS == {n: s.label for n, s in BACKENDS.items()}
+    with pytest.raises(ConfigError, match="unknown backend 'fid-prob'"):
+        be.score("fid-prob", [], [], load_config("tiny"), None)

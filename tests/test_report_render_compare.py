@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyramid_repro.config import ConfigError, load_config, save_config
+from pyramid_repro.config import ConfigError, for_experiment, load_config, save_config
 from pyramid_repro.report import render
 from pyramid_repro.report.convergence import convergence_speedup, describe, smooth, speedup_table
 
@@ -248,7 +248,7 @@ def test_config_footnote_fires_only_on_a_mismatch_that_changes_what_was_measured
     from pyramid_repro.provenance import measured_hash
 
     cfg = _cfg(tmp_path)
-    run = cfg.for_experiment("fullseq")
+    run = for_experiment(cfg, "fullseq")
     # the job ran on another device and under another experiment selection: same measurement
     other_compute = load_config("smoke", {"compute": {"device": "cpu", "cpus_per_job": 3},
                                           "experiments": ["pyramid", "fullseq"]}, "fullseq")

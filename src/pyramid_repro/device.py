@@ -21,6 +21,9 @@ import os
 
 import torch
 
+from pyramid_repro.base import ConfigError
+from pyramid_repro.tree import Config
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -30,23 +33,19 @@ def resolve_device(choice: str = "auto") -> torch.device:
     Under a multi-process launch (``accelerate launch`` / ``torchrun`` set ``LOCAL_RANK``) ``cuda`` is this
     process's GPU. ``meta`` is accepted for shape-only runs (the device tests)."""
     if choice not in (*DEVICE_CHOICES, "meta"):
-        from pyramid_repro.config import ConfigError
-
         raise ConfigError(f"compute.device={choice!r}; expected one of {', '.join(DEVICE_CHOICES)}")
     if choice == "meta":
         return torch.device("meta")
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from pyramid_repro.config import ConfigError
-
         raise ConfigError("compute.device=cuda but PyTorch sees no CUDA device (torch.cuda.is_available() is "
                           "False): install a CUDA build of torch, check CUDA_VISIBLE_DEVICES, or set "
                           "compute.device: auto")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
 
 
-def config_device(cfg) -> torch.device:
+def config_device(cfg: Config) -> torch.device:
     """The device of a resolved :class:`~pyramid_repro.config.Config` (``compute.device``)."""
     return resolve_device(cfg.compute.device)
 

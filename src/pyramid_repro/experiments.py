@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from pyramid_repro.config import ConfigError, load_yaml, replication_dir
+from pyramid_repro.base import ConfigError, load_yaml, replication_dir
 
 _KEYS = {"description", "method", "trains", "checkpoint_from", "overrides"}
 

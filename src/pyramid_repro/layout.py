@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyramid_repro.base import default_profile
+
 REPORT_FILES = ("table1.pdf", "table1.csv", "table1.md", "table5.pdf", "table5.csv", "fid_convergence.pdf",
                 "fid_convergence.csv", "fid_convergence.txt", "ablations.pdf", "ablations.csv", "gpu_hours.pdf",
                 "gpu_hours.csv", "claims.pdf", "claims.csv", "claims.md")
@@ -38,8 +40,6 @@ class Layout:
     @staticmethod
     def of(cfg) -> "Layout":
         """The layout of a resolved Config (its `results`, `reports` and `profile`)."""
-        from pyramid_repro.config import default_profile
-
         reports = Path(cfg.reports)
         if cfg.profile != default_profile():
             reports = reports / cfg.profile

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pyramid_repro.config import Config, repo_root
+from pyramid_repro.base import repo_root
+from pyramid_repro.tree import Config
 
 
 def git_commit() -> str:

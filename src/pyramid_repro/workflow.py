@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from pyramid_repro.backend_specs import backend_spec, backends_filling
 from pyramid_repro.config import load_config, load_yaml
 from pyramid_repro.experiments import experiments, selected_experiments, stage_owner, training_experiments
 from pyramid_repro.launch import launch_prefix
@@ -171,8 +172,8 @@ class Plan:
 
     def report_outputs(self) -> dict[str, str]:
         """Every file the report job writes (table6 only when an EvalCrafter backend is scored)."""
-        names = REPORT_FILES + (EVALCRAFTER_REPORT_FILES if any(b.startswith("evalcrafter") for b in self.backends)
-                                else ())
+        table6 = backends_filling("table6")
+        names = REPORT_FILES + (EVALCRAFTER_REPORT_FILES if any(b in table6 for b in self.backends) else ())
         return {n.replace(".", "_"): self.paths.report(n) for n in names}
 
     def resources(self, gpus: int = 0, nodes: int = 1, cpus: int | None = None, mem_mb: int | None = None,
@@ -222,6 +223,11 @@ class Plan:
     def probe_cpus(self) -> int:
         """CPUs of the probe training job: `compute.probe_cpus`, else `compute.cpus_per_job`."""
         return self.compute("probe_cpus") or self.compute("cpus_per_job")
+
+    def score_gpus(self) -> int:
+        """GPUs of a score job: one when a scored backend needs a GPU (backend_specs `needs_gpu`: VBench), else
+        none."""
+        return 1 if any(backend_spec(b).needs_gpu for b in self.backends) else 0
 
     def gpu_resources(self, **kw: Any) -> dict[str, Any]:
         """Resources of a one-GPU job (sampling, encoding, evaluation) when the profile has GPUs."""

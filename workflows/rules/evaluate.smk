@@ -46,7 +46,7 @@ rule score:
         backend="|".join(BACKENDS),
     threads: PLAN.compute("cpus_per_job")
     resources:
-        **PLAN.resources(gpus=1 if "vbench" in BACKENDS else 0, runtime=30),
+        **PLAN.resources(gpus=PLAN.score_gpus(), runtime=30),  # a GPU when a backend needs one (backend_specs)
     conda:
         ENV
     log:

@@ -27,7 +27,7 @@ def main_config(argv: list[str]) -> int:
 def main_schema(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="pyramid-repro schema",
-        description="Print the config JSON schema (YAML) generated from src/pyramid_repro/config.py. "
+        description="Print the config JSON schema (YAML) generated from src/pyramid_repro/tree.py. "
         "replication/schemas/config.schema.yaml must equal this output (a test checks it).",
     )
     ap.parse_args(argv)

@@ -28,19 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyramid_repro.backend_specs import BACKENDS, frame_backends
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.device import config_device
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval import vbench as vb
 
-LABELS = {
-    "synthetic": "synthetic proxy (not VBench)",
-    "fid-probe": "probe-feature FID (offline proxy, not Inception FID)",
-    "clean-fid": "FID/KID (clean-fid, Inception)",
-    "vbench": "VBench (official)",
-    "evalcrafter": "EvalCrafter (official)",
-}
-FRAME_BACKENDS = ("synthetic", "fid-probe", "clean-fid")  # scored here from decoded frames (the others read files)
+# the registry's facts (pyramid_repro/backend_specs.py), under the names eval/score.py reads
+LABELS = {name: spec.label for name, spec in BACKENDS.items()}
+FRAME_BACKENDS = frame_backends()  # scored here from decoded frames (the others read files)
 
 
 def frames_to_tensor(video: np.ndarray) -> torch.Tensor:
@@ -516,56 +512,83 @@ def feature_units(per_video: list[np.ndarray]) -> dict[str, np.ndarray]:
             "frame_video": np.concatenate([np.full(len(f), i) for i, f in enumerate(per_video)])}
 
 
+def _score_synthetic(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
+    """The `synthetic` backend: VBench-analogue dimensions against the synthetic world's known factors."""
+    if any(p.factors is None for p in prompts):
+        raise ConfigError("the synthetic backend needs prompts with ground-truth factors (eval.suite: synthetic)")
+    from pyramid_repro.eval.probe import load_probe
+
+    per_video = synthetic_scores(videos, prompts, load_probe(cfg))
+    ratios = motion_ratios(videos, prompts)
+    dims = dimension_means(per_video)
+    agg = vb.aggregate(dims)
+    intervals = synthetic_intervals(per_video, ratios, [p.id for p in prompts], cfg.seed)
+    block = jump_block(cfg)
+    blocks = np.array([blockiness(v, block) for v in videos])
+    return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")},
+            "fid": None, "extra": {"missing_vbench_dimensions": agg["missing"],
+                                   "prompted_motion": motion_summary(ratios),
+                                   "blockiness": {"mean": float(blocks.mean()), "block_pixels": block}},
+            "intervals": intervals,
+            "interval": uq.metadata("percentile", "videos", len(videos), len({p.id for p in prompts})),
+            "units": synthetic_units(per_video, ratios, blocks)}
+
+
+def _score_fid_probe(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
+    """The `fid-probe` backend: Fréchet distance of probe features, generated vs real held-out frames."""
+    from pyramid_repro.eval.probe import load_probe
+
+    probe = load_probe(cfg)
+    per_video = [probe_features(probe, [v]) for v in videos]
+    real = real_probe_stats(cfg)
+    plug_in = frechet_to_stats(np.concatenate(per_video), *real)
+    fid, ci = frechet_interval(per_video, [p.id for p in prompts], *real, seed=cfg.seed, plug_in=plug_in)
+    return {"dimensions": {}, "aggregate": {}, "fid": fid,
+            "extra": {"frames": int(sum(len(v) for v in videos)), "fid_plug_in": plug_in},
+            "intervals": {"fid": ci},
+            "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts})),
+            "units": feature_units(per_video)}
+
+
+def _score_clean_fid(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
+    """The `clean-fid` backend: FID and KID with clean-fid's Inception from a local file."""
+    r = inception_fid(videos, cfg, [p.id for p in prompts])
+    return {"dimensions": {}, "aggregate": {}, "fid": r["fid"],
+            "extra": {"kid": r["kid"], "fid_plug_in": r["fid_plug_in"]}, "intervals": {"fid": r["interval"]},
+            "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts})),
+            "units": feature_units(r["per_video"])}
+
+
+def _score_vbench(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
+    """The `vbench` backend: the official VBench on the sampled video files, in its own environment."""
+    from pyramid_repro.config import replication_dir
+
+    dims = vb.run_vbench(cfg, Path(video_dir), Path(video_dir) / "vbench_out",
+                         replication_dir() / "prompts" / "vbench" / "VBench_full_info.json")
+    agg = vb.aggregate(dims)
+    return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")}, "fid": None,
+            "extra": {"missing_vbench_dimensions": agg["missing"]}}
+
+
+def _score_evalcrafter(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
+    """The `evalcrafter` backend: EvalCrafter's raw metrics from a local installation."""
+    from pyramid_repro.eval.evalcrafter import score_evalcrafter
+
+    return score_evalcrafter(cfg, Path(video_dir))
+
+
+# the score function of every backend of the registry (pyramid_repro/backend_specs.py), keyed by the same names
+SCORERS = {
+    "synthetic": _score_synthetic,
+    "fid-probe": _score_fid_probe,
+    "clean-fid": _score_clean_fid,
+    "vbench": _score_vbench,
+    "evalcrafter": _score_evalcrafter,
+}
+
+
 def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
     """Metrics of one backend: {"dimensions", "aggregate", "fid", "extra"} (without provenance)."""
-    if backend == "synthetic":
-        if any(p.factors is None for p in prompts):
-            raise ConfigError("the synthetic backend needs prompts with ground-truth factors (eval.suite: synthetic)")
-        from pyramid_repro.eval.probe import load_probe
-
-        per_video = synthetic_scores(videos, prompts, load_probe(cfg))
-        ratios = motion_ratios(videos, prompts)
-        dims = dimension_means(per_video)
-        agg = vb.aggregate(dims)
-        intervals = synthetic_intervals(per_video, ratios, [p.id for p in prompts], cfg.seed)
-        block = jump_block(cfg)
-        blocks = np.array([blockiness(v, block) for v in videos])
-        return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")},
-                "fid": None, "extra": {"missing_vbench_dimensions": agg["missing"],
-                                       "prompted_motion": motion_summary(ratios),
-                                       "blockiness": {"mean": float(blocks.mean()), "block_pixels": block}},
-                "intervals": intervals,
-                "interval": uq.metadata("percentile", "videos", len(videos), len({p.id for p in prompts})),
-                "units": synthetic_units(per_video, ratios, blocks)}
-    if backend == "fid-probe":
-        from pyramid_repro.eval.probe import load_probe
-
-        probe = load_probe(cfg)
-        per_video = [probe_features(probe, [v]) for v in videos]
-        real = real_probe_stats(cfg)
-        plug_in = frechet_to_stats(np.concatenate(per_video), *real)
-        fid, ci = frechet_interval(per_video, [p.id for p in prompts], *real, seed=cfg.seed, plug_in=plug_in)
-        return {"dimensions": {}, "aggregate": {}, "fid": fid,
-                "extra": {"frames": int(sum(len(v) for v in videos)), "fid_plug_in": plug_in},
-                "intervals": {"fid": ci},
-                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts})),
-                "units": feature_units(per_video)}
-    if backend == "clean-fid":
-        r = inception_fid(videos, cfg, [p.id for p in prompts])
-        return {"dimensions": {}, "aggregate": {}, "fid": r["fid"],
-                "extra": {"kid": r["kid"], "fid_plug_in": r["fid_plug_in"]}, "intervals": {"fid": r["interval"]},
-                "interval": uq.metadata("basic", "videos", len(videos), len({p.id for p in prompts})),
-                "units": feature_units(r["per_video"])}
-    if backend == "vbench":
-        from pyramid_repro.config import replication_dir
-
-        dims = vb.run_vbench(cfg, Path(video_dir), Path(video_dir) / "vbench_out",
-                             replication_dir() / "prompts" / "vbench" / "VBench_full_info.json")
-        agg = vb.aggregate(dims)
-        return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")}, "fid": None,
-                "extra": {"missing_vbench_dimensions": agg["missing"]}}
-    if backend == "evalcrafter":
-        from pyramid_repro.eval.evalcrafter import score_evalcrafter
-
-        return score_evalcrafter(cfg, Path(video_dir))
-    raise ConfigError(f"unknown backend {backend!r}; expected one of {sorted(LABELS)}")
+    if backend not in SCORERS:
+        raise ConfigError(f"unknown backend {backend!r}; expected one of {sorted(LABELS)}")
+    return SCORERS[backend](videos, prompts, cfg, video_dir)

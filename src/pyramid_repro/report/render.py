@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pyramid_repro.backend_specs import backends_filling
 from pyramid_repro.cliutil import add_config_args, config_from_args
-from pyramid_repro.config import Config
+from pyramid_repro.config import Config, for_experiment
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
 from pyramid_repro.eval.uncertainty import LEVEL, describe_interval
@@ -125,7 +126,7 @@ def metrics_provenance(metrics: list[dict], cfg: Config) -> str:
     for m in metrics:
         e = m["experiment"]
         if e not in expected:
-            expected[e] = cfg.for_experiment(e) if e in experiments() else None
+            expected[e] = for_experiment(cfg, e) if e in experiments() else None
         want = expected[e]
         if want is None or m.get("config_hash") is None:
             continue
@@ -214,10 +215,12 @@ def render_table5(cfg: Config, out: Path, metrics: list[dict] | None = None) -> 
 
 
 def render_table6(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path | None:
-    """Table 6 (EvalCrafter raw metrics): the paper's column and one per `evalcrafter*` metrics JSON of this run
-    (raw metrics read from its `dimensions`, else `extra`); None when no EvalCrafter metrics exist."""
+    """Table 6 (EvalCrafter raw metrics): the paper's column and one per metrics JSON of this run from a backend that
+    fills Table 6 (backend_specs: `evalcrafter`; raw metrics read from its `dimensions`, else `extra`); None when
+    no EvalCrafter metrics exist."""
     metrics = load_metrics(cfg) if metrics is None else metrics
-    ec = [m for m in metrics if str(m["backend"]).startswith("evalcrafter")]
+    table6 = backends_filling("table6")
+    ec = [m for m in metrics if m["backend"] in table6]
     if not ec:
         return None
     t6 = load_paper_table("table6").rename(columns={"score": "paper"})

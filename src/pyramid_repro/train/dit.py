@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
-from pyramid_repro.config import Config, ConfigError, CurriculumStage, save_config
+from pyramid_repro.config import Config, ConfigError, CurriculumStage, for_experiment, save_config
 from pyramid_repro.device import config_device
 from pyramid_repro.eval.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
@@ -144,7 +144,7 @@ def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
     ref = cfg.train.match_compute_to
     if ref is None or ref == experiment:
         return stage.steps
-    ref_cfg = cfg.for_experiment(ref)
+    ref_cfg = for_experiment(cfg, ref)
     ref_stage = next(s for s in ref_cfg.train.curriculum if s.name == stage.name)
     budget = ref_stage.steps * ref_stage.batch_size * expected_sample_flops(ref_cfg, ref_stage)
     return max(1, round(budget / (stage.batch_size * expected_sample_flops(cfg, stage))))
@@ -228,7 +228,7 @@ def training_owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tupl
         return experiment, cfg
     print(f"{experiment}/{stage.name} is the same computation as {owner}/{stage.name} (train.share_image_stage): "
           "training it there")
-    return owner, cfg.for_experiment(owner)  # so its config and provenance are the owner's
+    return owner, for_experiment(cfg, owner)  # so its config and provenance are the owner's
 
 
 def _initial_model(cfg: Config, experiment: str, idx: int, encoder):
