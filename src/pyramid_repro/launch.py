@@ -8,6 +8,8 @@ free rendezvous port on this machine. Several nodes: the workflow starts this co
 process's address (the first host of the step's node list) and a port every node derives from the job id, which is
 what accelerate (torch.distributed's static rendezvous) expects of a multi-machine launch. The workflow builds these
 command lines with `launch_prefix`; the rule's shell is the only place that calls them.
+
+Its command line (options, messages) is commands/launch.py.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Output folder (default results/<profile>/data): videos/*.mp4 (lossless), images/*.png, manifest.csv with columns
 MANIFEST_COLUMNS, dataset.json with provenance. The same seed gives byte-identical files.
+
+Its command line (options, messages) is commands/make_dataset.py.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ against the real held-out frames with a bootstrap interval over the captions. Pe
 <stage>/fid_points/step_<global step>.npz (the features with the caption of each image: the unit shared by all
 experiments, which use the same captions in the same order) and then the stage's fid.csv (FID_COLUMNS),
 atomically, from those files. A rerun after a crash keeps the points whose npz matches the snapshot and settings.
+
+Its command line (options, messages) is commands/fid_points.py.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ contact-sheet PNG (frames of the first prompts over time) for looking at the res
 (e.g. no_corrective_noise) sample the checkpoint of `checkpoint_from` under their own sampler settings.
 Each batch's generator is seeded from its first (prompt, sample); samples.json records that seed and the batch
 size, which together reproduce every video.
+
+Its command line (options, messages) is commands/sample.py.
 """
 
 from __future__ import annotations

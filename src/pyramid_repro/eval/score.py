@@ -1,5 +1,8 @@
 """`pyramid-repro score`: score an experiment's sampled videos with one backend ->
-results/<profile>/<experiment>/metrics/<backend>.json (backend name and label, provenance, n_videos)."""
+results/<profile>/<experiment>/metrics/<backend>.json (backend name and label, provenance, n_videos).
+
+Its command line (options, messages) is commands/score.py.
+"""
 
 from __future__ import annotations
 

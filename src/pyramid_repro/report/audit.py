@@ -4,6 +4,8 @@ Sets the paper's own arithmetic (Table 4: 128 A100 x (12 + 90 + 60) h = 20,736 A
 3 days on 32 A100s = 2,304 shown apart; Open-Sora 1.2's >40k) against this run's ledgers (one row per training job
 and stage) and Snakemake benchmark files, and projects the paper profile's cost from this run's measured
 throughput and the analytic FLOPs (flow/cost.py). `--paper` needs no run.
+
+Its command line (options, messages) is commands/audit.py.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ paper's Pyramid Flow row (only for a backend that is VBench) and to this run's `
 Sampling and scoring are injectable (`sample_fn`, `score_fn`) so the comparison logic is tested without a model;
 by default they are eval/sample.py `run` and eval/score.py `score_experiment`. Besides config.json, the resolved
 Config saved beside the checkpoint (train_config.yaml) is checked key by key (ARCHITECTURE_KEYS).
+
+Its command line (options, messages) is commands/compare.py.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@
 * ablations.pdf: one row per experiment with its deltas to `pyramid`, plus sample frames.
 * gpu_hours.{pdf,csv}: the audit (report/audit.py).
 Every report states profile, config hash, commit and date.
+
+Its command line (options, messages) is commands/report.py.
 """
 
 from __future__ import annotations

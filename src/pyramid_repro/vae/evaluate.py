@@ -6,6 +6,8 @@ to right). `--vae <folder>` evaluates another VAE folder instead of the profile'
 (train-vae's final/) or the authors' released `causal_video_vae/` (vae/official.py). The release needs 1 + 8k
 frames and sides divisible by 8, so clips that are not lose their last frames and are centre-cropped to the
 largest shape that is (eval.json: clip_shape beside data_clip_shape).
+
+Its command line (options, messages) is commands/eval_vae.py.
 """
 
 from __future__ import annotations
