@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from pyramid_repro.config import load_config
-from pyramid_repro.data.build import build_synthetic, main as make_dataset
+from pyramid_repro.commands.make_dataset import main as make_dataset
+from pyramid_repro.data.build import build_synthetic
 from pyramid_repro.data.datasets import BadVideoError, ClipDataset, check_manifest, sample_indices
 from pyramid_repro.data.synthetic import (
     BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, Factors, caption, factors_from_spec, render_clip, sample_factors,
@@ -276,7 +277,7 @@ def test_make_dataset_skips_a_bad_row_and_reports_it(real_manifest, tmp_path, ca
 
 def test_bad_row_met_while_training_is_one_line_error(real_manifest, tmp_path, capsys, monkeypatch):
     """A bad row read later (ClipDataset.__getitem__ in a training/eval command) ends the command the same way."""
-    import pyramid_repro.data.build as build
+    import pyramid_repro.commands.make_dataset as make_dataset_command
     from pyramid_repro.cli import main as cli
 
     manifest = _subset(real_manifest, ["good.mp4", "broken.mp4"])
@@ -286,7 +287,7 @@ def test_bad_row_met_while_training_is_one_line_error(real_manifest, tmp_path, c
         ds = ClipDataset.from_config(cfg, "train", "video")
         return [ds[i] for i in range(len(ds))] and 0
 
-    monkeypatch.setattr(build, "main", command)
+    monkeypatch.setattr(make_dataset_command, "main", command)
     assert cli(["make-dataset"]) == 2
     line = _one_line_error(capsys)
     assert str(manifest) in line and "row 1 (line 3), path 'broken.mp4'" in line and "cannot decode" in line

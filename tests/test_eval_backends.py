@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyramid_repro.commands.score import main as score_main
 from pyramid_repro.config import ConfigError, load_config
 from pyramid_repro.data.synthetic import Factors, render_clip, sample_factors
 from pyramid_repro.data.video_io import write_video
@@ -18,7 +19,6 @@ from pyramid_repro.eval import backends as be
 from pyramid_repro.eval.evalcrafter import TABLE6_NAMES, parse_final_result
 from pyramid_repro.eval.probe import ProbeNet
 from pyramid_repro.eval.prompts import load_suite
-from pyramid_repro.eval.score import main as score_main
 from pyramid_repro.eval.score import score_experiment
 
 H = W = 16

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from pyramid_repro import launch
+from pyramid_repro.commands import launch as launch_command
 from pyramid_repro.launch import PORT_BASE, PORT_SPAN, accelerate_command, expand_hostlist, launch_prefix, rendezvous
 from pyramid_repro.workflow import Plan
 
@@ -57,10 +58,10 @@ def test_accelerate_command_line():
 
 
 def test_launch_cli_outside_slurm_is_one_clear_line(capsys):
-    assert launch.main(["--nodes", "2", "--", "train-dit"]) == 2
+    assert launch_command.main(["--nodes", "2", "--", "train-dit"]) == 2
     assert "under srun" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        launch.main(["--nodes", "1"])
+        launch_command.main(["--nodes", "1"])
 
 
 # each process writes its own file: lines printed by two processes into one pipe can interleave

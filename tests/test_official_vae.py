@@ -211,8 +211,8 @@ def test_load_vae_dispatches_to_the_official_vae(fake_folder, tmp_path):
 
 
 def test_eval_vae_on_a_release_folder(fake_folder, tmp_path):
-    from pyramid_repro.data.build import main as make_dataset
-    from pyramid_repro.vae.evaluate import main as eval_vae
+    from pyramid_repro.commands.eval_vae import main as eval_vae
+    from pyramid_repro.commands.make_dataset import main as make_dataset
 
     # 13-frame clips suit the smoke profile's own VAE (1 + 4k) but not the release's (1 + 8k): trimmed to 9
     base = ["--profile", "smoke", "--set", f"results={tmp_path / 'results'}", "--set", "compute.device=cpu",

@@ -103,7 +103,7 @@ def test_compare_on_a_fake_release_runs_end_to_end(fake_release, smoke_run, tmp_
     """On the smoke workflow's results: its probe scores the videos, its pyramid is the row compared with."""
     import pandas as pd
 
-    from pyramid_repro.report.compare import main
+    from pyramid_repro.commands.compare import main
 
     results = smoke_run / "results"
     assert main(_args(tmp_path, results) + ["--checkpoint", str(fake_release), "--backend", "synthetic"]) == 0
@@ -128,7 +128,7 @@ def test_compare_on_a_fake_release_runs_end_to_end(fake_release, smoke_run, tmp_
 def test_sample_image_to_video_on_a_fake_release(fake_release, tmp_path):
     from PIL import Image
 
-    from pyramid_repro.eval.sample import main
+    from pyramid_repro.commands.sample import main
 
     img = tmp_path / "first.png"
     Image.new("RGB", (200, 100), (200, 30, 30)).save(img)

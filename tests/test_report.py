@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pyramid_repro.commands import audit as audit_command
 from pyramid_repro.config import load_config
 from pyramid_repro.report import audit
 from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
@@ -21,7 +22,7 @@ def test_paper_tables_load_with_their_source():
 def test_audit_paper_arithmetic(capsys):
     pa = paper_a100_hours()
     assert pa["total"] == 20736 and pa["per_stage"] == [1536, 11520, 7680]
-    assert audit.main(["--paper"]) == 0
+    assert audit_command.main(["--paper"]) == 0
     assert "20,736" in capsys.readouterr().out
     proj = audit.paper_projection(pd.DataFrame())
     assert len(proj) == 3 and (proj["projected_a100_hours"] > 0).all()

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pyramid_repro.commands import audit as audit_command
 from pyramid_repro.config import load_config
 from pyramid_repro.report import audit
 from pyramid_repro.report.paper import TABLES, load_paper_table
@@ -50,7 +51,7 @@ def test_table4_5_6_and_speed_equal_a_second_transcription():
 
 
 def test_audit_paper_prints_20736_per_stage(capsys):
-    assert audit.main(["--paper"]) == 0
+    assert audit_command.main(["--paper"]) == 0
     out = capsys.readouterr().out
     assert "20,736" in out and "11520" in out and ">40k" in out and "2,304" in out
 
@@ -88,7 +89,7 @@ def test_audit_sums_ledgers_per_experiment_stage_and_device(tmp_path, capsys):
     proj = audit.paper_projection(led.reset_index())
     ratio = proj["projected_hours_on_this_device"] / proj["train_flops"]
     assert ratio.to_numpy() == pytest.approx(72.0 / 8e9 / 3600.0)
-    assert audit.main(["--profile", "smoke", "--set", f"results={tmp_path / 'results'}",
+    assert audit_command.main(["--profile", "smoke", "--set", f"results={tmp_path / 'results'}",
                        "--set", f"reports={tmp_path / 'reports'}"]) == 0
     out = capsys.readouterr().out
     assert "total device-hours of this run: 0.0300" in out and "train_vae" in out

@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pyramid_repro.commands import report as report_command
 from pyramid_repro.config import load_config
 from pyramid_repro.experiments import experiments, training_experiments
-from pyramid_repro.report import render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_report_rule_inputs_and_outputs(tmp_path):
 
 def test_report_with_no_results_writes_every_workflow_output(tmp_path, capsys):
     out = tmp_path / "rep"
-    assert render.main(["--profile", "smoke", "--set", f"results={tmp_path / 'r'}", "--out", str(out)]) == 0
+    assert report_command.main(["--profile", "smoke", "--set", f"results={tmp_path / 'r'}", "--out", str(out)]) == 0
     from pyramid_repro.layout import REPORT_FILES
 
     for n in REPORT_FILES:  # the report rule's declared outputs, placeholders included

@@ -9,25 +9,29 @@ from __future__ import annotations
 import importlib
 import sys
 
+from pyramid_repro.config import ConfigError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("pyramid_repro.commands.config_cmd", "print the resolved config (and its hash) of a profile/experiment"),
     "schema": ("pyramid_repro.commands.config_cmd", "print the JSON schema generated from the typed config"),
-    "make-dataset": ("pyramid_repro.data.build", "render the synthetic world (or check a real manifest)"),
+    "make-dataset": ("pyramid_repro.commands.make_dataset", "render the synthetic world (or check a real manifest)"),
     "train-vae": ("pyramid_repro.vae.train", "train the causal 3D VAE (resumable)"),
-    "eval-vae": ("pyramid_repro.vae.evaluate", "PSNR/SSIM of the VAE on held-out clips + reconstruction grid"),
-    "encode-latents": ("pyramid_repro.vae.cache", "encode the dataset once into the normalised latent cache"),
+    "eval-vae": ("pyramid_repro.commands.eval_vae", "PSNR/SSIM of the VAE on held-out clips + reconstruction grid"),
+    "encode-latents": ("pyramid_repro.commands.encode_latents",
+                       "encode the dataset once into the normalised latent cache"),
     "train-dit": ("pyramid_repro.train.dit", "train one DiT curriculum stage of one experiment (resumable)"),
-    "fid-points": ("pyramid_repro.eval.fid_points", "sample and score a DiT stage's FID snapshots -> its fid.csv"),
-    "sample": ("pyramid_repro.eval.sample", "sample a prompt suite from a checkpoint into videos"),
-    "score": ("pyramid_repro.eval.score", "score sampled videos with a backend -> metrics/<backend>.json"),
-    "train-probe": ("pyramid_repro.eval.probe", "train the offline probe network on real synthetic frames"),
-    "report": ("pyramid_repro.report.render", "render reports/ tables and plots"),
-    "audit": ("pyramid_repro.report.audit", "GPU-hour audit: the paper's Table 4 arithmetic and this run's ledger"),
-    "compare": ("pyramid_repro.report.compare", "sample, score and compare a new checkpoint with the paper"),
+    "fid-points": ("pyramid_repro.commands.fid_points", "sample and score a DiT stage's FID snapshots -> its fid.csv"),
+    "sample": ("pyramid_repro.commands.sample", "sample a prompt suite from a checkpoint into videos"),
+    "score": ("pyramid_repro.commands.score", "score sampled videos with a backend -> metrics/<backend>.json"),
+    "train-probe": ("pyramid_repro.commands.train_probe", "train the offline probe network on real synthetic frames"),
+    "report": ("pyramid_repro.commands.report", "render reports/ tables and plots"),
+    "audit": ("pyramid_repro.commands.audit", "GPU-hour audit: the paper's Table 4 arithmetic and this run's ledger"),
+    "compare": ("pyramid_repro.commands.compare", "sample, score and compare a new checkpoint with the paper"),
     "study": ("pyramid_repro.commands.study", "the paper's user study: create pairs and rater links, serve, report"),
     "tokens": ("pyramid_repro.commands.tokens", "token arithmetic of the pyramid vs full sequence"),
-    "launch": ("pyramid_repro.launch", "run a training command with data-parallel processes (one or several nodes)"),
+    "launch": ("pyramid_repro.commands.launch",
+               "run a training command with data-parallel processes (one or several nodes)"),
 }
 
 
@@ -59,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     entry = getattr(module, "main_" + name.replace("-", "_"), None) or module.main
-    from pyramid_repro.config import ConfigError
-
     try:
         return int(entry(rest) or 0)
     except ConfigError as e:

@@ -27,6 +27,13 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def config_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `pyramid-repro <command>`, with the shared configuration options already added."""
+    ap = argparse.ArgumentParser(prog=f"pyramid-repro {command}", description=description)
+    add_config_args(ap)
+    return ap
+
+
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
 

@@ -8,12 +8,12 @@ free rendezvous port on this machine. Several nodes: the workflow starts this co
 process's address (the first host of the step's node list) and a port every node derives from the job id, which is
 what accelerate (torch.distributed's static rendezvous) expects of a multi-machine launch. The workflow builds these
 command lines with `launch_prefix`; the rule's shell is the only place that calls them.
+
+Its command line (options, messages) is commands/launch.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import shutil
 import socket
@@ -94,37 +94,3 @@ def accelerate_command(command: list[str], nodes: int, processes_per_node: int, 
            "--machine_rank", str(machine_rank), "--main_process_ip", main_ip, "--main_process_port", str(port),
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "pyramid_repro.cli", *command]
     return cmd
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="pyramid-repro launch",
-        description="Run a pyramid-repro command with data-parallel processes: on one node, or (under srun, one "
-                    "copy per node) on several. The workflow's training rules call it; see docs/design.md §7.",
-        epilog="example: pyramid-repro launch --nodes 1 --processes-per-node 2 -- train-dit --profile smoke "
-               "--experiment pyramid --stage image --out results/smoke/pyramid/dit/image")
-    p.add_argument("--nodes", type=int, default=1, help="machines the job spans (default 1)")
-    p.add_argument("--processes-per-node", type=int, default=1,
-                   help="training processes on each machine (one per GPU; default 1)")
-    p.add_argument("--dry-run", action="store_true", help="print the accelerate command line instead of running it")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="the pyramid-repro command and its options, after --")
-    args = p.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        p.error("no command given: pyramid-repro launch [options] -- <command> [its options]")
-    if args.nodes < 1 or args.processes_per_node < 1:
-        p.error("--nodes and --processes-per-node must be at least 1")
-    if args.nodes * args.processes_per_node == 1:
-        cmd = [sys.executable, "-m", "pyramid_repro.cli", *command]
-    else:
-        try:
-            rank, ip, port = rendezvous(args.nodes, os.environ)
-        except RuntimeError as e:
-            print(e, file=sys.stderr)
-            return 2
-        cmd = accelerate_command(command, args.nodes, args.processes_per_node, rank, ip, port)
-    if args.dry_run:
-        print(" ".join(cmd))
-        return 0
-    sys.stdout.flush()
-    return subprocess.call(cmd)

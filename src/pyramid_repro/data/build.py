@@ -2,11 +2,12 @@
 
 Output folder (default results/<profile>/data): videos/*.mp4 (lossless), images/*.png, manifest.csv with columns
 MANIFEST_COLUMNS, dataset.json with provenance. The same seed gives byte-identical files.
+
+Its command line (options, messages) is commands/make_dataset.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -17,11 +18,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.synthetic import caption, render_clip, sample_factors
 from pyramid_repro.data.video_io import write_video
-from pyramid_repro.provenance import atomic_write_bytes, provenance, write_json
 
 MANIFEST_COLUMNS = ["path", "caption", "frames", "fps", "height", "width", "split", "kind", "factors"]
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "image": 3}
@@ -95,32 +94,3 @@ def check_real_manifest(cfg: Config, max_listed: int = 20) -> tuple[pd.DataFrame
             lost = [b for b in bad if int(b["row"]) in set(rows)]
             raise BadVideoError(skipped_summary(d.manifest, lost, len(rows), f" of split={split!r} kind={kind!r}"))
     return df, bad
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="pyramid-repro make-dataset",
-        description="Render the profile's synthetic video world (clips + still images + manifest.csv), or, with "
-        "data.source=manifest, check a real-data manifest and write a checked copy.",
-    )
-    add_config_args(ap)
-    ap.add_argument("--out", help="output folder (default: results/<profile>/data)")
-    ap.add_argument("--workers", type=int, default=None, help="render processes (default: up to 2)")
-    args = ap.parse_args(argv)
-    cfg = config_from_args(args)
-    out = Path(args.out or cfg.layout.data())
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.data.source == "manifest":
-        df, bad = check_real_manifest(cfg)
-        src = Path(cfg.data.manifest).resolve().parent
-        df = df.assign(path=[str(src / p) for p in df["path"]])
-        info = {"source": "manifest", "manifest": str(cfg.data.manifest), "rows": len(df), "bad_rows": bad}
-    else:
-        df = build_synthetic(cfg, out, args.workers)
-        info = {"source": "synthetic", "rows": len(df), "counts": df.groupby(["kind", "split"]).size().to_dict()}
-    atomic_write_bytes(out / "manifest.csv", df.to_csv(index=False).encode())
-    info = {k: str(v) if isinstance(v, dict) else v for k, v in info.items()}
-    write_json(out / "dataset.json", {**provenance(cfg), **info})
-    skipped = f" ({len(info['bad_rows'])} bad row(s) skipped, listed in dataset.json)" if info.get("bad_rows") else ""
-    print(f"wrote {len(df)} rows to {out / 'manifest.csv'}{skipped}")
-    return 0

@@ -10,11 +10,12 @@ against the real held-out frames with a bootstrap interval over the captions. Pe
 <stage>/fid_points/step_<global step>.npz (the features with the caption of each image: the unit shared by all
 experiments, which use the same captions in the same order) and then the stage's fid.csv (FID_COLUMNS),
 atomically, from those files. A rerun after a crash keeps the points whose npz matches the snapshot and settings.
+
+Its command line (options, messages) is commands/fid_points.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -25,7 +26,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, load_config
 from pyramid_repro.device import autocast, config_device
 from pyramid_repro.device import generator as device_generator
@@ -190,20 +190,3 @@ def fid_points(cfg: Config, experiment: str, stage_name: str, out: Path | None =
             rows.append(fid_row(point, os.path.relpath(path, cfg.layout.results / experiment)))
     write_csv(stage_dir / "fid.csv", FID_COLUMNS, rows)
     return stage_dir / "fid.csv"
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="pyramid-repro fid-points",
-        description="Sample and score the FID snapshots a DiT stage saved (fid_snapshots/, written by train-dit) "
-        "into its fid.csv and fid_points/step_<n>.npz (probe features with each image's caption).",
-    )
-    add_config_args(ap)
-    ap.add_argument("--stage", required=True, help="curriculum stage name (train.curriculum[].name)")
-    add_threads_arg(ap)
-    ap.add_argument("--out", type=Path, help="stage folder (default: layout.stage, results/<profile>/<experiment>/"
-                    "dit/<stage>, of the experiment that trains it)")
-    args = ap.parse_args(argv)
-    cfg = config_from_args(args, require_experiment=True)
-    print(f"wrote {fid_points(cfg, args.experiment, args.stage, args.out)}")
-    return 0

@@ -8,8 +8,6 @@ results/<profile>/probe/{probe.safetensors, probe.json (held-out accuracies, pro
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
@@ -186,18 +183,3 @@ def load_probe(cfg: Config, device: torch.device | str | None = None) -> ProbeNe
     m = ProbeNet()
     m.load_state_dict(load_file(str(path)))
     return m.eval().to(config_device(cfg) if device is None else device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyramid-repro train-probe",
-                                 description="Train the probe CNN on real synthetic-world frames (offline scoring "
-                                 "backends `synthetic` and `fid-probe`); writes results/<profile>/probe/.")
-    add_config_args(ap)
-    ap.add_argument("--steps", type=int, help="training steps (default: eval.probe_steps)")
-    ap.add_argument("--out", type=Path, help="folder for probe.safetensors, probe.json, real_stats.npz "
-                    "(default: layout.probe)")
-    add_threads_arg(ap)
-    args = ap.parse_args(argv)
-    info = train_probe(config_from_args(args), out=args.out, steps=args.steps)
-    print(json.dumps(info["heldout_accuracy"], indent=2))
-    return 0

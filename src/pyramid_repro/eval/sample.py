@@ -6,11 +6,12 @@ contact-sheet PNG (frames of the first prompts over time) for looking at the res
 (e.g. no_corrective_noise) sample the checkpoint of `checkpoint_from` under their own sampler settings.
 Each batch's generator is seeded from its first (prompt, sample); samples.json records that seed and the batch
 size, which together reproduce every video.
+
+Its command line (options, messages) is commands/sample.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 from pathlib import Path
@@ -19,11 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.device import autocast, config_device, generator
-from pyramid_repro.eval.capture import CLI_CAPTURE_CHOICES, check_capture
 from pyramid_repro.eval.generate import TextCondition, generate_latents, kv_cache_exact
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.provenance import provenance, write_json
@@ -170,66 +169,3 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
     write_json(index, {"suite": suite, "experiment": experiment, "checkpoint": str(ckpt), "samples": records,
                        "image": str(image) if image else None, "provenance": provenance(cfg, experiment=experiment)})
     return index
-
-
-def add_release_args(ap: argparse.ArgumentParser) -> None:
-    """Options of a --checkpoint that is the authors' release folder (eval/release.py, docs/release.md)."""
-    g = ap.add_argument_group("the authors' release (when --checkpoint is its folder)")
-    g.add_argument("--resolution", choices=["384p", "768p"],
-                   help="which released transformer (default: the folder given, else the smallest present)")
-    g.add_argument("--latent-frames", type=int, help="latent frames per video (default 16 = 5 s at 24 fps; 768p: "
-                   "up to 31 = 10 s)")
-    g.add_argument("--size", help="WIDTHxHEIGHT pixels instead of the resolution's own (640x384 / 1280x768), "
-                   "multiples of 64: a cheaper look, not the authors' setting")
-    g.add_argument("--guidance", type=float, help="first-frame guidance (official: 7; the authors suggest 7-9 "
-                   "at 768p)")
-    g.add_argument("--video-guidance", type=float, help="later-frame guidance (official: 5, image-to-video 4)")
-
-
-def release_plan(args: argparse.Namespace):
-    """The ReleaseRun of the command line when --checkpoint is a release folder, else None."""
-    from pyramid_repro.eval import release
-
-    if args.checkpoint is None or release.find_release(args.checkpoint) is None:
-        return None
-    return release.plan(args.checkpoint, args.resolution, args.latent_frames, args.size, args.image,
-                        args.guidance, args.video_guidance)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="pyramid-repro sample",
-        description="Generate the prompt suite's videos with an experiment's final checkpoint (VBench file "
-        "layout: <prompt>-<index>.mp4 + samples.json + contact_sheet.png). --checkpoint may also be the authors' "
-        "released Pyramid Flow folder, sampled with their official settings (docs/release.md).",
-    )
-    add_config_args(ap)
-    ap.add_argument("--suite", help="prompt suite (default: eval.suite)")
-    ap.add_argument("--out", type=Path, help="output folder (default results/<profile>/<experiment>/samples/<suite>, "
-                    "for the release results/<profile>/release-<resolution>/samples/<suite>)")
-    ap.add_argument("--checkpoint", type=Path, help="a DiT checkpoint folder instead of the experiment's own, or "
-                    "the authors' release folder")
-    ap.add_argument("--image", type=Path, help="image-to-video: this image is the first frame of every video")
-    add_release_args(ap)
-    add_threads_arg(ap)
-    ap.add_argument("--batch-size", type=int, default=0, help="videos per batch (default 16; the release: 1)")
-    ap.add_argument("--capture", choices=CLI_CAPTURE_CHOICES, default="none",
-                    help="none (default): eager Euler steps. cuda-graph: needs a CUDA device; records each frame "
-                    "and stage's denoising step once as a CUDA graph and replays it for the stage's other Euler "
-                    "steps, which removes the per-step kernel launch overhead (same result)")
-    args = ap.parse_args(argv)
-    rel = release_plan(args)
-    cfg = config_from_args(args, require_experiment=rel is None)
-    check_capture(args.capture, config_device(cfg), "--capture")
-    suite = args.suite or cfg.eval.suite
-    if rel is not None:
-        from pyramid_repro.eval import release
-
-        out = args.out or cfg.layout.samples(f"release-{rel.resolution}", suite)
-        print(f"sampling {rel.label}\n  {rel.preset.describe()}")
-        path = release.sample(cfg, rel, suite, out, args.batch_size or 1, args.capture)
-    else:
-        path = run(cfg, args.experiment, suite, args.out, args.checkpoint, args.batch_size or 16, args.image,
-                   args.capture)
-    print(f"wrote {path}")
-    return 0

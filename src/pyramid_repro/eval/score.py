@@ -1,15 +1,16 @@
 """`pyramid-repro score`: score an experiment's sampled videos with one backend ->
-results/<profile>/<experiment>/metrics/<backend>.json (backend name and label, provenance, n_videos)."""
+results/<profile>/<experiment>/metrics/<backend>.json (backend name and label, provenance, n_videos).
+
+Its command line (options, messages) is commands/score.py.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.data.video_io import read_video
 from pyramid_repro.eval.backends import FRAME_BACKENDS, LABELS, score
@@ -73,21 +74,3 @@ def read_units(path: Path) -> dict[str, np.ndarray]:
                                 "paired comparisons; rescore to create it)")
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyramid-repro score",
-                                 description="Score an experiment's sampled videos with one backend (synthetic, "
-                                 "fid-probe, clean-fid, vbench, evalcrafter) -> metrics/<backend>.json")
-    add_config_args(ap)
-    ap.add_argument("--backend", required=True, choices=sorted(LABELS))
-    ap.add_argument("--videos", type=Path, help="video folder with samples.json (default: the experiment's samples)")
-    ap.add_argument("--out", type=Path)
-    add_threads_arg(ap)
-    args = ap.parse_args(argv)
-    cfg = config_from_args(args, require_experiment=True)
-    doc = score_experiment(cfg, args.experiment, args.backend, args.videos, args.out)
-    agg = doc.get("aggregate") or {}
-    print(f"{args.experiment} [{doc['label']}]: " + ", ".join(f"{k} {v:.2f}" for k, v in agg.items() if v is not None)
-          + (f" FID {doc['fid']:.3f}" if doc.get("fid") is not None else ""))
-    return 0

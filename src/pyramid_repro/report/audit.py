@@ -4,18 +4,18 @@ Sets the paper's own arithmetic (Table 4: 128 A100 x (12 + 90 + 60) h = 20,736 A
 3 days on 32 A100s = 2,304 shown apart; Open-Sora 1.2's >40k) against this run's ledgers (one row per training job
 and stage) and Snakemake benchmark files, and projects the paper profile's cost from this run's measured
 throughput and the analytic FLOPs (flow/cost.py). `--paper` needs no run.
+
+Its command line (options, messages) is commands/audit.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, load_config
 from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
 
@@ -183,61 +183,3 @@ def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFr
             rows.append(("projection (paper profile)", r.stage, "device-hours at this run's measured FLOP/s",
                          float(r.projected_hours_on_this_device), "device-h"))
     return pd.DataFrame(rows, columns=["section", "item", "quantity", "value", "unit"])
-
-
-def _print(title: str, df: pd.DataFrame) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), justify="right")
-    for r in df.itertuples(index=False):
-        t.add_row(*[f"{v:,.4g}" if isinstance(v, float) else str(v) for v in r])
-    Console(width=160).print(t)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyramid-repro audit",
-                                 description="GPU-hour audit: the paper's Table 4 arithmetic vs the 20.7k claim, this "
-                                 "run's ledgers and benchmarks, and a projection of the paper profile's cost.")
-    add_config_args(ap)
-    ap.add_argument("--paper", action="store_true", help="only the paper's own arithmetic (needs no run)")
-    args = ap.parse_args(argv)
-    pa = paper_a100_hours()
-    _print("Paper, Table 4 (128 A100)", paper_table())
-    print(f"total: {pa['total']:,.0f} A100-hours (paper claims 20.7k; VAE excluded, about "
-          f"{pa['vae_a100_hours_estimate']:,.0f} A100-hours separately; Open-Sora 1.2 claims >40k)")
-    if args.paper:
-        return 0
-    cfg = config_from_args(args)
-    led = ledger_summary(cfg)
-    if led.empty:
-        print(f"no ledgers under {cfg.layout.results} yet (train something first)")
-    else:
-        _print(f"This run (profile {cfg.profile}): ledger per experiment and stage", led)
-        print(f"total device-hours of this run: {led['device_hours'].sum():.4f}")
-    bench = benchmark_summary(cfg)
-    if not bench.empty:
-        _print("Snakemake benchmarks (wall seconds per job)", bench)
-        print(f"total benchmarked wall time: {bench['seconds'].sum():.1f} s")
-    thr = measured_throughput(led)
-    proj = paper_projection(led)
-    print(f"assumptions: A100 peak {A100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16, MFU {ASSUMED_MFU:.0%}; FLOPs per "
-          "training token from flow/cost.py (analytic), tokens per sample from the paper profile's curriculum")
-    if thr:
-        print(f"measured on {thr['device']}: {thr['tokens_per_device_second']:,.1f} tokens/s, "
-              f"{thr['flops_per_device_second'] / 1e9:,.2f} GFLOP/s per device")
-    _print(f"Projection of the paper profile (analytic FLOPs at {ASSUMED_MFU:.0%} MFU of "
-           f"{A100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16)", proj)
-    total = implied_mfu(proj["train_flops"].sum(), proj["paper_a100_hours"].sum())
-    print(f"the paper's hours imply {total:.1%} utilisation of the A100's bf16 peak under this FLOP model "
-          f"(per stage: {', '.join(f'{r.stage} {r.implied_mfu:.1%}' for r in proj.itertuples())})")
-    measured = measured_mfu(performance_file(cfg))
-    print("measured MFU of paper-size training: " + (", ".join(f"{m['experiment']} {m['mfu']:.1%} on {m['device']}"
-                                                               for m in measured)
-                                                     or f"not measured on a GPU yet ({MEASURE_MFU})"))
-    from pyramid_repro.report.render import render_gpu_hours
-
-    print(f"wrote {render_gpu_hours(cfg, led, proj, measured=measured)}")
-    return 0

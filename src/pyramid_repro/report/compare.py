@@ -7,18 +7,18 @@ paper's Pyramid Flow row (only for a backend that is VBench) and to this run's `
 Sampling and scoring are injectable (`sample_fn`, `score_fn`) so the comparison logic is tested without a model;
 by default they are eval/sample.py `run` and eval/score.py `score_experiment`. Besides config.json, the resolved
 Config saved beside the checkpoint (train_config.yaml) is checked key by key (ARCHITECTURE_KEYS).
+
+Its command line (options, messages) is commands/compare.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, ConfigError, load_yaml
 from pyramid_repro.report.paper import load_paper_table
 
@@ -188,43 +188,3 @@ def render_comparison(table: pd.DataFrame, cfg: Config, path: Path) -> Path:
     _draw_table(with_intervals(table, cols), f"Checkpoint comparison (profile {cfg.profile})", Path(path), note,
                 footer(cfg))
     return Path(path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pyramid_repro.eval.sample import add_release_args, release_plan
-
-    ap = argparse.ArgumentParser(prog="pyramid-repro compare",
-                                 description="Sample and score a DiT checkpoint, then set it against the paper and "
-                                 "this run's pyramid (reports/compare_<name>.csv). The checkpoint may be the "
-                                 "authors' released Pyramid Flow folder, sampled with their official settings "
-                                 "(docs/release.md).")
-    add_config_args(ap)
-    ap.add_argument("--checkpoint", type=Path, required=True,
-                    help="folder with config.json (save_pretrained), or the authors' release folder")
-    ap.add_argument("--backend", default=None, help="scoring backend (default: the profile's first backend)")
-    ap.add_argument("--name", help="label of the checkpoint in the table (default: folder name; the release: "
-                    "release-<resolution>)")
-    ap.add_argument("--image", type=Path, help="image-to-video: this image is the first frame of every video")
-    add_release_args(ap)
-    args = ap.parse_args(argv)
-    rel = release_plan(args)
-    if rel is None and args.image is not None:
-        raise ConfigError("--image: compare samples image-to-video only for the authors' release; use "
-                          "`pyramid-repro sample --image` for a suite checkpoint")
-    cfg = config_from_args(args)
-    if rel is not None:
-        print(f"comparing {rel.label}\n  {rel.preset.describe()}")
-    table = compare(cfg, args.checkpoint, args.backend or cfg.eval.backends[0], args.name, release_run=rel)
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"Checkpoint comparison (profile {cfg.profile})")
-    shown = [c for c in table.columns if c != "settings"]
-    for c in shown:
-        t.add_column(str(c))
-    for r in table[shown].itertuples(index=False):
-        t.add_row(*["" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
-    Console(width=160).print(t)
-    name = args.name or default_name(args.checkpoint, rel)
-    print(f"wrote {cfg.layout.report(f'compare_{name}.csv')} and {cfg.layout.report(f'compare_{name}.pdf')}")
-    return 0

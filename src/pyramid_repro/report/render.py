@@ -9,11 +9,12 @@
 * ablations.pdf: one row per experiment with its deltas to `pyramid`, plus sample frames.
 * gpu_hours.{pdf,csv}: the audit (report/audit.py).
 Every report states profile, config hash, commit and date.
+
+Its command line (options, messages) is commands/report.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 from pathlib import Path
@@ -22,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from pyramid_repro.backend_specs import backends_filling
-from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, for_experiment
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
@@ -575,18 +575,3 @@ def render_all(cfg: Config, out: Path | None = None, metrics_files: list[Path] |
             render_fid(cfg, out, curves, claims), render_ablations(cfg, out, metrics), render_gpu_hours(cfg, out=out),
             render_claims(cfg, out, curves, claims)]
     return [p for p in made if p is not None]
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyramid-repro report",
-                                 description="Render every report the results allow: table1/table5 (.pdf/.csv/.md), "
-                                 "fid_convergence.pdf, ablations.pdf, gpu_hours.pdf.")
-    add_config_args(ap)
-    ap.add_argument("--out", type=Path, help="reports folder (default: layout.reports: <reports>/ for the default "
-                    "profile, <reports>/<profile>/ for the others)")
-    ap.add_argument("--metrics", type=Path, nargs="+", help="metrics JSONs to report (default: every one the run has)")
-    ap.add_argument("--fid-curves", type=Path, nargs="+", help="fid_curve.csv files (default: every one the run has)")
-    args = ap.parse_args(argv)
-    for p in render_all(config_from_args(args), args.out, args.metrics, args.fid_curves):
-        print(f"wrote {p}")
-    return 0

@@ -11,7 +11,6 @@ factors, shard, row per item).
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,9 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config, ConfigError
-from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
 
 SHARD_SIZE = 1024
@@ -191,22 +188,3 @@ class LatentDataset(Dataset):
 
     def all_latents(self) -> torch.Tensor:
         return torch.stack([self.shards[it["shard"]][it["row"]] for it in self.items])
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyramid-repro encode-latents",
-                                 description="Encode the dataset once per curriculum stage into normalised latents "
-                                 "(results/<profile>/latents/<stage>/ shards + index.json).")
-    add_config_args(ap)
-    ap.add_argument("--stage", action="append", help="only these stages (default: every curriculum stage)")
-    ap.add_argument("--out", type=Path, help="latent cache folder, one sub-folder per stage (default: layout.latents)")
-    add_threads_arg(ap)
-    args = ap.parse_args(argv)
-    cfg = config_from_args(args)
-    vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, config_device(cfg))
-    out = args.out or cfg.layout.latents()
-    for st in cfg.train.curriculum:
-        if args.stage and st.name not in args.stage:
-            continue
-        print(f"wrote {encode_stage(cfg, vae, st, out / st.name)}")
-    return 0

@@ -6,17 +6,17 @@ to right). `--vae <folder>` evaluates another VAE folder instead of the profile'
 (train-vae's final/) or the authors' released `causal_video_vae/` (vae/official.py). The release needs 1 + 8k
 frames and sides divisible by 8, so clips that are not lose their last frames and are centre-cropped to the
 largest shape that is (eval.json: clip_shape beside data_clip_shape).
+
+Its command line (options, messages) is commands/eval_vae.py.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
 from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
@@ -131,21 +131,3 @@ def evaluate(cfg: Config, out: Path | None = None, vae_folder: Path | None = Non
               "provenance": provenance(cfg)}
     write_json(folder / "eval.json", result)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pyramid-repro eval-vae",
-                                 description="PSNR/SSIM of the trained VAE on held-out (test split) clips -> "
-                                 "results/<profile>/vae/eval.json + reconstructions.png")
-    add_config_args(ap)
-    ap.add_argument("--vae", type=Path, help="VAE folder to evaluate instead of the profile's trained one: the "
-                    "suite's own (train-vae's final/) or the authors' released causal_video_vae/")
-    ap.add_argument("--out", type=Path, help="folder for eval.json and reconstructions.png (default: layout.vae, or "
-                    "layout.vae/eval_<name of --vae folder> for another VAE)")
-    add_threads_arg(ap)
-    args = ap.parse_args(argv)
-    r = evaluate(config_from_args(args), args.out, args.vae)
-    shape = "x".join(map(str, r["clip_shape"]))
-    print(f"{r['vae_kind']} VAE {r['vae_folder']} on {r['n_clips']} held-out clips ({shape}, T x H x W): "
-          f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}")
-    return 0
