@@ -42,11 +42,11 @@ class TextCondition:
 
 
 def kv_cache_exact(model: torch.nn.Module) -> bool:
-    """Whether the history KV cache gives this model's own result (to float tolerance): a causal model of this
-    suite, whose context is conditioned as clean (PyramidDiT._conditioning); not a bidirectional one, nor the
-    authors' variant, which modulates the context with the current timestep."""
-    config = getattr(model, "config", None)
-    return bool(getattr(config, "causal", False)) and getattr(config, "variant", "suite") == "suite"
+    """Whether the history KV cache gives this model's own result (to float tolerance), as the model says
+    (models/base.py `DiTModel.kv_cache_exact`): a causal PyramidDiT, whose context is conditioned as clean; not a
+    bidirectional one, nor the authors' model, which modulates the context with the current timestep, nor a model
+    that does not say."""
+    return bool(getattr(model, "kv_cache_exact", False))
 
 
 def model_velocity(model: torch.nn.Module, current: torch.Tensor, timestep: torch.Tensor, text: TextCondition,
