@@ -66,12 +66,12 @@ def _cfg_velocity(model: torch.nn.Module, text: TextCondition, empty: TextCondit
 
     Per stage, before its first Euler step, it prepares what no step changes: the history (doubled for the
     unconditional half), with `kv_cache` the text + history keys/values (model.encode_context), and the model's
-    ForwardPlan (positions, mask, RoPE; models/dit.py). A step is then only device work on `x` and the timestep,
+    ForwardPlan (positions, mask, RoPE; models/mmdit.py). A step is then only device work on `x` and the timestep,
     which `capture` (eval/capture.py) records at the stage's first step and replays at the others."""
     B = len(text)
     guidance = scale != 1.0
     both = text.cat(empty.repeat(B)) if guidance else text
-    planner = getattr(model, "plan", None)  # PyramidDiT; other velocity models build what they need per call
+    planner = getattr(model, "plan", None)  # the MM-DiTs; other velocity models build what they need per call
     prepared: dict[int, tuple] = {}
     steps: dict[int, Callable] = {}
 
