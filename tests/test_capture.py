@@ -112,15 +112,14 @@ def test_captured_generation_equals_eager(case, eager):
     assert (session.captures, session.replays) == _expected_calls(case)
 
 
-def test_captured_generation_equals_eager_for_the_official_variant():
-    """The authors' variant plans its positions differently (a cropped table, resampled for history frames)."""
-    from pyramid_repro.models import PyramidDiT
+def test_captured_generation_equals_eager_for_the_official_model():
+    """The authors' model plans its positions differently (a cropped table, resampled for history frames)."""
+    from pyramid_repro.models import OfficialPyramidDiT
 
     cfg = _cfg()
     torch.manual_seed(0)
-    m = PyramidDiT(in_channels=cfg.vae.latent_channels, patch_size=1, hidden_size=32, depth=2, num_heads=2,
-                   text_dim=TEXT_DIM, pooled_dim=POOLED_DIM, variant="official", pos_embed_max_size=16,
-                   pos_embed_base_size=8)
+    m = OfficialPyramidDiT(in_channels=cfg.vae.latent_channels, patch_size=1, hidden_size=32, depth=2, num_heads=2,
+                           text_dim=TEXT_DIM, pooled_dim=POOLED_DIM, pos_embed_max_size=16, pos_embed_base_size=8)
     for p in m.parameters():
         if p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.05)

@@ -146,6 +146,7 @@ def test_sampling_uses_the_kv_cache_only_where_it_is_exact():
     """`sample` reads kv_cache_exact: the causal suite model yes; bidirectional attention (the cache would drop the
     current frame's influence on the history) and the authors' variant (context modulated by the current
     timestep) no, and encode_context refuses both."""
+    from pyramid_repro.models import OfficialPyramidDiT
     from pyramid_repro.eval.generate import kv_cache_exact
 
     assert kv_cache_exact(_model(causal=True))
@@ -154,8 +155,8 @@ def test_sampling_uses_the_kv_cache_only_where_it_is_exact():
     with pytest.raises(ValueError, match="causal"):
         bidirectional.encode_context([], torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 8),
                                      (8, 8))
-    official = PyramidDiT(in_channels=4, patch_size=1, hidden_size=32, depth=1, num_heads=2, text_dim=8,
-                          pooled_dim=8, variant="official", pos_embed_max_size=16, pos_embed_base_size=8)
+    official = OfficialPyramidDiT(in_channels=4, patch_size=1, hidden_size=32, depth=1, num_heads=2, text_dim=8,
+                                  pooled_dim=8, pos_embed_max_size=16, pos_embed_base_size=8)
     assert not kv_cache_exact(official)
     assert not kv_cache_exact(torch.nn.Linear(2, 2))  # not a PyramidDiT: no cache
 
@@ -195,7 +196,7 @@ def _per_token_block(blk, txt, vid, c_ctx, c_cur, n_hist, mask, rope):
     import torch.nn.functional as F
     from einops import rearrange
 
-    from pyramid_repro.models.dit import modulate
+    from pyramid_repro.models.mmdit import modulate
     from pyramid_repro.models.positions import apply_rope
 
     n = vid.shape[1]
@@ -216,7 +217,7 @@ def _per_token_block(blk, txt, vid, c_ctx, c_cur, n_hist, mask, rope):
 
 @pytest.mark.parametrize("n_hist", [0, 5, 12])
 def test_sliced_modulation_equals_per_token_modulation_exactly(n_hist):
-    from pyramid_repro.models.dit import MMDiTBlock
+    from pyramid_repro.models.mmdit import MMDiTBlock
     from pyramid_repro.models.positions import attention_mask, rope_angles
 
     torch.manual_seed(0)
@@ -231,3 +232,36 @@ def test_sliced_modulation_equals_per_token_modulation_exactly(n_hist):
     rope = rope_angles(frames, 8)
     _, out = blk(txt, vid, c_ctx, c_cur, n_hist, mask, rope)
     assert torch.equal(out, _per_token_block(blk, txt, vid, c_ctx, c_cur, n_hist, mask, rope))
+
+
+def test_load_dit_picks_the_class_and_reads_folders_written_before_the_split(tmp_path):
+    """load_dit dispatches on config.json's `_class_name`; folders written when one class held both models
+    (`variant: suite|official`, the table sizes at 0 for the suite) load as the same models, silently."""
+    import json
+    import logging
+
+    from pyramid_repro.models import OfficialPyramidDiT, load_dit
+
+    suite = _model()
+    official = OfficialPyramidDiT(in_channels=4, patch_size=1, hidden_size=32, depth=1, num_heads=2, text_dim=8,
+                                  pooled_dim=8, pos_embed_max_size=16, pos_embed_base_size=8)
+    legacy = {"suite": {"variant": "suite", "pos_embed_max_size": 0, "pos_embed_base_size": 0},
+              "official": {"_class_name": "PyramidDiT", "variant": "official", "causal": True}}
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        for name, m in (("suite", suite), ("official", official)):
+            m.save_pretrained(tmp_path / name)
+            assert type(load_dit(tmp_path / name)) is type(m)
+            cfg_file = tmp_path / name / "config.json"
+            cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), **legacy[name]}))
+            again = load_dit(tmp_path / name)
+            assert type(again) is type(m)
+            assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.state_dict().values()))
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert not [r for r in records if r.levelno >= logging.WARNING]
+    with pytest.raises(ValueError, match="load it with models.load_dit"):
+        PyramidDiT.from_pretrained(tmp_path / "official")

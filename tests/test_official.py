@@ -1,15 +1,15 @@
 """The authors' MM-DiT layout and semantics (models/official.py): a tiny diffusers SD3Transformer2DModel, an
 independent implementation with the release's key layout and, on one image with all text valid, the release's
-semantics, gives the same velocity as the converted official-variant PyramidDiT."""
+semantics, gives the same velocity as the converted OfficialPyramidDiT."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pyramid_repro.models import PyramidDiT
-from pyramid_repro.models.official import (crop_pos_table, history_pos_table, load_sd3_layout, official_pos_table,
-                                           sd3_to_suite, suite_kwargs_from_sd3)
+from pyramid_repro.models import OfficialPyramidDiT
+from pyramid_repro.models.official import OFFICIAL_QK_NORM_EPS, load_sd3_layout, sd3_to_suite, suite_kwargs_from_sd3
+from pyramid_repro.models.positions import crop_pos_table, history_pos_table, official_pos_table
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -28,9 +28,10 @@ def _sd3(randomise: bool = True):
     return m.eval()
 
 
-def _suite(sd3) -> PyramidDiT:
-    kwargs = suite_kwargs_from_sd3(dict(sd3.config))
-    m = PyramidDiT(**kwargs)
+def _suite(sd3) -> OfficialPyramidDiT:
+    # diffusers' SD3 normalises queries and keys with eps 1e-6, the authors' release with OFFICIAL_QK_NORM_EPS
+    kwargs = suite_kwargs_from_sd3(dict(sd3.config), qk_norm_eps=1e-6)
+    m = OfficialPyramidDiT(**kwargs)
     m.load_state_dict(sd3_to_suite(sd3.state_dict(), kwargs["patch_size"], kwargs["in_channels"]), strict=True)
     return m.eval()
 
@@ -67,6 +68,7 @@ def test_conversion_is_strict_and_the_folder_loads(tmp_path):
         sd3_to_suite({k: v for k, v in state.items() if k != "proj_out.bias"}, 2, 4)
     sd3.save_pretrained(tmp_path / "transformer")
     loaded = load_sd3_layout(tmp_path / "transformer")
+    assert loaded.blocks[0].vid.q_norm.eps == OFFICIAL_QK_NORM_EPS == 1e-5  # the authors' eps by default
     # built on the meta device and filled from the file: nothing may be left behind on meta
     assert all(t.device.type == "cpu" and t.dtype == torch.float32 for t in [*loaded.parameters(), *loaded.buffers()])
     ref = _suite(sd3)
@@ -74,13 +76,14 @@ def test_conversion_is_strict_and_the_folder_loads(tmp_path):
         assert torch.equal(loaded.state_dict()[k], v), k
 
 
-def test_official_variant_refuses_what_it_cannot_do_exactly():
+def test_official_model_refuses_what_it_cannot_do_exactly():
     m = _suite(_sd3())
     tok, mask, pooled = torch.randn(1, 5, 12), torch.ones(1, 5, dtype=torch.bool), torch.randn(1, 10)
-    with pytest.raises(ValueError, match="KV cache is not exact for variant 'official'"):
+    assert not m.kv_cache_exact
+    with pytest.raises(ValueError, match="KV cache is not exact for the authors' model"):
         m.encode_context([], tok, mask, pooled, (8, 8))
     with pytest.raises(ValueError, match="pos_embed_max_size"):
-        PyramidDiT(in_channels=4, patch_size=2, hidden_size=16, depth=1, num_heads=2, variant="official")
+        OfficialPyramidDiT(in_channels=4, patch_size=2, hidden_size=16, depth=1, num_heads=2)
 
 
 # --- history semantics (the authors' PatchEmbed3D and merge_input), against hand-derived expectations -------------
@@ -104,13 +107,13 @@ def test_history_positions_are_the_current_crop_resized_bilinearly():
         history_pos_table(table, 12, 4, 6, 8, 12)
 
 
-def _history_call(m: PyramidDiT, history, current, t, monkeypatch):
+def _history_call(m: OfficialPyramidDiT, history, current, t, monkeypatch):
     """Run the official model and record the frame indices its RoPE gets and the conditioning its adaLN reads."""
-    import pyramid_repro.models.dit as dit
+    import pyramid_repro.models.mmdit as mmdit
 
     seen = {}
-    real = dit.rope_angles
-    monkeypatch.setattr(dit, "rope_angles", lambda f, hd: seen.setdefault("frames", f) is None or real(f, hd))
+    real = mmdit.rope_angles
+    monkeypatch.setattr(mmdit, "rope_angles", lambda f, hd: seen.setdefault("frames", f) is None or real(f, hd))
     calls = []
     hook = m.blocks[0].vid.ada.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].clone()))
     g = torch.Generator().manual_seed(3)

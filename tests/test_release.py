@@ -75,11 +75,11 @@ def test_release_detection_and_clear_errors(tmp_path):
 def test_release_transformer_loads_strictly_with_the_authors_names_and_eps(tmp_path):
     from release_fake import write_fake_transformer
 
-    from pyramid_repro.models.official import load_sd3_layout
+    from pyramid_repro.models.official import OfficialPyramidDiT
 
     folder = write_fake_transformer(tmp_path / "diffusion_transformer_384p")
-    m = load_sd3_layout(folder, qk_norm_eps=release.QK_NORM_EPS)
-    assert m.official and m.blocks[0].vid.q_norm.eps == 1e-5
+    m = release.load_sd3_layout(folder)  # what load_release calls: the authors' eps by default
+    assert isinstance(m, OfficialPyramidDiT) and m.blocks[0].vid.q_norm.eps == 1e-5
     assert m.blocks[-1].txt.pre_only and not m.blocks[0].txt.pre_only
     # the authors' spelling of the text stream's QK norm reached the model (not left at RMSNorm's ones)
     assert not torch.equal(m.blocks[0].txt.q_norm.weight, torch.ones_like(m.blocks[0].txt.q_norm.weight))

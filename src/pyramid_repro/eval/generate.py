@@ -42,11 +42,11 @@ class TextCondition:
 
 
 def kv_cache_exact(model: torch.nn.Module) -> bool:
-    """Whether the history KV cache gives this model's own result (to float tolerance): a causal model of this
-    suite, whose context is conditioned as clean (PyramidDiT._conditioning); not a bidirectional one, nor the
-    authors' variant, which modulates the context with the current timestep."""
-    config = getattr(model, "config", None)
-    return bool(getattr(config, "causal", False)) and getattr(config, "variant", "suite") == "suite"
+    """Whether the history KV cache gives this model's own result (to float tolerance), as the model says
+    (models/base.py `DiTModel.kv_cache_exact`): a causal PyramidDiT, whose context is conditioned as clean; not a
+    bidirectional one, nor the authors' model, which modulates the context with the current timestep, nor a model
+    that does not say."""
+    return bool(getattr(model, "kv_cache_exact", False))
 
 
 def model_velocity(model: torch.nn.Module, current: torch.Tensor, timestep: torch.Tensor, text: TextCondition,
@@ -66,12 +66,12 @@ def _cfg_velocity(model: torch.nn.Module, text: TextCondition, empty: TextCondit
 
     Per stage, before its first Euler step, it prepares what no step changes: the history (doubled for the
     unconditional half), with `kv_cache` the text + history keys/values (model.encode_context), and the model's
-    ForwardPlan (positions, mask, RoPE; models/dit.py). A step is then only device work on `x` and the timestep,
+    ForwardPlan (positions, mask, RoPE; models/mmdit.py). A step is then only device work on `x` and the timestep,
     which `capture` (eval/capture.py) records at the stage's first step and replays at the others."""
     B = len(text)
     guidance = scale != 1.0
     both = text.cat(empty.repeat(B)) if guidance else text
-    planner = getattr(model, "plan", None)  # PyramidDiT; other velocity models build what they need per call
+    planner = getattr(model, "plan", None)  # the MM-DiTs; other velocity models build what they need per call
     prepared: dict[int, tuple] = {}
     steps: dict[int, Callable] = {}
 

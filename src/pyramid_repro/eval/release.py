@@ -10,13 +10,13 @@ The suite downloads nothing: the user fetches the release folder and points `sam
     <root>/text_encoder/  text_encoder_2/  text_encoder_3/             CLIP-L, CLIP-G, T5-XXL
     <root>/tokenizer/     tokenizer_2/     tokenizer_3/
 
-What is loaded: the transformer into `PyramidDiT(variant="official")` (models/official.py, strict key-by-key
-conversion), the VAE into `OfficialCausalVAE` with the release's latent normalisation, the text encoders with
-`ClipT5Encoder.from_release`. What is sampled: the authors' inference settings (`PRESETS`; their pipeline's
-defaults and README): Euler steps [20, 20, 20] for the first frame and [10, 10, 10] for later frames, guidance 7
-on the first frame and 5 on later ones (image-to-video: [10, 10, 10] and 4), the negative prompt in place of the
-empty prompt, a quality suffix appended to every prompt, 24 fps, 16 latent frames (5 s; the 768p model goes up to
-31 = 10 s). The pyramid schedule (3 stages, stage boundaries 0, 1/3, 2/3, 1, corrective noise gamma 1/3, clean
+What is loaded: the transformer into `OfficialPyramidDiT` (models/official.py, strict key-by-key conversion, the
+authors' QK-norm epsilon), the VAE into `OfficialCausalVAE` with the release's latent normalisation, the text
+encoders with `ClipT5Encoder.from_release`. What is sampled: the authors' inference settings (`PRESETS`; their
+pipeline's defaults and README): Euler steps [20, 20, 20] for the first frame and [10, 10, 10] for later frames,
+guidance 7 on the first frame and 5 on later ones (image-to-video: [10, 10, 10] and 4), the negative prompt in place
+of the empty prompt, a quality suffix appended to every prompt, 24 fps, 16 latent frames (5 s; the 768p model goes
+up to 31 = 10 s). The pyramid schedule (3 stages, stage boundaries 0, 1/3, 2/3, 1, corrective noise gamma 1/3, clean
 history in the temporal pyramid's layout) is the suite's default `pyramid` config, which equals theirs.
 """
 
@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from pyramid_repro.config import Config, ConfigError, PyramidConfig, SamplerConfig
+from pyramid_repro.models.official import load_sd3_layout
 
 TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
 VAE_FOLDER = "causal_video_vae"
 VAE_CHUNK_FRAMES, VAE_TILE = 1, 256  # the authors' decode_latent(save_memory=True): window 1, tiles of 256 px
-QK_NORM_EPS = 1e-5  # the authors' JointAttention RMSNorm default (diffusers' SD3 uses 1e-6)
 
 
 @dataclass(frozen=True)
@@ -223,12 +223,11 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
 
 def load_release(run: ReleaseRun, device, bf16: bool = True):
     """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder."""
-    from pyramid_repro.models.official import load_sd3_layout
     from pyramid_repro.models.text import ClipT5Encoder
     from pyramid_repro.vae.official import load_official_vae
 
     rel = Release(run.root)
-    model = load_sd3_layout(rel.transformer(run.resolution), qk_norm_eps=QK_NORM_EPS).to(device)
+    model = load_sd3_layout(rel.transformer(run.resolution)).to(device)
     # the encoders in bf16 on a GPU as the authors run them (T5-XXL alone is about 19 GB in float32)
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" and bf16 else torch.float32
     encoder = ClipT5Encoder.from_release(rel.root, dtype=dtype).to(device)

@@ -1,24 +1,26 @@
-"""The authors' MM-DiT semantics and weight layout (docs/method.md §3.6): the `official` variant of PyramidDiT.
+"""The authors' released MM-DiT (docs/method.md §3.6): `OfficialPyramidDiT`, and its weight layout.
 
-The released Pyramid Flow transformer (SD3-based) keeps diffusers' SD3 key layout. Where its semantics differ from
-this suite's own MM-DiT, `PyramidDiT(variant="official")` follows the release:
+The released Pyramid Flow transformer (SD3-based) keeps diffusers' SD3 key layout. It is the shared MM-DiT of
+models/mmdit.py with the release's semantics where they differ from this suite's `PyramidDiT`:
 
-* every token (text and history too) is modulated by the current timestep (`PyramidDiT._conditioning`);
-* text tokens attend to text and to the first frame's video tokens (`positions.attention_mask`);
-* spatial positions are a crop of one sin-cos table (`official_pos_table`, `crop_pos_table`) around the grid,
-  as diffusers' SD3 PatchEmbed crops its `pos_embed` buffer; a history frame coarser than the current frame gets
-  the current frame's crop resampled bilinearly to its grid (`history_pos_table`: table *values* interpolated,
-  not sin-cos of interpolated coordinates);
+* every token (text and history too) is modulated by the current timestep (`_conditioning`);
+* text tokens attend to text and to the first frame's video tokens (`text_sees_first_frame`,
+  `positions.attention_mask`);
+* spatial positions are a crop of one sin-cos table (`positions.official_pos_table`, `positions.crop_pos_table`)
+  around the grid, as diffusers' SD3 PatchEmbed crops its `pos_embed` buffer; a history frame coarser than the
+  current frame gets the current frame's crop resampled bilinearly to its grid (`positions.history_pos_table`:
+  table *values* interpolated, not sin-cos of interpolated coordinates);
 * temporal RoPE of the latent frame index over the whole history (oldest history frame = 0, the current frame =
   number of history frames), text at index 0;
-* QK RMS-norm with its own epsilon, and a last block whose text stream only gives keys and values
-  ("context pre-only": adaLN (scale, shift), no output projection, no MLP).
+* QK RMS-norm with the authors' epsilon (`OFFICIAL_QK_NORM_EPS`), and a last block whose text stream only gives
+  keys and values ("context pre-only": adaLN (scale, shift), no output projection, no MLP).
 
 `sd3_to_suite` converts a transformer state dict in that layout (diffusers' `SD3Transformer2DModel`, or the
-release's folder) into this suite's, key by key, and fails on any key left over or missing.
+release's folder) into this suite's, key by key, and fails on any key left over or missing; `load_sd3_layout`
+builds the model from such a folder.
 
-The history KV cache is refused for this variant: with the context modulated by the current timestep its keys
-and values change at every Euler step, so a cache would not be exact.
+The history KV cache is refused for this model (`kv_cache_exact` is False): with the context modulated by the
+current timestep its keys and values change at every Euler step, so a cache would not be exact.
 """
 
 from __future__ import annotations
@@ -27,43 +29,65 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers.configuration_utils import register_to_config
 
-from pyramid_repro.models.positions import sincos_2d
+from pyramid_repro.models.mmdit import MMDiT
+from pyramid_repro.models.positions import crop_pos_table, history_pos_table, official_pos_table
 
-
-def official_pos_table(max_size: int, base_size: int, hidden: int) -> torch.Tensor:
-    """(1, max_size**2, hidden) sin-cos table of a max_size x max_size grid whose coordinates are scaled so that
-    `base_size` cells span the unit the model was trained on (coordinate = index * base_size / max_size); each row
-    holds the column coordinate's embedding first, then the row's (diffusers' get_2d_sincos_pos_embed layout)."""
-    coords = torch.arange(max_size, dtype=torch.float64) * (base_size / max_size)
-    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
-    return sincos_2d(cols.flatten(), rows.flatten(), hidden)[None]
+OFFICIAL_QK_NORM_EPS = 1e-5  # the authors' JointAttention RMSNorm default (diffusers' SD3 uses 1e-6)
 
 
-def crop_pos_table(table: torch.Tensor, max_size: int, gh: int, gw: int) -> torch.Tensor:
-    """(gh*gw, hidden): the centred gh x gw crop of the table (top/left offsets rounded down, as diffusers' SD3
-    PatchEmbed.cropped_pos_embed)."""
-    if gh > max_size or gw > max_size:
-        raise ValueError(f"a {gh}x{gw} patch grid does not fit the {max_size}x{max_size} position table")
-    top, left = (max_size - gh) // 2, (max_size - gw) // 2
-    return table.reshape(max_size, max_size, -1)[top:top + gh, left:left + gw].reshape(gh * gw, -1)
+class OfficialPyramidDiT(MMDiT):
+    """The authors' released transformer (module docstring); parameter names are `PyramidDiT`'s plus the position
+    table buffer `pos_table`."""
 
+    text_sees_first_frame = True
+    # written by the single class that held both models before this one ("official", always causal)
+    legacy_config_keys = ("variant", "causal")
 
-def history_pos_table(table: torch.Tensor, max_size: int, cur_gh: int, cur_gw: int, gh: int,
-                      gw: int) -> torch.Tensor:
-    """(gh*gw, hidden) positions of a history frame on a gh x gw patch grid when the current frame has a
-    cur_gh x cur_gw grid: the current frame's crop of the table, bilinearly resized to gh x gw (half-pixel
-    centres, no antialiasing), which is how the authors' PatchEmbed3D places condition latents
-    (`interp_condition_pos`). A history frame of the current frame's size gets the crop itself."""
-    crop = crop_pos_table(table, max_size, cur_gh, cur_gw)
-    if (gh, gw) == (cur_gh, cur_gw):
-        return crop
-    if gh > cur_gh or gw > cur_gw:
-        raise ValueError(f"a {gh}x{gw} history frame is larger than the {cur_gh}x{cur_gw} current frame; the "
-                         "authors' history is never finer than the frame being generated")
-    grid = crop.reshape(1, cur_gh, cur_gw, -1).permute(0, 3, 1, 2)
-    out = torch.nn.functional.interpolate(grid, size=(gh, gw), mode="bilinear", align_corners=False)
-    return out.permute(0, 2, 3, 1).reshape(gh * gw, -1)
+    @register_to_config
+    def __init__(self, in_channels: int = 16, patch_size: int = 2, hidden_size: int = 1536, depth: int = 24,
+                 num_heads: int = 24, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int = 4096,
+                 pooled_dim: int = 2048, qk_norm_eps: float = OFFICIAL_QK_NORM_EPS, pos_embed_max_size: int = 0,
+                 pos_embed_base_size: int = 0):
+        super().__init__(in_channels=in_channels, patch_size=patch_size, hidden_size=hidden_size, depth=depth,
+                         num_heads=num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm, text_dim=text_dim,
+                         pooled_dim=pooled_dim, qk_norm_eps=qk_norm_eps, text_pre_only_last=True)
+        if not (pos_embed_max_size > 0 and pos_embed_base_size > 0):
+            raise ValueError(f"{type(self).__name__} needs pos_embed_max_size and pos_embed_base_size (the "
+                             "authors' sin-cos table, e.g. 192 and 64)")
+        # the authors' position table, cropped around each grid (models/positions.py)
+        self.register_buffer("pos_table", official_pos_table(pos_embed_max_size, pos_embed_base_size, hidden_size))
+
+    @classmethod
+    def check_legacy_config(cls, config: dict) -> None:
+        if not config.get("causal", True):
+            raise ValueError("a bidirectional checkpoint of the authors' model: the release is causal, and "
+                             f"{cls.__name__} only causal")
+
+    @property
+    def causal(self) -> bool:
+        return True
+
+    def _check_cache(self) -> None:
+        raise ValueError("the history KV cache is not exact for the authors' model: it modulates the context "
+                         "(text and history) with the current timestep, so its keys and values change at every "
+                         "denoising step; sample without the cache")
+
+    def _conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every token, context included, is conditioned on the current timestep."""
+        c_cur = self._embed(timestep, self.pooled_emb(pooled))
+        return c_cur, c_cur
+
+    def _current_positions(self, gh: int, gw: int, FH: int, FW: int, dev, dtype) -> torch.Tensor:
+        """The centred gh x gw crop of the table (the full grid is not used)."""
+        return crop_pos_table(self.pos_table, self.config.pos_embed_max_size, gh, gw).to(dev, dtype)
+
+    def _history_position(self, gh: int, gw: int, FH: int, FW: int, cur_grid: tuple[int, int] | None, dev,
+                          dtype) -> torch.Tensor:
+        """The current frame's crop of the table resized to the history grid (so it needs `cur_grid`)."""
+        pos = history_pos_table(self.pos_table, self.config.pos_embed_max_size, *cur_grid, gh, gw)
+        return pos.to(dev, dtype)
 
 
 # release / diffusers SD3 names -> this suite's, per block (the text stream's QK norms have two spellings: diffusers'
@@ -89,7 +113,7 @@ _QKV = {"vid": ("attn.to_q", "attn.to_k", "attn.to_v"), "txt": ("attn.add_q_proj
 
 
 def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: int) -> dict[str, torch.Tensor]:
-    """A state dict in the SD3 / release layout -> PyramidDiT(variant='official')'s, every tensor used once.
+    """A state dict in the SD3 / release layout -> OfficialPyramidDiT's, every tensor used once.
 
     Fused q/k/v projections are concatenated in (q, k, v) order; the patch convolution becomes the linear patch
     embedding (its (channel, row, column) flattening is the suite's); the final adaLN's (scale, shift) halves are
@@ -133,8 +157,8 @@ def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
     return out
 
 
-def suite_kwargs_from_sd3(config: dict, qk_norm_eps: float = 1e-6) -> dict:
-    """PyramidDiT(variant='official') arguments from an SD3-layout transformer config.json."""
+def suite_kwargs_from_sd3(config: dict, qk_norm_eps: float = OFFICIAL_QK_NORM_EPS) -> dict:
+    """OfficialPyramidDiT arguments from an SD3-layout transformer config.json."""
     needed = ("patch_size", "in_channels", "num_layers", "attention_head_dim", "num_attention_heads",
               "joint_attention_dim", "pooled_projection_dim", "pos_embed_max_size", "sample_size")
     missing = [k for k in needed if config.get(k) is None]
@@ -148,17 +172,14 @@ def suite_kwargs_from_sd3(config: dict, qk_norm_eps: float = 1e-6) -> dict:
     return {"in_channels": config["in_channels"], "patch_size": config["patch_size"], "hidden_size": hidden,
             "depth": config["num_layers"], "num_heads": config["num_attention_heads"], "mlp_ratio": 4.0,
             "qk_norm": config.get("qk_norm") == "rms_norm", "text_dim": config["joint_attention_dim"],
-            "pooled_dim": config["pooled_projection_dim"], "causal": True, "variant": "official",
-            "qk_norm_eps": qk_norm_eps, "pos_embed_max_size": config["pos_embed_max_size"],
+            "pooled_dim": config["pooled_projection_dim"], "qk_norm_eps": qk_norm_eps, "pos_embed_max_size": config["pos_embed_max_size"],
             "pos_embed_base_size": config["sample_size"] // config["patch_size"]}
 
 
-def load_sd3_layout(folder: str | Path, qk_norm_eps: float = 1e-6):
-    """PyramidDiT(variant='official') with the weights of an SD3-layout transformer folder (config.json and
+def load_sd3_layout(folder: str | Path, qk_norm_eps: float = OFFICIAL_QK_NORM_EPS) -> OfficialPyramidDiT:
+    """OfficialPyramidDiT with the weights of an SD3-layout transformer folder (config.json and
     *.safetensors), loaded strictly; float32, in eval mode on the CPU."""
     from safetensors.torch import load_file
-
-    from pyramid_repro.models.dit import PyramidDiT
 
     folder = Path(folder)
     cfg_file = folder / "config.json"
@@ -174,7 +195,7 @@ def load_sd3_layout(folder: str | Path, qk_norm_eps: float = 1e-6):
     # built on the meta device and filled with the file's tensors (as float32): the release's 2B parameters are
     # neither randomly initialised first nor held twice
     with torch.device("meta"):
-        model = PyramidDiT(**kwargs)
+        model = OfficialPyramidDiT(**kwargs)
     converted = sd3_to_suite(state, kwargs["patch_size"], kwargs["in_channels"])
     model.load_state_dict({k: v.float().contiguous() for k, v in converted.items()}, strict=True, assign=True)
     return model.eval()

@@ -5,6 +5,9 @@ Spatial: 2D sin-cos on coordinates of the full-resolution patch grid.
   i.e. exactly what a full-resolution grid of that smaller size has (same frequencies, no rescaling);
 * history frames are *interpolated*: the full grid's extent resampled to the frame's size, so a compressed history
   frame lines up spatially with the current frame.
+The authors' model (docs/method.md §3.6) instead crops one sin-cos table around each grid (`official_pos_table`,
+`crop_pos_table`, as diffusers' SD3 PatchEmbed) and gives a coarser history frame the current frame's crop resampled
+bilinearly (`history_pos_table`: table *values* interpolated, not sin-cos of interpolated coordinates).
 Temporal: 1D rotary embedding (RoPE) of the frame index on queries and keys.
 Mask: blockwise causal — a video token sees text and every token of its own and earlier frames; text tokens see
 text only (so nothing a video token reads can depend on a later frame). `bidirectional` lets video see all video.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
 
 def extrapolated_coords(h: int, w: int, full_h: int, full_w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +64,41 @@ def _spatial_embedding(h: int, w: int, full_h: int, full_w: int, dim: int, inter
                        device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     fn = interpolated_coords if interpolate else extrapolated_coords
     return sincos_2d(*fn(h, w, full_h, full_w), dim).to(device, dtype)
+
+
+def official_pos_table(max_size: int, base_size: int, hidden: int) -> torch.Tensor:
+    """(1, max_size**2, hidden) sin-cos table of a max_size x max_size grid whose coordinates are scaled so that
+    `base_size` cells span the unit the model was trained on (coordinate = index * base_size / max_size); each row
+    holds the column coordinate's embedding first, then the row's (diffusers' get_2d_sincos_pos_embed layout)."""
+    coords = torch.arange(max_size, dtype=torch.float64) * (base_size / max_size)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+    return sincos_2d(cols.flatten(), rows.flatten(), hidden)[None]
+
+
+def crop_pos_table(table: torch.Tensor, max_size: int, gh: int, gw: int) -> torch.Tensor:
+    """(gh*gw, hidden): the centred gh x gw crop of the table (top/left offsets rounded down, as diffusers' SD3
+    PatchEmbed.cropped_pos_embed)."""
+    if gh > max_size or gw > max_size:
+        raise ValueError(f"a {gh}x{gw} patch grid does not fit the {max_size}x{max_size} position table")
+    top, left = (max_size - gh) // 2, (max_size - gw) // 2
+    return table.reshape(max_size, max_size, -1)[top:top + gh, left:left + gw].reshape(gh * gw, -1)
+
+
+def history_pos_table(table: torch.Tensor, max_size: int, cur_gh: int, cur_gw: int, gh: int,
+                      gw: int) -> torch.Tensor:
+    """(gh*gw, hidden) positions of a history frame on a gh x gw patch grid when the current frame has a
+    cur_gh x cur_gw grid: the current frame's crop of the table, bilinearly resized to gh x gw (half-pixel
+    centres, no antialiasing), which is how the authors' PatchEmbed3D places condition latents
+    (`interp_condition_pos`). A history frame of the current frame's size gets the crop itself."""
+    crop = crop_pos_table(table, max_size, cur_gh, cur_gw)
+    if (gh, gw) == (cur_gh, cur_gw):
+        return crop
+    if gh > cur_gh or gw > cur_gw:
+        raise ValueError(f"a {gh}x{gw} history frame is larger than the {cur_gh}x{cur_gw} current frame; the "
+                         "authors' history is never finer than the frame being generated")
+    grid = crop.reshape(1, cur_gh, cur_gw, -1).permute(0, 3, 1, 2)
+    out = F.interpolate(grid, size=(gh, gw), mode="bilinear", align_corners=False)
+    return out.permute(0, 2, 3, 1).reshape(gh * gw, -1)
 
 
 def rope_angles(frame_index: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:

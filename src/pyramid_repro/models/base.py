@@ -1,0 +1,49 @@
+"""What every velocity model of the suite is to the sampler and to the checkpoint loader (docs/method.md §3-§4).
+
+`DiTModel` is the common base of this suite's MM-DiT (`dit.PyramidDiT`), the authors' released one
+(`official.OfficialPyramidDiT`) and any later released model: a diffusers ModelMixin/ConfigMixin (save_pretrained /
+from_pretrained, config.json naming the class in `_class_name`) whose forward is
+
+    forward(history, current, timestep, tokens, text_mask, pooled, full_size, context=None, plan=None) -> velocity
+
+(history: list of (B, C, h_i, w_i) latent frames, oldest first; current: (B, C, T, h, w); timestep: (B,) in
+[0, 1000]; tokens (B, L, D_txt), text_mask (B, L), pooled (B, P); full_size: (H, W) of the full-resolution
+latent). Optional, read by the sampler where present: `plan(...)` (what a forward derives from shapes alone, made
+once per stage) and, where `kv_cache_exact` is True, `encode_context(...)` (the history KV cache).
+
+A new model is a subclass in its own file, listed in `registry.DIT_CLASSES` so that `models.load_dit` finds it by
+its config's `_class_name`.
+"""
+
+from __future__ import annotations
+
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.models.modeling_utils import ModelMixin
+
+
+class DiTModel(ModelMixin, ConfigMixin):
+    """Base of the suite's velocity models (see the module docstring for the contract)."""
+
+    #: config.json keys an earlier version of the class wrote and that configure nothing now; dropped when a
+    #: checkpoint is loaded, so that folders written before the key went away load as they did (and silently)
+    legacy_config_keys: tuple[str, ...] = ()
+
+    @property
+    def kv_cache_exact(self) -> bool:
+        """Whether the history KV cache (`encode_context`, then forward with `context=`) gives this model's own
+        result to float tolerance. False unless a model says otherwise."""
+        return False
+
+    @classmethod
+    def check_legacy_config(cls, config: dict) -> None:
+        """Raise if a config.json read for this class was written for another model (the subclass says when)."""
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """ConfigMixin.load_config, with this class's `legacy_config_keys` checked and dropped."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        cls.check_legacy_config(config)
+        for key in cls.legacy_config_keys:
+            config.pop(key, None)
+        return loaded
