@@ -31,10 +31,14 @@ import torch
 
 from pyramid_repro.config import load_config
 from pyramid_repro.device import autocast, generator, resolve_device, synchronize
+from pyramid_repro.eval.generate import TextCondition, generate_latents  # moving to generation/ (helper reval)
 from pyramid_repro.flow import PyramidSchedule, cost
+from pyramid_repro.models import build_dit
+from pyramid_repro.train.dit import flow_matching_loss
+from pyramid_repro.train.ledger import read_ledgers
+from pyramid_repro.train.sequences import make_batch
+from pyramid_repro.vae.model import build_vae
 
-# dense bf16 tensor-core peaks (TFLOP/s) for MFU; other GPUs print MFU null
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,10 +48,12 @@ def emit(record: dict, sink: list[dict]) -> None:
 
 
 def peak_tflops(device: torch.device) -> float | None:
+    """Dense bf16 tensor-core peak (TFLOP/s) of a CUDA device for MFU (flow/cost.py PEAK_BF16_FLOPS); None on
+    other devices and GPUs (MFU null)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    peak = cost.peak_bf16_flops(torch.cuda.get_device_name(device))
+    return peak / 1e12 if peak is not None else None
 
 
 def smoke_workflow(out: Path, cores: int, sink: list[dict]) -> None:
@@ -60,8 +66,6 @@ def smoke_workflow(out: Path, cores: int, sink: list[dict]) -> None:
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     (out / "smoke_snakemake.log").write_text(r.stdout + r.stderr)
     import pandas as pd
-
-    from pyramid_repro.train.ledger import read_ledgers
 
     ledger = read_ledgers(f"{base}/results/smoke/**/ledger*.csv")
     done = [json.loads(p.read_text()) for p in sorted((base / "results" / "smoke").glob("*/dit/*/done.json"))]
@@ -80,8 +84,6 @@ def _paper_cfg(experiment: str, model: str, height: int, width: int, frames: int
 
 
 def _build(cfg, device: torch.device, text_dim: int, pooled_dim: int, randomise: bool = False):
-    from pyramid_repro.models import build_dit
-
     torch.manual_seed(0)
     with torch.device(device):
         model = build_dit(cfg, text_dim, pooled_dim)
@@ -95,8 +97,6 @@ def _build(cfg, device: torch.device, text_dim: int, pooled_dim: int, randomise:
 
 def train_steps(cfg, label: str, device: torch.device, steps: int, sink: list[dict]) -> None:
     """Seconds per optimizer step (micro-batch 1) on random latents of the profile's data size."""
-    from pyramid_repro.train.sequences import make_batch
-
     m, v = cfg.model, cfg.vae
     text_dim, pooled_dim, L = 4096, 2048, cfg.text_encoder.max_tokens
     H, W = cfg.data.height // v.spatial_compression, cfg.data.width // v.spatial_compression
@@ -115,13 +115,12 @@ def train_steps(cfg, label: str, device: torch.device, steps: int, sink: list[di
         b = make_batch(lat, sched, cfg.pyramid, g)
         synchronize(device)
         t0 = time.perf_counter()
-        _dit_step(model, opt, b, (tok, mask, pooled), (H, W), device, "bf16")
+        _dit_step(model, opt, b, TextCondition(tok, mask, pooled), (H, W), device, "bf16")
         synchronize(device)
         if i >= 2:
-            n = b.video_tokens(m.patch_size) + L
             times.append(time.perf_counter() - t0)
-            tokens.append(n)
-            flops.append(cost.training_flops(n, m.depth, m.hidden_size, m.mlp_ratio))
+            tokens.append(b.video_tokens(m.patch_size) + L)
+            flops.append(cost.batch_training_flops(b.video_tokens(m.patch_size), 1, L, m))
     sec = sum(times) / len(times)
     tflops = sum(flops) / sum(times) / 1e12
     peak = peak_tflops(device)
@@ -138,8 +137,6 @@ def train_steps(cfg, label: str, device: torch.device, steps: int, sink: list[di
 
 def generation(model_size: str, device: torch.device, frames: int, sink: list[dict]) -> None:
     """Seconds per 384p video of `frames` latent frames: pyramid (KV cache off/on) and the full sequence."""
-    from pyramid_repro.eval.generate import TextCondition, generate_latents
-
     steps = {"steps_first_frame": [20, 20, 20], "steps_later_frames": [10, 10, 10], "guidance_first_frame": 7.0,
              "guidance_video": 5.0}
     results = {}
@@ -175,12 +172,12 @@ def _amp(device: torch.device, precision: str):
     return autocast(device, precision)
 
 
-def _dit_step(model, opt, b, text: tuple, full_size: tuple[int, int], device: torch.device, precision: str) -> None:
-    """One optimizer step of the MM-DiT on TrainBatch `b` with text (tokens, mask, pooled)."""
+def _dit_step(model, opt, b, text: TextCondition, full_size: tuple[int, int], device: torch.device,
+              precision: str) -> None:
+    """One optimizer step of the MM-DiT on TrainBatch `b`: the trainer's forward + loss (train/dit.py
+    flow_matching_loss) under autocast, backward, AdamW."""
     with _amp(device, precision):
-        out = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text[0], text_mask=text[1],
-                    pooled=text[2], full_size=full_size)
-        loss = torch.nn.functional.mse_loss(out.float(), b.target.float())
+        loss = flow_matching_loss(model, b, text, full_size)
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -200,8 +197,6 @@ def _seconds_per_call(fn, device: torch.device, repeats: int) -> float:
 
 
 def _vae_step_seconds(cfg, device: torch.device, repeats: int) -> float:
-    from pyramid_repro.vae.model import build_vae
-
     v, tc = cfg.vae, cfg.vae.train
     vae = build_vae(cfg).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-4)
@@ -220,9 +215,6 @@ def _vae_step_seconds(cfg, device: torch.device, repeats: int) -> float:
 
 
 def _dit_step_seconds(cfg, stage, device: torch.device, repeats: int) -> float:
-    from pyramid_repro.models import build_dit
-    from pyramid_repro.train.sequences import make_batch
-
     v, L = cfg.vae, cfg.text_encoder.max_tokens
     model = build_dit(cfg, 384, 384).to(device).train()  # MiniLM's text dimensions
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -235,8 +227,8 @@ def _dit_step_seconds(cfg, stage, device: torch.device, repeats: int) -> float:
     sched = PyramidSchedule.from_config(cfg.pyramid)
 
     def step():
-        _dit_step(model, opt, make_batch(lat, sched, cfg.pyramid, g), (tok, mask, pooled), (h, w), device,
-                  cfg.train.precision)
+        _dit_step(model, opt, make_batch(lat, sched, cfg.pyramid, g), TextCondition(tok, mask, pooled), (h, w),
+                  device, cfg.train.precision)
 
     return _seconds_per_call(step, device, repeats) * max(1, stage.batch_size // micro)
 

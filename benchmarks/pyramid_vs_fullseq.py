@@ -33,24 +33,19 @@ from pathlib import Path
 import torch
 
 from pyramid_repro.config import load_config
-from pyramid_repro.device import generator, resolve_device, synchronize
-from pyramid_repro.eval.generate import TextCondition, generate_latents
+from pyramid_repro.device import autocast, generator, resolve_device, synchronize
+from pyramid_repro.eval.generate import TextCondition, generate_latents  # moving to generation/ (helper reval)
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.flow.temporal import build_history
 from pyramid_repro.models import build_dit
 from pyramid_repro.models.attention import MaskSpec, attend, flex_attention
-from pyramid_repro.train.dit import packed_size
+from pyramid_repro.train.dit import flow_matching_loss, packed_size
 from pyramid_repro.train.loop import adamw
-from pyramid_repro.train.sequences import draw_stage_frame, draw_video_tokens, make_batch
+from pyramid_repro.train.sequences import draw_stage_frame, make_batch
 
 TEXT_DIM, TEXT_TOKENS = 384, 16
-# dense bf16 peaks (FLOP/s) of the GPUs MFU is stated for; another GPU gets FLOP/s without an MFU
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def device_peak(name: str) -> float | None:
-    """Dense bf16 peak of a GPU by its name (torch.cuda.get_device_name), None when not in PEAK_BF16."""
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+# dense bf16 peak (FLOP/s) of a GPU by its name, None for a GPU without a stated peak (FLOP/s without an MFU)
+device_peak = cost.peak_bf16_flops
 
 
 def train_steps(cfg, device: torch.device, steps: int, budget: int, size: tuple[int, int, int],
@@ -58,8 +53,6 @@ def train_steps(cfg, device: torch.device, steps: int, budget: int, size: tuple[
     """Whole training steps as train-dit runs them (bf16 autocast on CUDA, AdamW), timed per sample after one
     warm-up step. Each step is one micro-batch: the full sequence takes max(1, budget // its length) samples, the
     pyramid draws (stage, frame) and packs `packed_size` samples of that length into the same budget."""
-    from pyramid_repro.device import autocast
-
     torch.manual_seed(0)
     L, D, P = text
     model = build_dit(cfg, D, P).train().to(device)
@@ -73,17 +66,15 @@ def train_steps(cfg, device: torch.device, steps: int, budget: int, size: tuple[
     samples = toks = flops = secs = 0.0
     for i in range(steps + 1):
         draw = draw_stage_frame(T, sched, cfg.pyramid, g)
-        n = packed_size(draw_video_tokens(draw, T, H, W, m.patch_size, cfg.pyramid), budget, 64)
+        n = packed_size(cost.draw_video_tokens(draw, T, H, W, m.patch_size, cfg.pyramid), budget, 64)
         lat = torch.randn(n, cfg.vae.latent_channels, T, H, W, device=device)
         b = make_batch(lat, sched, cfg.pyramid, g, draw)
         tokens, mask = torch.randn(n, L, D, device=device), torch.ones(n, L, dtype=torch.bool, device=device)
-        pooled = torch.randn(n, P, device=device)
+        text = TextCondition(tokens, mask, torch.randn(n, P, device=device))
         synchronize(device)
         t0 = time.perf_counter()
         with autocast(device, "bf16"):
-            v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=tokens, text_mask=mask,
-                      pooled=pooled, full_size=(H, W))
-            loss = torch.nn.functional.mse_loss(v.float(), b.target.float())
+            loss = flow_matching_loss(model, b, text, (H, W))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -94,7 +85,7 @@ def train_steps(cfg, device: torch.device, steps: int, budget: int, size: tuple[
         vt = b.video_tokens(m.patch_size) / n
         samples += n
         toks += n * (vt + L)
-        flops += n * cost.training_flops(vt + L, m.depth, m.hidden_size, m.mlp_ratio)
+        flops += cost.batch_training_flops(b.video_tokens(m.patch_size), n, L, m)
         secs += dt
     out = {"seconds_per_sample": secs / samples, "samples_per_step": samples / steps, "tokens_per_second": toks / secs,
            "flops_per_second": flops / secs, "flops_per_sample": flops / samples}
@@ -134,9 +125,7 @@ def train_cost(cfg, batch: int, repeats: int, device: torch.device) -> dict:
         b = make_batch(lat, sched, cfg.pyramid, g)
         synchronize(device)
         t0 = time.perf_counter()
-        v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text.tokens,
-                  text_mask=text.mask, pooled=text.pooled, full_size=(H, W))
-        torch.nn.functional.mse_loss(v, b.target).backward()
+        flow_matching_loss(model, b, text, (H, W)).backward()
         synchronize(device)
         dt = time.perf_counter() - t0
         model.zero_grad(set_to_none=True)

@@ -298,7 +298,7 @@ def test_expected_sample_flops_is_the_mean_over_make_batch_draws():
 
     from pyramid_repro.config import load_config
     from pyramid_repro.flow import PyramidSchedule, cost
-    from pyramid_repro.train.dit import expected_sample_flops, expected_sample_tokens
+    from pyramid_repro.flow.cost import expected_sample_flops, expected_sample_tokens
     from pyramid_repro.train.sequences import make_batch
 
     # tiny has 1x1 patches, small 2x2 (the ledger counts tokens after patching)
@@ -321,7 +321,8 @@ def test_expected_sample_flops_is_the_mean_over_make_batch_draws():
 
 def test_match_compute_gives_equal_flops_not_equal_steps():
     from pyramid_repro.config import ConfigError, for_experiment, load_config
-    from pyramid_repro.train.dit import expected_sample_flops, stage_steps
+    from pyramid_repro.flow.cost import expected_sample_flops
+    from pyramid_repro.train.dit import stage_steps
 
     over = {"model": {"depth": 2}}
     ref = load_config("tiny", over, "pyramid")

@@ -1,14 +1,15 @@
-"""Cost accounting (docs/method.md §4): tokens, model evaluations and analytic FLOPs.
+"""Cost accounting (docs/method.md §4): tokens, model evaluations, analytic FLOPs and the GPUs' peak FLOP/s.
 
-Pure functions over a schedule and sizes; the trainer's ledger, the `tokens` command, the GPU-hour projection
-and the benchmarks all use them.
+Pure functions over a schedule and sizes, the one owner of the suite's cost model: the DiT trainer's ledger and
+`train.match_compute_to`, the `tokens` command, the GPU-hour audit's projection and MFU, and the benchmarks all
+use them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.config import Config, ConfigError, CurriculumStage, ModelConfig, PyramidConfig
 from pyramid_repro.flow.temporal import history_stages
 
 
@@ -95,6 +96,64 @@ def transformer_forward_flops(tokens: float, depth: int, hidden: int, mlp_ratio:
 def training_flops(tokens: float, depth: int, hidden: int, mlp_ratio: float = 4.0) -> float:
     """Forward + backward of one sample: 3x the forward FLOPs."""
     return 3.0 * transformer_forward_flops(tokens, depth, hidden, mlp_ratio)
+
+
+def batch_training_flops(video_tokens: float, samples: int, text_tokens: int, model: ModelConfig) -> float:
+    """Training FLOPs of one stage-homogeneous batch of `samples` samples holding `video_tokens` video tokens in
+    all, each with `text_tokens` text tokens: `samples` times the FLOPs of its mean sequence (every sample of a
+    batch has the same length, so this is exact)."""
+    per_sample = (video_tokens + samples * text_tokens) / samples
+    return training_flops(per_sample, model.depth, model.hidden_size, model.mlp_ratio) * samples
+
+
+def draw_video_tokens(draw: tuple[int, int], frames: int, height: int, width: int, patch: int,
+                      pyramid: PyramidConfig) -> int:
+    """Video tokens of one training sample of a (pyramid stage, learnt frame) draw (train/sequences.py
+    draw_stage_frame) on a height x width latent of `frames` frames: the learnt frame with its compressed history,
+    or every frame at full resolution for the full sequence (one stage), which draws neither."""
+    if pyramid.stages == 1:
+        return fullseq_training_tokens(height, width, patch, frames)
+    stage, frame = draw
+    return pyramid_sample_tokens(height, width, patch, frame + 1, pyramid.stages, stage, pyramid.temporal_pyramid)
+
+
+def sample_token_distribution(cfg: Config, stage: CurriculumStage) -> list[tuple[float, int]]:
+    """(probability, video tokens) of the training samples of curriculum `stage` as the trainer draws them
+    (train/sequences.py make_batch): pyramid stage k ~ pyramid.stage_weights and learnt latent frame
+    j ~ U{0..T-1} with its compressed history (uncompressed without the temporal pyramid); the full-sequence
+    baseline runs all T frames at full resolution."""
+    p, m, v = cfg.pyramid, cfg.model, cfg.vae
+    h, w = stage.height // v.spatial_compression, stage.width // v.spatial_compression
+    T = latent_frames(stage.frames, v.temporal_compression)
+    if p.stages == 1:
+        return [(1.0, draw_video_tokens((0, 0), T, h, w, m.patch_size, p))]
+    weights = p.stage_weights or [1.0] * p.stages
+    return [(wk / sum(weights) / T, draw_video_tokens((k, j), T, h, w, m.patch_size, p))
+            for k, wk in enumerate(weights) for j in range(T)]
+
+
+def expected_sample_tokens(cfg: Config, stage: CurriculumStage) -> float:
+    """Expected tokens (video + text) of one training sample of `stage` (see sample_token_distribution)."""
+    return sum(pr * t for pr, t in sample_token_distribution(cfg, stage)) + cfg.text_encoder.max_tokens
+
+
+def expected_sample_flops(cfg: Config, stage: CurriculumStage) -> float:
+    """Expected training FLOPs (forward + backward, text tokens included) of one sample of `stage`, over
+    sample_token_distribution. Attention is quadratic in the tokens, so this averages FLOPs, not tokens."""
+    m = cfg.model
+    return sum(pr * training_flops(t + cfg.text_encoder.max_tokens, m.depth, m.hidden_size, m.mlp_ratio)
+               for pr, t in sample_token_distribution(cfg, stage))
+
+
+# dense bf16 tensor-core peaks (FLOP/s) of the GPUs model FLOPs utilisation (MFU) is stated for, matched as
+# substrings of torch.cuda.get_device_name in this order (A100 before A10); another GPU gets no MFU
+PEAK_BF16_FLOPS: dict[str, float] = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+A100_BF16_PEAK = PEAK_BF16_FLOPS["A100"]  # the paper's GPU (Table 4): the GPU-hour audit's reference
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU by its name (torch.cuda.get_device_name), None when not in PEAK_BF16_FLOPS."""
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None)
 
 
 PAPER_CLAIM_PERCENT = 85.0  # docs/method.md §4: "training tokens reduced by more than 85% for a 10 s video"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from pyramid_repro.config import Config, load_config
+from pyramid_repro.flow.cost import A100_BF16_PEAK, expected_sample_flops, expected_sample_tokens
 from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
 
-A100_BF16_PEAK = 312e12  # FLOP/s
 ASSUMED_MFU = 0.35  # model FLOPs utilisation assumed for the projection (stated in every output)
 
 
@@ -94,11 +94,9 @@ def benchmark_summary(cfg: Config) -> pd.DataFrame:
 
 def paper_projection(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper profile's training FLOPs per stage (its curriculum x the trainer's expected FLOPs per sample,
-    train/dit.expected_sample_flops, the same accounting the ledger's FLOPs come from) and the A100-hours they
+    flow/cost.expected_sample_flops, the same accounting the ledger's FLOPs come from) and the A100-hours they
     need at the assumed MFU, beside Table 4; with this run's measured FLOP/s per device (from `summary`, a ledger
     summary) also the device-hours the paper profile would take on this run's device."""
-    from pyramid_repro.train.dit import expected_sample_flops, expected_sample_tokens
-
     paper = load_config("paper")
     thr = measured_throughput(summary)
     rows = []

@@ -1,4 +1,5 @@
-"""`pyramid-repro train-dit`: one curriculum stage of one experiment (docs/method.md §3 and §5, Table 4).
+"""The DiT trainer: one curriculum stage of one experiment (docs/method.md §3 and §5, Table 4); the command is
+commands/train_dit.py (`pyramid-repro train-dit`).
 
 Reads only the normalised latent cache of the stage (results/<profile>/latents/<stage>/) and the prompts'
 text embeddings; builds stage-homogeneous batches (train/sequences.py) for the pyramid or the full-sequence
@@ -14,7 +15,6 @@ one ledger row.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -26,16 +26,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
-from pyramid_repro.config import Config, ConfigError, CurriculumStage, for_experiment, save_config
+from pyramid_repro.config import Config, ConfigError, CurriculumStage, for_experiment
 from pyramid_repro.device import config_device
-from pyramid_repro.eval.generate import TextCondition
+from pyramid_repro.eval.generate import TextCondition  # moving to generation/generate.py (helper reval)
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
+from pyramid_repro.models import build_dit, build_text_encoder, encode_cached, load_dit
 from pyramid_repro.provenance import append_csv_row, provenance, write_csv, write_json
-from pyramid_repro.train.sequences import draw_stage_frame, draw_video_tokens, make_batch
+from pyramid_repro.train.loop import EMA, TrainingJob, TrainLoop, adamw, lr_scheduler, micro_batch_generator
+from pyramid_repro.train.sequences import TrainBatch, draw_stage_frame, make_batch
+from pyramid_repro.vae.cache import LatentDataset
 
 # a stage's fid.csv (written by eval/fid_points.py); units_file: the point's generated probe features and their
 # captions, relative to the experiment folder (empty in a fid.csv from before the column)
@@ -78,8 +79,6 @@ class CaptionBank:
     @staticmethod
     def encode(encoder, captions: list[str], cache: Path, device: torch.device | str = "cpu") -> "CaptionBank":
         """Embed the distinct captions and the empty prompt once (cached on disk, text/encode_cached)."""
-        from pyramid_repro.models import encode_cached
-
         uniq = sorted(set(captions))
         tokens, mask, pooled = encode_cached(encoder, uniq + [""], cache)
         return CaptionBank(uniq, TextCondition(tokens.to(device), mask.bool().to(device), pooled.to(device)))
@@ -97,33 +96,6 @@ class CaptionBank:
 
 # what a DiT stage's training depends on (checkpoint fingerprint); eval/compute/report settings do not count
 DIT_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train")
-
-
-def sample_token_distribution(cfg: Config, stage: CurriculumStage) -> list[tuple[float, int]]:
-    """(probability, video tokens) of the training samples of `stage` as make_batch draws them: pyramid stage
-    k ~ pyramid.stage_weights and learnt latent frame j ~ U{0..T-1} with its compressed history (uncompressed
-    without the temporal pyramid); the full-sequence baseline runs all T frames at full resolution."""
-    p, m, v = cfg.pyramid, cfg.model, cfg.vae
-    h, w = stage.height // v.spatial_compression, stage.width // v.spatial_compression
-    T = cost.latent_frames(stage.frames, v.temporal_compression)
-    if p.stages == 1:
-        return [(1.0, draw_video_tokens((0, 0), T, h, w, m.patch_size, p))]
-    weights = p.stage_weights or [1.0] * p.stages
-    return [(wk / sum(weights) / T, draw_video_tokens((k, j), T, h, w, m.patch_size, p))
-            for k, wk in enumerate(weights) for j in range(T)]
-
-
-def expected_sample_tokens(cfg: Config, stage: CurriculumStage) -> float:
-    """Expected tokens (video + text) of one training sample of `stage` (see sample_token_distribution)."""
-    return sum(pr * t for pr, t in sample_token_distribution(cfg, stage)) + cfg.text_encoder.max_tokens
-
-
-def expected_sample_flops(cfg: Config, stage: CurriculumStage) -> float:
-    """Expected training FLOPs (forward + backward, text tokens included) of one sample of `stage`, over
-    sample_token_distribution. Attention is quadratic in the tokens, so this averages FLOPs, not tokens."""
-    m = cfg.model
-    return sum(pr * cost.training_flops(t + cfg.text_encoder.max_tokens, m.depth, m.hidden_size, m.mlp_ratio)
-               for pr, t in sample_token_distribution(cfg, stage))
 
 
 def fid_point_steps(steps: int, fid_every: int, fid_points: int = 0) -> list[int]:
@@ -146,8 +118,8 @@ def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
         return stage.steps
     ref_cfg = for_experiment(cfg, ref)
     ref_stage = next(s for s in ref_cfg.train.curriculum if s.name == stage.name)
-    budget = ref_stage.steps * ref_stage.batch_size * expected_sample_flops(ref_cfg, ref_stage)
-    return max(1, round(budget / (stage.batch_size * expected_sample_flops(cfg, stage))))
+    budget = ref_stage.steps * ref_stage.batch_size * cost.expected_sample_flops(ref_cfg, ref_stage)
+    return max(1, round(budget / (stage.batch_size * cost.expected_sample_flops(cfg, stage))))
 
 
 def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
@@ -168,8 +140,6 @@ class StageData:
 
     @staticmethod
     def load(cfg: Config, stage: str, encoder, device: torch.device) -> "StageData":
-        from pyramid_repro.vae import LatentDataset
-
         data = LatentDataset(cfg.layout.latents(), stage, "train")
         captions, val_caps = stage_captions(cfg, stage)
         bank = stage_caption_bank(cfg, stage, encoder, device, captions, val_caps)
@@ -191,7 +161,7 @@ class StageData:
     def sample_tokens(self, cfg: Config, draw: tuple[int, int]) -> int:
         """Video tokens of one sample of this (stage, frame) draw (flow/cost.py, as TrainBatch.video_tokens)."""
         T, h, w = self.latents.shape[2:]
-        return draw_video_tokens(draw, T, h, w, cfg.model.patch_size, cfg.pyramid)
+        return cost.draw_video_tokens(draw, T, h, w, cfg.model.patch_size, cfg.pyramid)
 
 
 def stage_captions(cfg: Config, stage: str) -> tuple[list[str], list[str]]:
@@ -233,8 +203,6 @@ def training_owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tupl
 
 def _initial_model(cfg: Config, experiment: str, idx: int, encoder):
     """A fresh MM-DiT for the first stage; the previous stage's final weights for the later ones (curriculum)."""
-    from pyramid_repro.models import build_dit, load_dit
-
     torch.manual_seed(cfg.seed)
     model = build_dit(cfg, encoder.token_dim, encoder.pooled_dim)
     if idx > 0:
@@ -246,13 +214,122 @@ def _initial_model(cfg: Config, experiment: str, idx: int, encoder):
     return model
 
 
+def flow_matching_loss(model: torch.nn.Module, batch: TrainBatch, text: TextCondition,
+                       full_size: tuple[int, int]) -> torch.Tensor:
+    """The DiT's training loss on one batch (docs/method.md §1-§3): the MSE between the model's velocity and the
+    flow-matching target of `batch` (train/sequences.py make_batch), in fp32 whatever the autocast it runs under.
+    The one forward + loss of the trainer and the benchmarks (benchmarks/gpu_check.py, pyramid_vs_fullseq.py)."""
+    v = model(history=batch.history, current=batch.current, timestep=batch.timestep, tokens=text.tokens,
+              text_mask=text.mask, pooled=text.pooled, full_size=full_size)
+    return F.mse_loss(v.float(), batch.target.float())
+
+
+class StageLoop(TrainLoop):
+    """train/loop.py's loop filled in for one DiT curriculum stage: stage-homogeneous micro-batches (fixed or
+    token-packed), flow-matching loss, samples/tokens/FLOPs spent, FID snapshots, done.json."""
+
+    def __init__(self, cfg: Config, experiment: str, idx: int, st: CurriculumStage, out: Path, job: TrainingJob,
+                 data: "StageData", model: torch.nn.Module, opt: torch.optim.Optimizer, sched_lr, ema: EMA,
+                 max_steps: int | None):
+        tc = cfg.train
+        super().__init__(job, cfg, out, {"model": model}, {"optimizer": opt}, sched_lr, ema,
+                         steps=stage_steps(cfg, experiment, st), max_steps=max_steps, grad_clip=tc.grad_clip,
+                         log_every=tc.log_every, ckpt_every=tc.ckpt_every, experiment=experiment, stage=st.name,
+                         label=f"{experiment}/{st.name}", desc=f"{experiment}/{st.name}")
+        self.idx, self.st, self.data = idx, st, data
+        # the step plan: micro-batches per optimizer step (Table 4's batch sizes are global), this process's share
+        self.schedule = PyramidSchedule.from_config(cfg.pyramid)
+        where = f"train.curriculum[{idx}] ({st.name})"
+        self.micro = job.micro_batch_size(st.batch_size, st.micro_batch_size, where)
+        self.mine = job.my_micro_batches(max(1, st.batch_size // self.micro), where)
+        self.share = st.batch_size // job.world  # samples per process and step when micro-batches are token-packed
+        if st.micro_batch_tokens and st.batch_size % job.world:
+            raise ConfigError(f"{where}: batch_size {st.batch_size} cannot be split among {job.world} processes")
+        self.fid_steps = set(fid_point_steps(self.steps, tc.fid_every, st.fid_points))
+        self.stats = {"samples": 0, "tokens": 0, "flops": 0.0}
+        self.latent_size = tuple(data.latents.shape[-2:])
+
+    def micro_batches(self, step: int):
+        """This process's micro-batches of one step: ((TrainBatch, TextCondition), loss weight, last?). Fixed
+        micro-batches of `micro` samples, each weighted 1 / their count, or token-packed ones (micro_batch_tokens)
+        weighted by their share of the process's samples, so the loss is the mean over samples either way."""
+        cfg, st, data, dev, mine = self.cfg, self.st, self.data, self.job.device, self.mine
+        key = step_key(cfg.seed, self.idx, step)
+        if not st.micro_batch_tokens:
+            for j, mb in enumerate(mine):
+                yield (data.micro_batch(self.micro, self.schedule, cfg, micro_batch_generator(key, mb, dev)),
+                       1.0 / len(mine), j == len(mine) - 1)
+            return
+        drawn, share = 0, self.share
+        while drawn < share:
+            # generators keyed by the first sample's index in the global batch: distinct across processes, and
+            # the same after a resume
+            g = micro_batch_generator(key, self.job.rank * share + drawn, dev)
+            draw = data.draw(self.schedule, cfg, g)
+            n = packed_size(data.sample_tokens(cfg, draw), st.micro_batch_tokens, share - drawn)
+            drawn += n
+            yield data.micro_batch(n, self.schedule, cfg, g, draw), n / share, drawn == share
+
+    def step(self, step: int) -> float:
+        job, model, m = self.job, self.model, self.cfg.model
+        loss_sum, counts = torch.zeros((), dtype=torch.float64, device=job.device), [0, 0, 0.0]
+        for (b, text), weight, last in self.micro_batches(step):
+            with job.accumulate(model, last=last):
+                with job.accelerator.autocast():
+                    loss = flow_matching_loss(model, b, text, self.latent_size)
+                job.accelerator.backward(loss * weight)
+            loss_sum += loss.detach().double() * weight
+            video_tokens, n = b.video_tokens(m.patch_size), b.current.shape[0]
+            counts[0] += n
+            counts[1] += video_tokens
+            counts[2] += cost.batch_training_flops(video_tokens, n, self.cfg.text_encoder.max_tokens, m)
+        # one step's loss (mean over the global batch) and work (summed over the processes)
+        total = job.sum_over_processes([float(loss_sum), *counts])
+        for k, x in zip(("samples", "tokens", "flops"), total[1:]):
+            self.stats[k] += type(self.stats[k])(x)
+        return total[0] / job.world
+
+    def extra_state(self) -> dict:
+        return {"stats": self.stats}
+
+    def load_extra_state(self, extra: dict) -> None:
+        self.stats = extra["stats"]
+
+    def started(self) -> None:
+        self.job0 = dict(self.stats)  # this job's share of the work goes to its ledger row
+        self.snapshots = FidSnapshots(self.out / "fid_snapshots", self.cfg, self.experiment, self.idx,
+                                      self.latent_size, fresh=self.step0 == 0 and self.job.main)
+
+    def trace_rows(self) -> list[dict]:
+        return [{"step": i, "loss": v} for i, v in enumerate(self.trace, 1)]
+
+    def postfix(self, done: int, loss: float) -> dict[str, str] | None:
+        if done % self.log_every == 0 or done == self.stop:  # the progress line (rule log) shows the recent loss
+            window = self.trace[-self.log_every:]
+            return {"loss": f"{loss:.4f}", "mean": f"{sum(window) / len(window):.4f}"}
+        return None
+
+    def stepped(self, done: int) -> None:
+        if self.job.main and done in self.fid_steps:
+            self.snapshots.save(self.job.unwrap(self.model), self.ema, done, self.stats, time.time() - self.t_start)
+
+    def work(self) -> dict:
+        return {k: self.stats[k] - self.job0[k] for k in ("samples", "tokens", "flops")}
+
+    def finish(self, final: torch.nn.Module) -> None:
+        trace, stats, job = self.trace, self.stats, self.job
+        write_json(self.out / "done.json", {"experiment": self.experiment, "stage": self.stage, "steps": self.steps,
+                                            "first_loss_mean10": sum(trace[:10]) / max(1, len(trace[:10])),
+                                            "last_loss_mean10": sum(trace[-10:]) / max(1, len(trace[-10:])),
+                                            "samples": stats["samples"], "tokens": stats["tokens"],
+                                            "flops": stats["flops"], "processes": job.world,
+                                            "device": str(job.device),
+                                            "provenance": provenance(self.cfg, experiment=self.experiment)})
+
+
 def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None = None,
                 max_steps: int | None = None) -> Path:
     """Train one curriculum stage; returns the stage folder (with done.json when finished)."""
-    from pyramid_repro.models import build_text_encoder
-    from pyramid_repro.train.ledger import LedgerRecorder
-    from pyramid_repro.train.loop import EMA, TrainingJob, adamw, check_finite, micro_batch_generator, write_trace
-
     # 1. which run this is, where it writes, on which device and processes
     idx, st = curriculum_stage(cfg, stage_name)
     experiment, cfg = training_owner(cfg, experiment, st)
@@ -268,121 +345,13 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     data = StageData.load(cfg, stage_name, encoder, dev)
     model = _initial_model(cfg, experiment, idx, encoder)
     opt = adamw(model.parameters(), dev, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
-    sched_lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tc.warmup_steps)))
-    model, opt = job.accelerator.prepare(model, opt)
+    sched_lr = lr_scheduler(opt, tc.warmup_steps)
+    models, opts = job.prepare({"model": model}, {"optimizer": opt})
+    model, opt = models["model"], opts["optimizer"]
     ema = EMA(job.unwrap(model), tc.ema_decay)
 
-    # 3. the step plan: micro-batches per optimizer step (Table 4's batch sizes are global), this process's share
-    schedule = PyramidSchedule.from_config(cfg.pyramid)
-    where = f"train.curriculum[{idx}] ({stage_name})"
-    micro = job.micro_batch_size(st.batch_size, st.micro_batch_size, where)
-    mine = job.my_micro_batches(max(1, st.batch_size // micro), where)
-    share = st.batch_size // job.world  # samples per process and step when micro-batches are token-packed
-    if st.micro_batch_tokens and st.batch_size % job.world:
-        raise ConfigError(f"{where}: batch_size {st.batch_size} cannot be split among {job.world} processes")
-
-    def micro_batches(step: int):
-        """This process's micro-batches of one step: ((TrainBatch, TextCondition), loss weight, last?). Fixed
-        micro-batches of `micro` samples, each weighted 1 / their count, or token-packed ones (micro_batch_tokens)
-        weighted by their share of the process's samples, so the loss is the mean over samples either way."""
-        key = step_key(cfg.seed, idx, step)
-        if not st.micro_batch_tokens:
-            for j, mb in enumerate(mine):
-                yield (data.micro_batch(micro, schedule, cfg, micro_batch_generator(key, mb, dev)), 1.0 / len(mine),
-                       j == len(mine) - 1)
-            return
-        drawn = 0
-        while drawn < share:
-            # generators keyed by the first sample's index in the global batch: distinct across processes, and
-            # the same after a resume
-            g = micro_batch_generator(key, job.rank * share + drawn, dev)
-            draw = data.draw(schedule, cfg, g)
-            n = packed_size(data.sample_tokens(cfg, draw), st.micro_batch_tokens, share - drawn)
-            drawn += n
-            yield data.micro_batch(n, schedule, cfg, g, draw), n / share, drawn == share
-
-    steps = stage_steps(cfg, experiment, st)
-    stop = steps if max_steps is None else min(steps, max_steps)  # an early stop leaves a checkpoint to resume
-    fid_steps = set(fid_point_steps(steps, tc.fid_every, st.fid_points))
-
-    # 4. resume
-    step0, trace, stats = 0, [], {"samples": 0, "tokens": 0, "flops": 0.0}
-    state = job.resume({"model": job.unwrap(model)}, {"optimizer": opt})
-    if state is not None:
-        step0, trace, stats = state["step"], state["extra"]["trace"], state["extra"]["stats"]
-        ema.load(state["extra"]["ema"])
-        sched_lr.load_state_dict(state["extra"]["lr"])
-        print(f"resuming {experiment}/{stage_name} from step {step0} ({state['path']})")
-    job0 = dict(stats)  # this job's share of the work goes to its ledger row
-    latent_size = tuple(data.latents.shape[-2:])
-    snapshots = FidSnapshots(out / "fid_snapshots", cfg, experiment, idx, latent_size,
-                             fresh=step0 == 0 and job.main)
-
-    # 5. the loop
-    m = cfg.model
-    with LedgerRecorder(out / "ledger.csv", cfg, enabled=job.main, experiment=experiment, stage=stage_name,
-                        resumed_from_step=step0, processes=job.world, device=dev) as ledger:
-        t_start = time.time()
-        bar = tqdm(range(step0, stop), initial=step0, total=steps, desc=f"{experiment}/{stage_name}",
-                   disable=not job.main)
-        for step in bar:
-            model.train()
-            loss_sum, counts = torch.zeros((), dtype=torch.float64, device=dev), [0, 0, 0.0]
-            for (b, text), weight, last in micro_batches(step):
-                with job.accumulate(model, last=last):
-                    with job.accelerator.autocast():
-                        v = model(history=b.history, current=b.current, timestep=b.timestep, tokens=text.tokens,
-                                  text_mask=text.mask, pooled=text.pooled, full_size=latent_size)
-                        loss = F.mse_loss(v.float(), b.target.float())
-                    job.accelerator.backward(loss * weight)
-                loss_sum += loss.detach().double() * weight
-                video_tokens, n = b.video_tokens(m.patch_size), b.current.shape[0]
-                counts[0] += n
-                counts[1] += video_tokens
-                counts[2] += cost.training_flops((video_tokens + n * cfg.text_encoder.max_tokens) / n,
-                                                 m.depth, m.hidden_size, m.mlp_ratio) * n
-            # one step's loss (mean over the global batch) and work (summed over the processes)
-            total = job.sum_over_processes([float(loss_sum), *counts])
-            loss_value = total[0] / job.world
-            check_finite(loss_value, step, out / "checkpoints")
-            if tc.grad_clip:
-                job.accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            sched_lr.step()
-            opt.zero_grad(set_to_none=True)
-            ema.update(job.unwrap(model))
-            trace.append(loss_value)
-            for k, x in zip(("samples", "tokens", "flops"), total[1:]):
-                stats[k] += type(stats[k])(x)
-            done = step + 1
-            if done % tc.log_every == 0 or done == stop:  # the progress line (rule log) shows the recent loss
-                window = trace[-tc.log_every:]
-                bar.set_postfix(loss=f"{loss_value:.4f}", mean=f"{sum(window) / len(window):.4f}")
-            if job.main and done in fid_steps:
-                snapshots.save(job.unwrap(model), ema, done, stats, time.time() - t_start)
-            if done % tc.ckpt_every == 0 or done == stop:
-                job.save(done, {"model": model}, {"optimizer": opt},
-                         {"trace": trace, "stats": stats, "ema": ema.state_dict(), "lr": sched_lr.state_dict()})
-        ledger.update(steps=stop - step0, samples=stats["samples"] - job0["samples"],
-                      tokens=stats["tokens"] - job0["tokens"], flops=stats["flops"] - job0["flops"])
-    job.accelerator.wait_for_everyone()
-    if not job.main:
-        return out
-
-    # 6. outputs: the loss log, and at the end of the stage the EMA weights, done.json
-    write_trace(out / "train_log.csv", [{"step": i, "loss": v} for i, v in enumerate(trace, 1)])
-    if stop < steps:
-        return out
-    final = job.unwrap(model)
-    final.load_state_dict(ema.state_dict())
-    final.save_pretrained(out / "final")
-    save_config(cfg, out / "final" / "train_config.yaml")
-    write_json(out / "done.json", {"experiment": experiment, "stage": stage_name, "steps": steps,
-                                   "first_loss_mean10": sum(trace[:10]) / max(1, len(trace[:10])),
-                                   "last_loss_mean10": sum(trace[-10:]) / max(1, len(trace[-10:])),
-                                   "samples": stats["samples"], "tokens": stats["tokens"], "flops": stats["flops"],
-                                   "processes": job.world, "device": str(dev),
-                                   "provenance": provenance(cfg, experiment=experiment)})
+    # 3. the loop (train/loop.py): resume, steps, checkpoints, ledger, final/ and done.json
+    StageLoop(cfg, experiment, idx, st, out, job, data, model, opt, sched_lr, ema, max_steps).run()
     return out
 
 
@@ -487,29 +456,3 @@ def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
                 rows.append(row)
     write_csv(out, FID_COLUMNS, rows)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="pyramid-repro train-dit",
-        description="Train one curriculum stage of one experiment (resumes from its newest checkpoint), or "
-        "collect an experiment's FID-vs-compute curve across stages (--collect-fid-curve).",
-    )
-    add_config_args(ap)
-    ap.add_argument("--stage", help="curriculum stage name (train.curriculum[].name)")
-    add_threads_arg(ap)
-    ap.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (tests, debugging)")
-    ap.add_argument("--collect-fid-curve", action="store_true", help="write the experiment's fid_curve.csv")
-    ap.add_argument("--out", type=Path, help="stage folder (default: layout.stage, results/<profile>/<experiment>/"
-                    "dit/<stage>) or, with --collect-fid-curve, the CSV to write (default: layout.fid_curve)")
-    args = ap.parse_args(argv)
-    cfg = config_from_args(args, require_experiment=True)
-    if args.collect_fid_curve:
-        out = args.out or cfg.layout.fid_curve(args.experiment)
-        print(f"wrote {collect_fid_curve(cfg, args.experiment, out)}")
-        return 0
-    if not args.stage:
-        ap.error("--stage is required")
-    out = train_stage(cfg, args.experiment, args.stage, args.out, args.max_steps)
-    print(f"finished {args.experiment}/{args.stage}: {out}")
-    return 0

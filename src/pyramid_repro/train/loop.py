@@ -12,6 +12,11 @@ weights; a NaN/inf guard; atomic checkpoints with resume; a loss log. What is co
   their share of the micro-batches compute the same global batch as one process (the data-parallel tests compare
   the loss traces), and a resumed run draws what an uninterrupted one would have drawn.
 * :class:`EMA` — exponential moving average of the weights (the weights used for sampling), on the model's device.
+* :func:`lr_lambda` / :func:`lr_scheduler` — the learning-rate schedule of both trainers: linear warm-up, then
+  constant (DiT) or a cosine decay (VAE).
+* :class:`TrainLoop` — the loop itself around a trainer's optimizer step: resume, the ledger row, the progress bar,
+  NaN/inf guard, clipping, optimizer/lr/EMA steps, checkpoints, the loss log and the final (EMA) weights. The DiT
+  trainer (train/dit.py) and the VAE trainer (train/vae.py) subclass it and fill in their micro-batches.
 
 Data parallel: gradients are averaged by DDP across processes, each process divides its loss by its number of
 micro-batches, so the update is the mean over the global batch whatever the process count. With an explicit
@@ -24,13 +29,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from tqdm import tqdm
 
-from pyramid_repro.config import ConfigError
+from pyramid_repro.config import Config, ConfigError, save_config
 from pyramid_repro.device import generator as device_generator
+from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, resume_point, save_checkpoint
+from pyramid_repro.train.ledger import LedgerRecorder
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,6 +66,26 @@ def adamw(params, device: torch.device | str, **kwargs) -> torch.optim.AdamW:
     (`meta` in the device tests) get the reference implementation; both compute the same update."""
     fused = torch.device(device).type in ("cpu", "cuda")
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
+def lr_lambda(warmup_steps: int, decay_steps: int | None = None) -> Callable[[int], float]:
+    """Learning-rate factor of optimizer step s (0-based) for torch's LambdaLR: a linear warm-up over
+    `warmup_steps` steps, then constant (the DiT stages), or with `decay_steps` that times a cosine decay towards 0
+    over `decay_steps` steps (the VAE: the tiny profile's short schedule needs its last steps at a small lr).
+    Plain functions, so LambdaLR's state_dict (in every checkpoint) stores no state for them."""
+
+    def warmup(s: int) -> float:
+        return min(1.0, (s + 1) / max(1, warmup_steps))
+
+    if decay_steps is None:
+        return warmup
+    return lambda s: warmup(s) * 0.5 * (1 + torch.cos(torch.tensor(3.14159 * s / decay_steps)).item())
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                 decay_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """The trainers' learning-rate schedule (lr_lambda) on `optimizer` (before accelerate prepares it)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup_steps, decay_steps))
 
 
 def check_finite(loss: float | torch.Tensor, step: int, checkpoints: Path | None = None) -> None:
@@ -131,6 +160,15 @@ class TrainingJob:
         n = per_step // self.world
         return range(self.rank * n, (self.rank + 1) * n)
 
+    def prepare(self, models: dict[str, torch.nn.Module],
+                optimizers: dict[str, Any]) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
+        """The models and optimizers wrapped by accelerate (device placement, DDP), in one prepare call, under the
+        same names."""
+        prepared = self.accelerator.prepare(*models.values(), *optimizers.values())
+        if len(models) + len(optimizers) == 1:
+            prepared = (prepared,)
+        return dict(zip(models, prepared[:len(models)])), dict(zip(optimizers, prepared[len(models):]))
+
     def accumulate(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
         """No gradient all-reduce on the micro-batches before the last one of a step (DDP no_sync)."""
         return contextlib.nullcontext() if last else self.accelerator.no_sync(model)
@@ -150,8 +188,6 @@ class TrainingJob:
         """Load the newest checkpoint written under this job's fingerprint into `models`/`optimizers` (every
         process); returns {"step", "extra"} or None to start fresh. The main process first moves checkpoints of
         another configuration aside (train/checkpoint.py `resume_point`)."""
-        from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, resume_point
-
         if self.main:
             resume_point(self.checkpoints, self.fingerprint)
         self.accelerator.wait_for_everyone()
@@ -165,11 +201,139 @@ class TrainingJob:
     def save(self, step: int, models: dict[str, torch.nn.Module], optimizers: dict[str, Any],
              extra: dict[str, Any]) -> None:
         """Checkpoint (main process only; models unwrapped, tensors on the CPU)."""
-        from pyramid_repro.train.checkpoint import save_checkpoint
-
         if self.main:
             save_checkpoint(self.checkpoints, step, {k: self.unwrap(m) for k, m in models.items()}, optimizers,
                             extra=_to_cpu(extra))
+
+
+class TrainLoop:
+    """The optimizer-step loop of one training job, shared by the DiT stages (train/dit.py) and the VAE
+    (train/vae.py): resume from the newest checkpoint of the job's fingerprint, one ledger row for the job, the
+    progress bar; after each step the NaN/inf guard, gradient clipping, the optimizer, lr-schedule and EMA steps;
+    checkpoints every `ckpt_every` steps and at the stop (`max_steps` stops early and leaves a checkpoint to resume
+    from); then (main process) the loss log and, at the end of the schedule, the (EMA) weights in final/ with the
+    config they were trained with.
+
+    `models` and `optimizers` are accelerate-prepared (TrainingJob.prepare), the first of each being the one the
+    loop steps (the VAE's discriminator and its optimizer ride along in checkpoints). A trainer subclasses this and
+    fills in `step` (this process's micro-batches of one optimizer step, backward included) and, where it needs
+    them, the hooks below; the checkpoint's extra state is {"trace", **extra_state(), "ema", "lr"}."""
+
+    def __init__(self, job: TrainingJob, cfg: Config, out: Path, models: dict[str, torch.nn.Module],
+                 optimizers: dict[str, Any], lr: torch.optim.lr_scheduler.LRScheduler, ema: EMA | None, *,
+                 steps: int, max_steps: int | None, grad_clip: float, log_every: int, ckpt_every: int,
+                 experiment: str, stage: str, label: str, desc: str):
+        self.job, self.cfg, self.out = job, cfg, Path(out)
+        self.models, self.optimizers, self.lr, self.ema = models, optimizers, lr, ema
+        self.model, self.optimizer = next(iter(models.values())), next(iter(optimizers.values()))
+        self.steps = steps
+        self.stop = steps if max_steps is None else min(steps, max_steps)  # an early stop leaves a checkpoint
+        self.grad_clip, self.log_every, self.ckpt_every = grad_clip, log_every, ckpt_every
+        self.experiment, self.stage = experiment, stage  # of the ledger row
+        self.label, self.desc = label, desc  # the resume message's name of the job; the progress bar's
+        self.step0, self.trace = 0, []
+        self.t_start = 0.0
+
+    # -- what a trainer fills in -------------------------------------------------------------------------------
+    def step(self, step: int) -> float:
+        """Forward and backward of this process's micro-batches of optimizer step `step` (0-based); returns the
+        step's loss, the mean over the global batch (the same on every process)."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """The trainer's own state in a checkpoint (beside the trace, EMA and lr schedule)."""
+        return {}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what extra_state saved, from a checkpoint's extra dict."""
+
+    def started(self) -> None:
+        """After resume (self.step0 set), before the ledger starts timing."""
+
+    def trace_entry(self, step: int, loss: float) -> Any:
+        """What the trace keeps of optimizer step `step` (0-based): the loss by default."""
+        return loss
+
+    def trace_rows(self) -> list[dict[str, Any]]:
+        """The loss log's rows (write_trace) from the trace."""
+        return self.trace
+
+    def postfix(self, done: int, loss: float) -> dict[str, str] | None:
+        """The progress bar's postfix after `done` steps, or None to leave it."""
+        return None
+
+    def stepped(self, done: int) -> None:
+        """After optimizer step `done` (1-based) and the EMA update, before its checkpoint."""
+
+    def work(self) -> dict[str, Any]:
+        """This job's samples, tokens and FLOPs for its ledger row (every process calls it)."""
+        return {}
+
+    def finish(self, final: torch.nn.Module) -> None:
+        """Main process, end of the schedule: after final/ holds `final` (the unwrapped model with the EMA
+        weights, in eval mode) and its train_config.yaml."""
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def resume(self) -> None:
+        job = self.job
+        state = job.resume({k: job.unwrap(m) for k, m in self.models.items()}, self.optimizers)
+        if state is None:
+            return
+        extra = state["extra"]
+        self.step0, self.trace = state["step"], extra["trace"]
+        self.load_extra_state(extra)
+        if self.ema is not None and extra.get("ema") is not None:
+            self.ema.load(extra["ema"])
+        self.lr.load_state_dict(extra["lr"])
+        print(f"resuming {self.label} from step {self.step0} ({state['path']})")
+
+    def run(self) -> None:
+        """Resume, train to the stop, write the outputs (see the class docstring)."""
+        job = self.job
+        self.resume()
+        self.started()
+        with LedgerRecorder(self.out / "ledger.csv", self.cfg, experiment=self.experiment, stage=self.stage,
+                            resumed_from_step=self.step0, enabled=job.main, processes=job.world,
+                            device=job.device) as ledger:
+            self.t_start = time.time()
+            bar = tqdm(range(self.step0, self.stop), initial=self.step0, total=self.steps, desc=self.desc,
+                       disable=not job.main)
+            for step in bar:
+                self.model.train()
+                loss = self.step(step)
+                check_finite(loss, step, self.out / "checkpoints")
+                if self.grad_clip:
+                    job.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                self.optimizer.step()
+                self.lr.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(job.unwrap(self.model))
+                self.trace.append(self.trace_entry(step, loss))
+                done = step + 1
+                postfix = self.postfix(done, loss)
+                if postfix:
+                    bar.set_postfix(**postfix)
+                self.stepped(done)
+                if done % self.ckpt_every == 0 or done == self.stop:
+                    job.save(done, self.models, self.optimizers,
+                             {"trace": self.trace, **self.extra_state(),
+                              "ema": self.ema.state_dict() if self.ema is not None else None,
+                              "lr": self.lr.state_dict()})
+            ledger.update(steps=self.stop - self.step0, **self.work())
+        job.accelerator.wait_for_everyone()
+        if not job.main:
+            return
+        write_trace(self.out / "train_log.csv", self.trace_rows())
+        if self.stop < self.steps:
+            return
+        final = job.unwrap(self.model)
+        if self.ema is not None:
+            final.load_state_dict(self.ema.state_dict())
+        final.eval()
+        final.save_pretrained(self.out / "final")
+        save_config(self.cfg, self.out / "final" / "train_config.yaml")
+        self.finish(final)
 
 
 def _to_cpu(obj: Any) -> Any:

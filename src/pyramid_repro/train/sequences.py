@@ -55,17 +55,6 @@ def draw_stage_frame(frames: int, schedule: PyramidSchedule, pyramid: PyramidCon
     return stage, host_int(frames, generator)
 
 
-def draw_video_tokens(draw: tuple[int, int], frames: int, height: int, width: int, patch: int,
-                      pyramid: PyramidConfig) -> int:
-    """Video tokens of one sample of a (stage, frame) draw on a height x width latent of `frames` frames: the learnt
-    frame with its compressed history (flow/cost.py), or every frame at full resolution for the full sequence."""
-    if pyramid.stages == 1:
-        return cost.fullseq_training_tokens(height, width, patch, frames)
-    stage, frame = draw
-    return cost.pyramid_sample_tokens(height, width, patch, frame + 1, pyramid.stages, stage,
-                                      pyramid.temporal_pyramid)
-
-
 def make_batch(latents: torch.Tensor, schedule: PyramidSchedule, pyramid: PyramidConfig,
                generator: torch.Generator | None = None, draw: tuple[int, int] | None = None) -> TrainBatch:
     """Build one training batch from clean latents (B, C, T, H, W); see the module docstring. `draw`: the
