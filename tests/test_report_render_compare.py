@@ -145,7 +145,8 @@ def test_ablation_frames_from_sample_videos(tmp_path):
 
 
 def test_report_command_with_zero_metrics(tmp_path, capsys):
-    assert report_command.main(["--profile", "smoke", "--set", f"results={tmp_path / 'r'}", "--out", str(tmp_path)]) == 0
+    argv = ["--profile", "smoke", "--set", f"results={tmp_path / 'r'}", "--out", str(tmp_path)]
+    assert report_command.main(argv) == 0
     assert {"table1.pdf", "table1.csv", "table1.md", "table5.pdf", "gpu_hours.pdf"} <= {
         p.name for p in tmp_path.iterdir()}
     assert "only the paper's rows" in (tmp_path / "table1.md").read_text()

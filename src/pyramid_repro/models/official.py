@@ -172,7 +172,8 @@ def suite_kwargs_from_sd3(config: dict, qk_norm_eps: float = OFFICIAL_QK_NORM_EP
     return {"in_channels": config["in_channels"], "patch_size": config["patch_size"], "hidden_size": hidden,
             "depth": config["num_layers"], "num_heads": config["num_attention_heads"], "mlp_ratio": 4.0,
             "qk_norm": config.get("qk_norm") == "rms_norm", "text_dim": config["joint_attention_dim"],
-            "pooled_dim": config["pooled_projection_dim"], "qk_norm_eps": qk_norm_eps, "pos_embed_max_size": config["pos_embed_max_size"],
+            "pooled_dim": config["pooled_projection_dim"], "qk_norm_eps": qk_norm_eps,
+            "pos_embed_max_size": config["pos_embed_max_size"],
             "pos_embed_base_size": config["sample_size"] // config["patch_size"]}
 
 
