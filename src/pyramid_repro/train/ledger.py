@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,6 @@ LEDGER_FIELDS = [
 
 def launch_nodes() -> int:
     """Machines of this job: WORLD_SIZE / LOCAL_WORLD_SIZE under torchrun / accelerate launch, else 1."""
-    import os
-
     world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 0) or 0)
     return max(1, world // local) if local else 1
 
