@@ -125,17 +125,3 @@ def profile_path(profile: str) -> Path:
         raise ConfigError(f"unknown profile {profile!r} (expected one of: {', '.join(PROFILES)})")
     return replication_dir() / "profiles" / f"{profile}.yaml"
 
-
-__all__ = [
-    "PROFILES",
-    "ConfigError",
-    "deep_merge",
-    "default_profile",
-    "load_yaml",
-    "parse_override",
-    "profile_path",
-    "read_yaml",
-    "replication_dir",
-    "repo_root",
-    "schema_path",
-]

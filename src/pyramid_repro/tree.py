@@ -441,25 +441,3 @@ def check_consistency(cfg: Config) -> None:
     if errs:
         raise ConfigError(f"profile '{cfg.profile}': inconsistent configuration:\n  " + "\n  ".join(errs))
 
-
-__all__ = [
-    "SCHEMA_DIALECT",
-    "CurriculumStage",
-    "ComputeConfig",
-    "Config",
-    "DataConfig",
-    "DiTTrainConfig",
-    "EvalConfig",
-    "ModelConfig",
-    "PyramidConfig",
-    "SamplerConfig",
-    "SyntheticConfig",
-    "TextEncoderConfig",
-    "TrainLoopConfig",
-    "VAEConfig",
-    "VAELossConfig",
-    "build_config",
-    "check_consistency",
-    "json_schema",
-    "schema_yaml",
-]
