@@ -124,4 +124,3 @@ def profile_path(profile: str) -> Path:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r} (expected one of: {', '.join(PROFILES)})")
     return replication_dir() / "profiles" / f"{profile}.yaml"
-

@@ -440,4 +440,3 @@ def check_consistency(cfg: Config) -> None:
             errs.append(f"{where}: frames={t} must be 1 + k * vae.temporal_compression ({v.temporal_compression})")
     if errs:
         raise ConfigError(f"profile '{cfg.profile}': inconsistent configuration:\n  " + "\n  ".join(errs))
-
