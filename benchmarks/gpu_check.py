@@ -138,7 +138,7 @@ def train_steps(cfg, label: str, device: torch.device, steps: int, sink: list[di
 
 def generation(model_size: str, device: torch.device, frames: int, sink: list[dict]) -> None:
     """Seconds per 384p video of `frames` latent frames: pyramid (KV cache off/on) and the full sequence."""
-    from pyramid_repro.eval.generate import TextCondition, generate_latents
+    from pyramid_repro.generation.generate import TextCondition, generate_latents
 
     steps = {"steps_first_frame": [20, 20, 20], "steps_later_frames": [10, 10, 10], "guidance_first_frame": 7.0,
              "guidance_video": 5.0}

@@ -30,7 +30,7 @@ from pyramid_repro.config import Config, load_config
 from pyramid_repro.device import autocast, config_device
 from pyramid_repro.device import generator as device_generator
 from pyramid_repro.eval.backends import fid_probe_features, frechet_interval, real_probe_stats
-from pyramid_repro.eval.generate import generate_latents
+from pyramid_repro.generation.generate import generate_latents
 from pyramid_repro.provenance import write_csv, write_npz
 from pyramid_repro.train.dit import (FID_COLUMNS, SNAPSHOT_INFO, CaptionBank, curriculum_stage, fid_point_steps,
                                      list_snapshots, snapshot_dir, stage_caption_bank, stage_captions, stage_steps,
@@ -53,7 +53,7 @@ def fid_guidance(cfg: Config) -> float:
 def fid_generation_config(cfg: Config) -> Config:
     """A copy of `cfg` whose sampler guidance scales (first frame and later frames) both equal fid_guidance(cfg):
     the one-frame generation takes the first-frame scale in the pyramid and the video scale in the full-sequence
-    model (eval/generate.py), so both are set for the two arms to share one setting."""
+    model (generation/generate.py), so both are set for the two arms to share one setting."""
     g = fid_guidance(cfg)
     out = copy.deepcopy(cfg)
     out.pyramid.sampler.guidance_first_frame = g

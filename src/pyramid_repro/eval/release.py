@@ -240,7 +240,7 @@ def load_release(run: ReleaseRun, device, bf16: bool = True):
 
 def sample(cfg: Config, run: ReleaseRun, suite: str, out: Path, batch_size: int = 1, capture: str = "none") -> Path:
     """Sample `suite` with the release under its official settings into `out`; returns samples.json. `capture`:
-    eval/capture.py (``cuda-graph`` needs CUDA)."""
+    generation/capture.py (``cuda-graph`` needs CUDA)."""
     from pyramid_repro.device import config_device
     from pyramid_repro.eval.sample import sample_videos, suite_prompts
     from pyramid_repro.provenance import provenance, write_json

@@ -23,8 +23,8 @@ from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.device import autocast, config_device, generator
-from pyramid_repro.eval.capture import CLI_CAPTURE_CHOICES, check_capture
-from pyramid_repro.eval.generate import TextCondition, generate_latents, kv_cache_exact
+from pyramid_repro.generation.capture import CLI_CAPTURE_CHOICES, check_capture
+from pyramid_repro.generation.generate import TextCondition, generate_latents, kv_cache_exact
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.provenance import provenance, write_json
 
@@ -95,7 +95,7 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
     `negative_prompt` (the empty prompt by default); `image` makes it image-to-video (its VAE latent is the
     first frame of every video). Pyramid models sample with the history KV cache where it is exact
     (`kv_cache_exact`); `capture` records each stage's Euler step once and replays it
-    (eval/capture.py; ``cuda-graph`` needs CUDA)."""
+    (generation/capture.py; ``cuda-graph`` needs CUDA)."""
     from pyramid_repro.vae import decode_latents
 
     jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
