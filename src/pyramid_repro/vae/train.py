@@ -155,7 +155,7 @@ def train_vae(cfg: Config, out: Path | None = None, max_steps: int | None = None
     final = out / "final"
     final_vae.save_pretrained(final)
     save_config(cfg, final / "train_config.yaml")
-    from pyramid_repro.vae.cache import compute_normalization
+    from pyramid_repro.vae.handle import compute_normalization
 
     norm = compute_normalization(final_vae, bank, cfg)
     write_json(final / "normalization.json", {**norm.to_dict(), "provenance": provenance(cfg)})
