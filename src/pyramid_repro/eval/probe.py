@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 from pyramid_repro.cliutil import add_config_args, add_threads_arg, config_from_args
 from pyramid_repro.config import Config
+from pyramid_repro.data.datasets import ClipDataset
+from pyramid_repro.data.synthetic import BACKGROUNDS, COLOURS, SHAPES
 from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
 
@@ -28,8 +30,6 @@ FEATURES = 64
 
 
 def _vocab():
-    from pyramid_repro.data.synthetic import BACKGROUNDS, COLOURS, SHAPES
-
     return list(SHAPES), list(COLOURS), list(BACKGROUNDS)
 
 
@@ -71,8 +71,6 @@ def frame_labels(factors: dict) -> dict[str, torch.Tensor]:
 
 def _frames(cfg: Config, split: str, per_clip: int, rng: np.random.Generator):
     """Frames (N, 3, H, W) and their labels from clips (random frames) and images of a split."""
-    from pyramid_repro.data.datasets import ClipDataset
-
     xs, labels = [], []
     for kind in ("video", "image"):
         try:
