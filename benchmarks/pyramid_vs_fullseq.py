@@ -6,7 +6,8 @@
     full sequence: 60 steps), tokens and wall time;
 (c) the same pyramid generation with the history KV cache (history keys/values computed once per frame and
     stage instead of at every Euler step), checked against the uncached output; on CUDA also the KV cache with
-    each (frame, stage)'s Euler step captured as a CUDA graph and replayed (generation/capture.py), checked the same way;
+    each (frame, stage)'s Euler step captured as a CUDA graph and replayed (generation/capture.py), checked the
+    same way;
 (d) one attention layer (forward + backward; forward only on the CPU) at the longest training sequence of a
     profile's last video stage (pyramid: the last latent frame at the finest stage after its compressed history;
     full sequence: every frame at full resolution): dense-mask SDPA (the reference and CPU path), SDPA without a
