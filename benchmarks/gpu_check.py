@@ -31,7 +31,7 @@ import torch
 
 from pyramid_repro.config import load_config
 from pyramid_repro.device import autocast, generator, resolve_device, synchronize
-from pyramid_repro.eval.generate import TextCondition, generate_latents  # moving to generation/ (helper reval)
+from pyramid_repro.generation.generate import TextCondition, generate_latents
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.models import build_dit
 from pyramid_repro.train.dit import flow_matching_loss

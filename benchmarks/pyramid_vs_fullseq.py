@@ -6,7 +6,8 @@
     full sequence: 60 steps), tokens and wall time;
 (c) the same pyramid generation with the history KV cache (history keys/values computed once per frame and
     stage instead of at every Euler step), checked against the uncached output; on CUDA also the KV cache with
-    each (frame, stage)'s Euler step captured as a CUDA graph and replayed (eval/capture.py), checked the same way;
+    each (frame, stage)'s Euler step captured as a CUDA graph and replayed (generation/capture.py), checked the
+    same way;
 (d) one attention layer (forward + backward; forward only on the CPU) at the longest training sequence of a
     profile's last video stage (pyramid: the last latent frame at the finest stage after its compressed history;
     full sequence: every frame at full resolution): dense-mask SDPA (the reference and CPU path), SDPA without a
@@ -34,7 +35,7 @@ import torch
 
 from pyramid_repro.config import load_config
 from pyramid_repro.device import autocast, generator, resolve_device, synchronize
-from pyramid_repro.eval.generate import TextCondition, generate_latents  # moving to generation/ (helper reval)
+from pyramid_repro.generation.generate import TextCondition, generate_latents
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.flow.temporal import build_history
 from pyramid_repro.models import build_dit
@@ -297,7 +298,7 @@ def main() -> None:
               "## (c) history KV cache", "",
               f"speed-up {tp / tk:.2f}x (token ratio {ana_p.tokens / ana_k.tokens:.2f}x); max abs difference to the "
               f"uncached latents {err:.2e}"]
-    if device.type == "cuda":  # each (frame, stage)'s Euler step captured once and replayed (eval/capture.py)
+    if device.type == "cuda":  # each (frame, stage)'s Euler step captured once and replayed (generation/capture.py)
         pyr_g, tg = generation(gen_cfg("pyramid"), True, device, capture="cuda-graph")
         err_g = float((pyr - pyr_g).abs().max())
         print(f"[generate] KV cache + CUDA graphs {tg:.2f} s: speed-up {tp / tg:.2f}x over uncached, {tk / tg:.2f}x "

@@ -1,4 +1,4 @@
-"""Captured Euler steps (eval/capture.py) without a GPU.
+"""Captured Euler steps (generation/capture.py) without a GPU.
 
 * `replay-emulation` follows the CUDA graph's buffer protocol on the CPU; captured generation must equal eager
   generation bit for bit (pyramid with and without the KV cache, guidance on and off, image-to-video, full
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from pyramid_repro.config import ConfigError, load_config
-from pyramid_repro.eval.capture import (
+from pyramid_repro.generation.capture import (
     CaptureSession,
     CudaGraphStep,
     EmulatedStep,
@@ -30,7 +30,7 @@ from pyramid_repro.eval.capture import (
     check_capture,
     graph_safe,
 )
-from pyramid_repro.eval.generate import TextCondition, generate_latents
+from pyramid_repro.generation.generate import TextCondition, generate_latents
 from pyramid_repro.models import build_dit
 from pyramid_repro.models import positions as positions_module
 

@@ -72,7 +72,7 @@ def _meta_dit(cfg, text_dim: int = 24, pooled_dim: int = 12):
 
 
 def _text(B: int, L: int = 5, D: int = 24, P: int = 12):
-    from pyramid_repro.eval.generate import TextCondition
+    from pyramid_repro.generation.generate import TextCondition
 
     return TextCondition(torch.randn(B, L, D, device=META), torch.ones(B, L, dtype=torch.bool, device=META),
                          torch.randn(B, P, device=META))
@@ -111,7 +111,7 @@ def test_dit_training_step_on_meta(experiment):
     """Batch assembly (rows, stage and frame draws, history, noise, caption dropout) through the optimizer step and
     the EMA update, with the latents, caption bank, model and generator on the device."""
     from pyramid_repro.device import generator
-    from pyramid_repro.eval.generate import TextCondition
+    from pyramid_repro.generation.generate import TextCondition
     from pyramid_repro.flow import PyramidSchedule
     from pyramid_repro.train.dit import CaptionBank, StageData, step_key
     from pyramid_repro.train.loop import EMA, micro_batch_generator
@@ -143,7 +143,7 @@ def test_dit_training_step_on_meta(experiment):
 @pytest.mark.parametrize("experiment,kv_cache", [("pyramid", False), ("pyramid", True), ("fullseq", False)])
 def test_sampler_on_meta(experiment, kv_cache):
     from pyramid_repro.device import generator
-    from pyramid_repro.eval.generate import generate_latents
+    from pyramid_repro.generation.generate import generate_latents
 
     cfg = _cfg(experiment)
     model = _meta_dit(cfg).eval()

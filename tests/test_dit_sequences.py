@@ -3,7 +3,7 @@
 import torch
 
 from pyramid_repro.config import load_config
-from pyramid_repro.eval.generate import TextCondition, generate_latents
+from pyramid_repro.generation.generate import TextCondition, generate_latents
 from pyramid_repro.flow import PyramidSchedule, pyramid_latents
 from pyramid_repro.train.sequences import make_batch
 

@@ -207,12 +207,12 @@ def test_fid_curve_loads_a_fid_csv_from_before_units_file(tmp_path: Path):
 @pytest.mark.parametrize("fid_guidance,expected", [(2.5, 2.5), (None, 3.0)])
 def test_fid_points_generate_both_arms_under_one_guidance(monkeypatch, fid_guidance, expected):
     """The pyramid's first frame takes the first-frame scale, the full-sequence model's one-frame generation the
-    video scale (eval/generate.py): the FID points set both to train.fid_guidance (None: the profile's first-frame
+    video scale (generation/generate.py): the FID points set both to train.fid_guidance (None: the profile's first-frame
     scale), so the two arms of the comparison are generated alike."""
     from pyramid_repro.config import load_config
     from pyramid_repro.eval import fid_points as fp
-    from pyramid_repro.eval import generate
-    from pyramid_repro.eval.generate import TextCondition
+    from pyramid_repro.generation import generate
+    from pyramid_repro.generation.generate import TextCondition
     from pyramid_repro.models import build_dit
     from pyramid_repro.train.dit import CaptionBank
 

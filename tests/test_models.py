@@ -127,7 +127,7 @@ def test_history_kv_cache_equals_uncached():
 
 
 def test_kv_cache_generation_matches_uncached():
-    from pyramid_repro.eval.generate import TextCondition, generate_latents
+    from pyramid_repro.generation.generate import TextCondition, generate_latents
 
     cfg = load_config("tiny", {"pyramid": {"sampler": {"steps_first_frame": [2, 2, 2],
                                                        "steps_later_frames": [2, 2, 2]}}}, "pyramid")
@@ -146,8 +146,8 @@ def test_sampling_uses_the_kv_cache_only_where_it_is_exact():
     """`sample` reads kv_cache_exact: the causal suite model yes; bidirectional attention (the cache would drop the
     current frame's influence on the history) and the authors' variant (context modulated by the current
     timestep) no, and encode_context refuses both."""
+    from pyramid_repro.generation.generate import kv_cache_exact
     from pyramid_repro.models import OfficialPyramidDiT
-    from pyramid_repro.eval.generate import kv_cache_exact
 
     assert kv_cache_exact(_model(causal=True))
     bidirectional = _model(causal=False)

@@ -9,10 +9,9 @@ import torch
 from release_fake_vae import levels_of, release_config, release_shapes, write_fake_release_vae
 from safetensors.torch import load_file, save_file
 
-from pyramid_repro.vae.cache import LoadedVAE, load_vae
+from pyramid_repro.vae.handle import OFFICIAL_NORMALIZATION, LoadedVAE, load_official_vae, load_vae
 from pyramid_repro.vae.official import (
-    OFFICIAL_NORMALIZATION, OfficialCausalVAE, _tiled, build_official_vae, is_official_vae_folder,
-    load_official_vae, load_state_dict_strictly,
+    OfficialCausalVAE, _tiled, build_official_vae, is_official_vae_folder, load_state_dict_strictly,
 )
 
 # The released model (config: channels 128/256/512/512, 2 encoder / 3 decoder resnets per level, 16 latent

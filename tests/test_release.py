@@ -152,11 +152,9 @@ def test_suite_checkpoint_image_to_video(smoke_run, tmp_path, monkeypatch):
                                                                                "samples_per_prompt": 2}})
     img = tmp_path / "first.png"
     Image.new("RGB", (40, 40), (30, 200, 60)).save(img)
-    from pyramid_repro.vae import cache
-
     decoded = []
-    real = cache.decode_latents  # what sample_videos imports (lazily, through pyramid_repro.vae)
-    monkeypatch.setattr(cache, "decode_latents", lambda vae, lat: decoded.append(lat.clone()) or real(vae, lat))
+    real = sample.decode_latents  # what sample_videos decodes with (imported from vae/handle.py)
+    monkeypatch.setattr(sample, "decode_latents", lambda vae, lat: decoded.append(lat.clone()) or real(vae, lat))
     index = json.loads(sample.run(cfg, "pyramid", "synthetic", tmp_path / "i2v", image=img).read_text())
     assert index["image"] == str(img) and len(index["samples"]) == 2
     st = cfg.train.curriculum[-1]

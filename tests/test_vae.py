@@ -10,7 +10,7 @@ from conftest import kill_after_first_checkpoint
 import torch
 
 from pyramid_repro.config import load_config
-from pyramid_repro.vae.cache import Normalization
+from pyramid_repro.vae.handle import Normalization
 from pyramid_repro.vae.evaluate import psnr, ssim
 from pyramid_repro.vae.model import CausalVideoVAE, build_vae
 

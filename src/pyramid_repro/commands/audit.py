@@ -10,9 +10,8 @@ from rich.table import Table
 from pyramid_repro.cliutil import config_from_args, config_parser
 from pyramid_repro.report.audit import (A100_BF16_PEAK, ASSUMED_MFU, MEASURE_MFU, benchmark_summary, implied_mfu,
                                         ledger_summary, measured_mfu, measured_throughput, paper_projection,
-                                        paper_table, performance_file)
+                                        paper_table, performance_file, render_gpu_hours)
 from pyramid_repro.report.paper import paper_a100_hours
-from pyramid_repro.report.render import render_gpu_hours
 
 
 def _print(title: str, df: pd.DataFrame) -> None:

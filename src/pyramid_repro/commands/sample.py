@@ -12,8 +12,8 @@ from pathlib import Path
 from pyramid_repro.cliutil import add_threads_arg, config_from_args, config_parser
 from pyramid_repro.device import config_device
 from pyramid_repro.eval import release
-from pyramid_repro.eval.capture import CLI_CAPTURE_CHOICES, check_capture
-from pyramid_repro.eval.sample import run
+from pyramid_repro.eval.sample import run, sample_release
+from pyramid_repro.generation.capture import CLI_CAPTURE_CHOICES, check_capture
 
 
 def add_release_args(ap: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if rel is not None:
         out = args.out or cfg.layout.samples(f"release-{rel.resolution}", suite)
         print(f"sampling {rel.label}\n  {rel.preset.describe()}")
-        path = release.sample(cfg, rel, suite, out, args.batch_size or 1, args.capture)
+        path = sample_release(cfg, rel, suite, out, args.batch_size or 1, args.capture)
     else:
         path = run(cfg, args.experiment, suite, args.out, args.checkpoint, args.batch_size or 16, args.image,
                    args.capture)

@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.data.datasets import BadVideoError, check_manifest, read_manifest, row_label, skipped_summary
 from pyramid_repro.data.synthetic import caption, render_clip, sample_factors
 from pyramid_repro.data.video_io import write_video
 
@@ -68,8 +69,6 @@ def check_real_manifest(cfg: Config, max_listed: int = 20) -> tuple[pd.DataFrame
     on_bad_video=skip the bad rows are listed on stderr and returned, and skipping that leaves no usable row at all,
     or none of a split the profile reads (train/val/test videos, train images when a stage trains on images), raises
     BadVideoError naming the manifest, how many rows were skipped and why."""
-    from pyramid_repro.data.datasets import BadVideoError, check_manifest, read_manifest, row_label, skipped_summary
-
     d = cfg.data
     if not d.manifest:
         raise ConfigError("data.source is 'manifest' but data.manifest is not set")

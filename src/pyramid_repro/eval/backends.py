@@ -29,10 +29,14 @@ import numpy as np
 import torch
 
 from pyramid_repro.backend_specs import BACKENDS, frame_backends
-from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.config import Config, ConfigError, replication_dir
+from pyramid_repro.data.datasets import ClipDataset
+from pyramid_repro.data.synthetic import COLOURS, DIRECTIONS, RELATIONS, Factors
 from pyramid_repro.device import config_device
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval import vbench as vb
+from pyramid_repro.eval.evalcrafter import score_evalcrafter
+from pyramid_repro.eval.probe import _vocab, load_probe, probe_outputs
 
 # the registry's facts (pyramid_repro/backend_specs.py), under the names eval/score.py reads
 LABELS = {name: spec.label for name, spec in BACKENDS.items()}
@@ -46,8 +50,6 @@ def frames_to_tensor(video: np.ndarray) -> torch.Tensor:
 
 def colour_mask(video: np.ndarray, colour: str, tol: float = 60.0) -> np.ndarray:
     """(T, H, W) pixels within `tol` (RGB distance) of a palette colour."""
-    from pyramid_repro.data.synthetic import COLOURS
-
     ref = np.array(COLOURS[colour], dtype=np.float32)
     return np.linalg.norm(video.astype(np.float32) - ref, axis=-1) < tol
 
@@ -149,8 +151,6 @@ def subject_consistency_score(features: torch.Tensor) -> float:
 
 def relation_holds(video: np.ndarray, factors: dict) -> float:
     """Fraction of frames where object 0 (by colour) stands in the prompted relation to object 1."""
-    from pyramid_repro.data.synthetic import RELATIONS
-
     o = factors["objects"]
     a, b = object_centroids(video, o[0]["colour"]), object_centroids(video, o[1]["colour"])
     dx, dy = RELATIONS[factors["relation"]]
@@ -174,8 +174,6 @@ def motion_ratios(videos: list[np.ndarray], prompts: list) -> list[float | None]
     """Per video (None for static prompts): the prompted object's centroid displacement along the prompted
     direction between the first and last frames it is seen in, extrapolated to the whole clip, as a ratio of the
     ground-truth travel (speed x frames); 0 when the object is seen in fewer than two frames."""
-    from pyramid_repro.data.synthetic import DIRECTIONS, Factors
-
     ratios: list[float | None] = []
     for v, p in zip(videos, prompts):
         f = Factors.from_dict(p.factors)
@@ -225,8 +223,6 @@ def dimension_means(per_video: list[dict[str, float]]) -> dict[str, float]:
 def synthetic_scores(videos: list[np.ndarray], prompts: list, probe) -> list[dict[str, float]]:
     """Each video's score in each dimension its prompt serves (the synthetic proxy of VBench's per-video
     scores)."""
-    from pyramid_repro.eval.probe import _vocab, probe_outputs
-
     shapes, colours, _ = _vocab()
     out_scores: list[dict[str, float]] = []
     for v, p in zip(videos, prompts):
@@ -299,8 +295,6 @@ def synthetic_intervals(per_video: list[dict[str, float]], ratios: list[float | 
 
 def probe_features(probe, videos: list[np.ndarray] | torch.Tensor) -> np.ndarray:
     """Probe features (N_frames, FEATURES) of every frame of `videos` (uint8 arrays or [-1, 1] frame tensors)."""
-    from pyramid_repro.eval.probe import probe_outputs
-
     feats = [probe_outputs(probe, frames_to_tensor(v) if isinstance(v, np.ndarray) else v)["features"]
              for v in videos]
     return torch.cat(feats).double().numpy()
@@ -401,8 +395,6 @@ def fid_probe_features(videos: torch.Tensor, cfg: Config) -> np.ndarray:
     """Probe features (N_frames, FEATURES), float64, of every frame of generated videos (N, 3, T, H, W) or frames
     (N, 3, H, W) in [-1, 1], video-major; a decoder's small overshoot is clipped as when the video is written to
     uint8."""
-    from pyramid_repro.eval.probe import load_probe
-
     if not isinstance(videos, torch.Tensor) or videos.ndim not in (4, 5) or videos.shape[1] != 3:
         shape = tuple(videos.shape) if hasattr(videos, "shape") else type(videos).__name__
         raise ValueError(f"fid_probe_score: expected a tensor (N, 3, T, H, W) or (N, 3, H, W) in [-1, 1], got {shape}")
@@ -475,8 +467,6 @@ def inception_fid(videos: list[np.ndarray], cfg: Config, clusters: list) -> dict
     """Inception FID and KID of generated frames against the frames of the held-out (test split) real clips: the
     bias-corrected FID with its basic-bootstrap interval over the generated videos (`clusters`: their prompt ids;
     `frechet_interval`), the plug-in FID (clean-fid's number), KID and every frame's features."""
-    from pyramid_repro.data.datasets import ClipDataset
-
     dev = config_device(cfg)
     fake = inception_features(videos, cfg.eval.inception_path, device=dev)
     per_video = np.split(fake, np.cumsum([len(v) for v in videos])[:-1])
@@ -516,8 +506,6 @@ def _score_synthetic(videos: list[np.ndarray], prompts: list, cfg: Config, video
     """The `synthetic` backend: VBench-analogue dimensions against the synthetic world's known factors."""
     if any(p.factors is None for p in prompts):
         raise ConfigError("the synthetic backend needs prompts with ground-truth factors (eval.suite: synthetic)")
-    from pyramid_repro.eval.probe import load_probe
-
     per_video = synthetic_scores(videos, prompts, load_probe(cfg))
     ratios = motion_ratios(videos, prompts)
     dims = dimension_means(per_video)
@@ -536,8 +524,6 @@ def _score_synthetic(videos: list[np.ndarray], prompts: list, cfg: Config, video
 
 def _score_fid_probe(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
     """The `fid-probe` backend: Fréchet distance of probe features, generated vs real held-out frames."""
-    from pyramid_repro.eval.probe import load_probe
-
     probe = load_probe(cfg)
     per_video = [probe_features(probe, [v]) for v in videos]
     real = real_probe_stats(cfg)
@@ -561,8 +547,6 @@ def _score_clean_fid(videos: list[np.ndarray], prompts: list, cfg: Config, video
 
 def _score_vbench(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
     """The `vbench` backend: the official VBench on the sampled video files, in its own environment."""
-    from pyramid_repro.config import replication_dir
-
     dims = vb.run_vbench(cfg, Path(video_dir), Path(video_dir) / "vbench_out",
                          replication_dir() / "prompts" / "vbench" / "VBench_full_info.json")
     agg = vb.aggregate(dims)
@@ -572,8 +556,6 @@ def _score_vbench(videos: list[np.ndarray], prompts: list, cfg: Config, video_di
 
 def _score_evalcrafter(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
     """The `evalcrafter` backend: EvalCrafter's raw metrics from a local installation."""
-    from pyramid_repro.eval.evalcrafter import score_evalcrafter
-
     return score_evalcrafter(cfg, Path(video_dir))
 
 

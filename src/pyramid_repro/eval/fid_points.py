@@ -30,11 +30,13 @@ from pyramid_repro.config import Config, load_config
 from pyramid_repro.device import autocast, config_device
 from pyramid_repro.device import generator as device_generator
 from pyramid_repro.eval.backends import fid_probe_features, frechet_interval, real_probe_stats
-from pyramid_repro.eval.generate import generate_latents
+from pyramid_repro.generation.generate import generate_latents
+from pyramid_repro.models import build_text_encoder, load_dit
 from pyramid_repro.provenance import write_csv, write_npz
 from pyramid_repro.train.dit import (FID_COLUMNS, SNAPSHOT_INFO, CaptionBank, curriculum_stage, fid_point_steps,
                                      list_snapshots, snapshot_dir, stage_caption_bank, stage_captions, stage_steps,
                                      training_owner)
+from pyramid_repro.vae.handle import decode_latents, load_vae
 
 FID_RESAMPLES = 200  # bootstrap resamples of a training FID point (its interval; eval/uncertainty.py)
 FID_BATCH = 32  # first frames generated per batch
@@ -53,7 +55,7 @@ def fid_guidance(cfg: Config) -> float:
 def fid_generation_config(cfg: Config) -> Config:
     """A copy of `cfg` whose sampler guidance scales (first frame and later frames) both equal fid_guidance(cfg):
     the one-frame generation takes the first-frame scale in the pyramid and the video scale in the full-sequence
-    model (eval/generate.py), so both are set for the two arms to share one setting."""
+    model (generation/generate.py), so both are set for the two arms to share one setting."""
     g = fid_guidance(cfg)
     out = copy.deepcopy(cfg)
     out.pyramid.sampler.guidance_first_frame = g
@@ -74,8 +76,6 @@ def generate_first_frames(model: torch.nn.Module, cfg: Config, bank: CaptionBank
     """One generated first frame per caption, in batches of FID_BATCH with one generator seeded `seed` on the
     model's device, under `fid_generation_config(cfg)`: normalised latents (N, C, 1, h, w), or with `vae` the
     decoded frames (N, 3, 1, H, W) in about [-1, 1]."""
-    from pyramid_repro.vae import decode_latents
-
     gen_cfg = fid_generation_config(cfg)
     dev = next(model.parameters()).device
     g = device_generator(seed, dev)
@@ -121,8 +121,6 @@ def _load_point(path: Path, key: str) -> dict | None:
 def score_point(cfg: Config, snapshot: Path, bank: CaptionBank, val_captions: list[str], vae, device) -> dict:
     """Generate and score one snapshot: its npz arrays (features float64 (n, D), units (n,) captions, fid, fid_lo,
     fid_hi, step, guidance, the snapshot's compute, key)."""
-    from pyramid_repro.models import load_dit
-
     info = json.loads((snapshot / SNAPSHOT_INFO).read_text())
     model = load_dit(snapshot, device)
     caps = fid_captions(val_captions, cfg.train.fid_samples)
@@ -157,9 +155,6 @@ def expected_steps(cfg: Config, experiment: str, stage_name: str) -> list[int]:
 def fid_points(cfg: Config, experiment: str, stage_name: str, out: Path | None = None) -> Path:
     """Score every FID snapshot of `experiment`'s run of `stage_name` (its owner's, train.share_image_stage);
     returns the stage's fid.csv (header only when train.fid_every is 0)."""
-    from pyramid_repro.models import build_text_encoder
-    from pyramid_repro.vae import load_vae
-
     _, st = curriculum_stage(cfg, stage_name)
     experiment, cfg = training_owner(cfg, experiment, st)
     stage_dir = out or cfg.layout.stage(experiment, stage_name)

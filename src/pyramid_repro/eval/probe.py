@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pyramid_repro.config import Config
+from pyramid_repro.data.datasets import ClipDataset
+from pyramid_repro.data.synthetic import BACKGROUNDS, COLOURS, SHAPES
 from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
 
@@ -25,8 +27,6 @@ FEATURES = 64
 
 
 def _vocab():
-    from pyramid_repro.data.synthetic import BACKGROUNDS, COLOURS, SHAPES
-
     return list(SHAPES), list(COLOURS), list(BACKGROUNDS)
 
 
@@ -68,8 +68,6 @@ def frame_labels(factors: dict) -> dict[str, torch.Tensor]:
 
 def _frames(cfg: Config, split: str, per_clip: int, rng: np.random.Generator):
     """Frames (N, 3, H, W) and their labels from clips (random frames) and images of a split."""
-    from pyramid_repro.data.datasets import ClipDataset
-
     xs, labels = [], []
     for kind in ("video", "image"):
         try:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyramid_repro.config import Config, ConfigError, load_yaml, replication_dir
+from pyramid_repro.data.synthetic import caption, factors_from_spec
+from pyramid_repro.eval.vbench import NORMALIZE
 
 SUITES = ("synthetic", "vbench", "evalcrafter")
 
@@ -30,9 +32,6 @@ class Prompt:
 
 
 def _synthetic(cfg: Config) -> list[Prompt]:
-    from pyramid_repro.data.synthetic import caption, factors_from_spec
-    from pyramid_repro.eval.vbench import NORMALIZE
-
     path = replication_dir() / "prompts" / "synthetic.yaml"
     entries = (load_yaml(path.read_text()) or {}).get("prompts")
     if not isinstance(entries, list) or not entries:

@@ -30,6 +30,8 @@ import torch
 
 from pyramid_repro.config import Config, ConfigError, PyramidConfig, SamplerConfig
 from pyramid_repro.models.official import load_sd3_layout
+from pyramid_repro.models.text import ClipT5Encoder
+from pyramid_repro.vae.handle import load_official_vae
 
 TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
 VAE_FOLDER = "causal_video_vae"
@@ -223,9 +225,6 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
 
 def load_release(run: ReleaseRun, device, bf16: bool = True):
     """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder."""
-    from pyramid_repro.models.text import ClipT5Encoder
-    from pyramid_repro.vae.official import load_official_vae
-
     rel = Release(run.root)
     model = load_sd3_layout(rel.transformer(run.resolution)).to(device)
     # the encoders in bf16 on a GPU as the authors run them (T5-XXL alone is about 19 GB in float32)
@@ -235,25 +234,3 @@ def load_release(run: ReleaseRun, device, bf16: bool = True):
     # 256-pixel tiles blended where they overlap (approximate, as theirs)
     vae = load_official_vae(rel.vae, VAE_CHUNK_FRAMES, device, tile_sample_size=VAE_TILE)
     return model, encoder, vae
-
-
-def sample(cfg: Config, run: ReleaseRun, suite: str, out: Path, batch_size: int = 1, capture: str = "none") -> Path:
-    """Sample `suite` with the release under its official settings into `out`; returns samples.json. `capture`:
-    eval/capture.py (``cuda-graph`` needs CUDA)."""
-    from pyramid_repro.device import config_device
-    from pyramid_repro.eval.sample import sample_videos, suite_prompts
-    from pyramid_repro.provenance import provenance, write_json
-
-    c = release_config(cfg, run.preset)
-    model, encoder, vae = load_release(run, config_device(c), c.train.precision == "bf16")
-    prompts = suite_prompts(c, suite)
-    s = c.vae.spatial_compression
-    records = sample_videos(model, encoder, vae, c, prompts, out, run.latent_frames,
-                            (run.size[0] // s, run.size[1] // s), label=f"release {run.resolution}",
-                            batch_size=batch_size, negative_prompt=run.preset.negative_prompt,
-                            prompt_suffix=run.preset.prompt_suffix, image=run.image, fps=FPS, capture=capture)
-    index = out / "samples.json"
-    write_json(index, {"suite": suite, "experiment": "release", "checkpoint": str(run.root),
-                       "model": run.label, "release": run.to_dict(), "samples": records,
-                       "provenance": provenance(c)})
-    return index

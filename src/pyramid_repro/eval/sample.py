@@ -23,9 +23,13 @@ from tqdm import tqdm
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.device import autocast, config_device, generator
-from pyramid_repro.eval.generate import TextCondition, generate_latents, kv_cache_exact
+from pyramid_repro.eval import release
+from pyramid_repro.eval.prompts import load_suite
 from pyramid_repro.experiments import get_experiment
+from pyramid_repro.generation.generate import TextCondition, generate_latents, kv_cache_exact
+from pyramid_repro.models import build_text_encoder, load_dit
 from pyramid_repro.provenance import provenance, write_json
+from pyramid_repro.vae.handle import decode_latents, load_vae
 
 
 def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
@@ -94,9 +98,7 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
     `negative_prompt` (the empty prompt by default); `image` makes it image-to-video (its VAE latent is the
     first frame of every video). Pyramid models sample with the history KV cache where it is exact
     (`kv_cache_exact`); `capture` records each stage's Euler step once and replays it
-    (eval/capture.py; ``cuda-graph`` needs CUDA)."""
-    from pyramid_repro.vae import decode_latents
-
+    (generation/capture.py; ``cuda-graph`` needs CUDA)."""
     jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
     kv_cache = kv_cache_exact(model)  # history keys/values once per (frame, stage) wherever that is exact
     dev = vae.device
@@ -134,8 +136,6 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
 
 def suite_prompts(cfg: Config, suite: str) -> list:
     """The prompts of `suite`, cut to eval.max_prompts; an empty suite is a ConfigError."""
-    from pyramid_repro.eval.prompts import load_suite
-
     prompts = load_suite(suite, cfg)
     if cfg.eval.max_prompts:
         prompts = prompts[: cfg.eval.max_prompts]
@@ -147,10 +147,7 @@ def suite_prompts(cfg: Config, suite: str) -> list:
 def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, checkpoint: Path | None = None,
         batch_size: int = 16, image: Path | None = None, capture: str = "none") -> Path:
     """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json.
-    (`main` sends a folder of the authors' release to eval/release.py, which samples it with their settings.)"""
-    from pyramid_repro.models import build_text_encoder, load_dit
-    from pyramid_repro.vae import load_vae
-
+    (`main` sends a folder of the authors' release to `sample_release`, which samples it with their settings.)"""
     exp = get_experiment(experiment)
     out = out or cfg.layout.samples(experiment, suite)
     ckpt = checkpoint or cfg.layout.stage_final(exp.checkpoint_from or experiment, cfg.train.curriculum[-1].name)
@@ -168,4 +165,24 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
     index = out / "samples.json"
     write_json(index, {"suite": suite, "experiment": experiment, "checkpoint": str(ckpt), "samples": records,
                        "image": str(image) if image else None, "provenance": provenance(cfg, experiment=experiment)})
+    return index
+
+
+def sample_release(cfg: Config, release_run: release.ReleaseRun, suite: str, out: Path, batch_size: int = 1,
+                   capture: str = "none") -> Path:
+    """Sample `suite` with the authors' release (eval/release.py) under its official settings into `out`; returns
+    samples.json. `capture`: generation/capture.py (``cuda-graph`` needs CUDA)."""
+    rr = release_run
+    c = release.release_config(cfg, rr.preset)
+    model, encoder, vae = release.load_release(rr, config_device(c), c.train.precision == "bf16")
+    prompts = suite_prompts(c, suite)
+    s = c.vae.spatial_compression
+    records = sample_videos(model, encoder, vae, c, prompts, out, rr.latent_frames,
+                            (rr.size[0] // s, rr.size[1] // s), label=f"release {rr.resolution}",
+                            batch_size=batch_size, negative_prompt=rr.preset.negative_prompt,
+                            prompt_suffix=rr.preset.prompt_suffix, image=rr.image, fps=release.FPS, capture=capture)
+    index = out / "samples.json"
+    write_json(index, {"suite": suite, "experiment": "release", "checkpoint": str(rr.root),
+                       "model": rr.label, "release": rr.to_dict(), "samples": records,
+                       "provenance": provenance(c)})
     return index

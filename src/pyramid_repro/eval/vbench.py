@@ -12,6 +12,8 @@ The official VBench pins transformers 4.33 / numpy < 2, so it runs in its own en
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 from pyramid_repro.config import Config, ConfigError
@@ -142,9 +144,6 @@ def results_path(out: Path) -> Path:
 
 def run_vbench(cfg: Config, video_dir: Path, out: Path, full_info: Path) -> dict[str, float]:
     """Stage the videos, run official VBench in its environment, parse its results -> {dimension: raw score}."""
-    import os
-    import subprocess
-
     cmd = vbench_command(cfg, Path(out) / "videos", out, full_info)  # checks env and weights before staging
     missing = missing_videos(video_dir, full_info, cfg.eval.samples_per_prompt)
     if missing:

@@ -56,7 +56,7 @@ class ForwardPlan:
     timestep: the position tables, frame indices, the attention mask (as the model's kernel takes it) and the RoPE
     tables. `MMDiT.plan` builds it; `forward(..., plan=plan)` then builds no table and creates no tensor
     from host data, so an Euler loop builds one plan per (frame, stage) and the forward it reuses it in is
-    graph-safe (eval/capture.py captures it in a CUDA graph). Same values as the forward's own: same results."""
+    graph-safe (generation/capture.py captures it in a CUDA graph). Same values as the forward's own: same results."""
 
     current_shape: tuple[int, ...]  # (B, C, T, h, w) of the `current` it was made for
     cached: bool  # made for the KV-cache path (a `context`) or for the full forward

@@ -19,6 +19,8 @@ import pandas as pd
 from pyramid_repro.config import Config, load_config
 from pyramid_repro.flow.cost import A100_BF16_PEAK, expected_sample_flops, expected_sample_tokens
 from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
+from pyramid_repro.report.style import _plt, footer
+from pyramid_repro.train.ledger import read_ledgers
 
 ASSUMED_MFU = 0.35  # model FLOPs utilisation assumed for the projection (stated in every output)
 
@@ -31,15 +33,7 @@ def paper_table() -> pd.DataFrame:
 
 def read_ledger_rows(cfg: Config) -> pd.DataFrame:
     """Every ledger row of this profile (results/<profile>/**/ledger*.csv: the VAE's and each DiT stage's)."""
-    try:
-        from pyramid_repro.train.ledger import read_ledgers
-    except ImportError:  # the trainer's module is optional for the audit: same CSV format
-        read_ledgers = None
-    pattern = cfg.layout.ledger_glob()
-    if read_ledgers is not None:
-        return read_ledgers(pattern)
-    files = sorted(glob.glob(pattern, recursive=True))
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    return read_ledgers(cfg.layout.ledger_glob())
 
 
 def summarise_ledger(df: pd.DataFrame) -> pd.DataFrame:
@@ -181,3 +175,63 @@ def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFr
             rows.append(("projection (paper profile)", r.stage, "device-hours at this run's measured FLOP/s",
                          float(r.projected_hours_on_this_device), "device-h"))
     return pd.DataFrame(rows, columns=["section", "item", "quantity", "value", "unit"])
+
+
+def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection: pd.DataFrame | None = None,
+                     out: Path | None = None, measured: list[dict] | None = None) -> Path:
+    """gpu_hours.csv (`audit_frame`) and gpu_hours.pdf: the paper's A100-hours per stage beside the analytic
+    projection, and this run's device-seconds per experiment and stage."""
+    out = out or cfg.layout.reports
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = ledger_summary(cfg) if ledger is None else ledger
+    projection = paper_projection(ledger) if projection is None else projection
+    paper = paper_table()
+    measured = measured_mfu(performance_file(cfg)) if measured is None else measured
+    audit_frame(paper, ledger, projection, benchmark_summary(cfg), measured).to_csv(
+        out / "gpu_hours.csv", index=False)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    pa = paper_a100_hours()
+    names = [f"stage {s}" for s in paper["stage"]] + ["total", "VAE (excl.)", "Open-Sora 1.2"]
+    vals = list(paper["computed_a100_hours"]) + [pa["total"], pa["vae_a100_hours_estimate"],
+                                                 pa["open_sora_1_2_claim"]]
+    bars = axes[0].bar(names, vals, color=["C0"] * 3 + ["C2", "C7", "C3"], label="paper (Table 4 / text)")
+    axes[0].bar_label(bars, labels=[f"{v:,.0f}" for v in vals], fontsize=7)
+    axes[0].bar([f"stage {i + 1}" for i in range(len(projection))], projection["projected_a100_hours"], alpha=0.5,
+                color="C1", width=0.4, label=f"analytic projection ({ASSUMED_MFU:.0%} MFU)")
+    axes[0].axhline(pa["claim"], color="k", ls=":", lw=1, label="claim: 20.7k")
+    axes[0].set_ylabel("A100-hours")
+    axes[0].tick_params(axis="x", labelsize=8)
+    implied = implied_mfu(projection["train_flops"].sum(), projection["paper_a100_hours"].sum()) \
+        if {"train_flops", "paper_a100_hours"} <= set(projection.columns) and len(projection) else None
+    here = ", ".join(f"{m['experiment']} {m['mfu']:.0%}" for m in measured)
+    here = f"measured here: {here} on {measured[0]['device']}" if measured else "not yet measured on a GPU"
+    axes[0].set_title(f"Paper: 128 A100 x (12+90+60) h = {pa['total']:,.0f} A100-hours"
+                      + (f"\n(implies {implied:.0%} of the A100's bf16 peak under this suite's FLOP model;\n"
+                         f"paper-size training MFU {here})" if implied else ""), fontsize=10)
+    axes[0].legend(fontsize=7)
+    if not ledger.empty:
+        lab = ledger["experiment"] + "/" + ledger["stage"]
+        axes[1].barh(lab, ledger["device_hours"] * 3600.0)
+        axes[1].set_xlabel(f"device-seconds ({', '.join(sorted(set(ledger['device_name'])))})")
+        axes[1].set_title(f"This run ({cfg.profile}): {ledger['device_hours'].sum() * 3600:.0f} device-seconds")
+    else:
+        axes[1].axis("off")
+        axes[1].text(0.1, 0.5, "no training ledgers yet")
+    fig.text(0.01, 0.01, footer(cfg), fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(out / "gpu_hours.pdf")
+    plt.close(fig)
+    return out / "gpu_hours.pdf"
+
+
+def _print(title: str, df: pd.DataFrame) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in df.columns:
+        t.add_column(str(c), justify="right")
+    for r in df.itertuples(index=False):
+        t.add_row(*[f"{v:,.4g}" if isinstance(v, float) else str(v) for v in r])
+    Console(width=160).print(t)

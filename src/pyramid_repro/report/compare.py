@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import yaml
 
 from pyramid_repro.config import Config, ConfigError, load_yaml
+from pyramid_repro.eval.sample import sample_release
+from pyramid_repro.eval.sample import run as sample_run
+from pyramid_repro.eval.score import score_experiment
+from pyramid_repro.eval.uncertainty import separated
 from pyramid_repro.report.paper import load_paper_table
+from pyramid_repro.report.render import _draw_table, interval_columns, with_intervals
+from pyramid_repro.report.style import footer
 
 METRICS = ("total", "quality", "semantic", "fid")
 
@@ -70,8 +77,6 @@ _MISSING = object()
 def check_train_config(path: Path, cfg: Config, keys: tuple[str, ...] = ARCHITECTURE_KEYS) -> None:
     """The resolved Config saved beside a checkpoint (train_config.yaml) against the profile: every key of `keys`
     must match, else ConfigError naming the key and both values."""
-    import yaml
-
     try:
         saved = load_yaml(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
@@ -89,8 +94,6 @@ def check_train_config(path: Path, cfg: Config, keys: tuple[str, ...] = ARCHITEC
 def _row(name: str, doc: dict | None) -> dict:
     if doc is None:
         return {"model": name}
-    from pyramid_repro.report.render import interval_columns
-
     agg = doc.get("aggregate") or {}
     iv = interval_columns(doc)  # bootstrap intervals of the proxy numbers (eval/uncertainty.py)
     return {"model": name, "backend": doc.get("backend"), "total": agg.get("total"), "quality": agg.get("quality"),
@@ -100,8 +103,6 @@ def _row(name: str, doc: dict | None) -> dict:
 
 def _noise_note(a: dict, b: dict) -> str:
     """Whether the new checkpoint's and this run's pyramid's intervals separate, metric by metric."""
-    from pyramid_repro.eval.uncertainty import separated
-
     words = []
     for k in ("total", "fid"):
         ia, ib = [a.get(f"{k}_lo"), a.get(f"{k}_hi")], [b.get(f"{k}_lo"), b.get(f"{k}_hi")]
@@ -139,15 +140,10 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
             score_fn: Callable[[Config, Path, str, Path], dict] | None = None, release_run=None) -> pd.DataFrame:
     """Sample, score and tabulate `checkpoint`. `release_run` (eval/release.py ReleaseRun): the checkpoint is the
     authors' release, sampled under its official settings; its row names the model and the settings."""
-    from pyramid_repro.eval.sample import run as sample_run
-    from pyramid_repro.eval.score import score_experiment
-
     name = name or default_name(checkpoint, release_run)
     if release_run is not None:
-        from pyramid_repro.eval import release
-
         label = release_run.label
-        sample_fn = sample_fn or (lambda c, ck, out: release.sample(c, release_run, c.eval.suite, out))
+        sample_fn = sample_fn or (lambda c, ck, out: sample_release(c, release_run, c.eval.suite, out))
     else:
         label = name
         check_compatible(checkpoint, cfg)
@@ -173,8 +169,6 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
 def render_comparison(table: pd.DataFrame, cfg: Config, path: Path) -> Path:
     """The comparison table as a PDF with the run's provenance footer; a release's sampler settings go under the
     table (too long for a column)."""
-    from pyramid_repro.report.render import _draw_table, footer, with_intervals
-
     settings = [v for v in table.get("settings", pd.Series(dtype=object)).dropna().unique() if v]
     table = table.drop(columns=["settings"], errors="ignore")
     if "note" in table:

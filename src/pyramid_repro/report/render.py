@@ -24,6 +24,7 @@ import pandas as pd
 
 from pyramid_repro.backend_specs import backends_filling
 from pyramid_repro.config import Config, for_experiment
+from pyramid_repro.data.video_io import read_image, read_video
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
 from pyramid_repro.eval.uncertainty import LEVEL, describe_interval
@@ -33,6 +34,7 @@ from pyramid_repro.layout import units_path
 from pyramid_repro.provenance import measured_hash
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
 from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth  # noqa: F401 (re-export)
+from pyramid_repro.report.audit import render_gpu_hours
 from pyramid_repro.report.claims import (claims_frame, load_claims, paired_feature_fid, paired_video_statistic,
                                          render_claims)
 from pyramid_repro.report.paper import load_paper_table
@@ -372,13 +374,10 @@ def sample_frames(cfg: Config, experiment: str, videos: int = 3) -> np.ndarray |
     d = cfg.layout.samples(experiment, cfg.eval.suite)
     sheet = d / "contact_sheet.png"
     if sheet.is_file():
-        from pyramid_repro.data.video_io import read_image
-
         return read_image(sheet)
     mp4s = sorted(d.glob("*.mp4"))[:videos]
     if not mp4s:
         return None
-    from pyramid_repro.data.video_io import read_video
 
     rows = [frame_grid(read_video(f)[0]) for f in mp4s]
     w = max(r.shape[1] for r in rows)
@@ -511,54 +510,6 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
     fig.savefig(out / "ablations.pdf", bbox_inches="tight")
     plt.close(fig)
     return out / "ablations.pdf"
-
-
-def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection: pd.DataFrame | None = None,
-                     out: Path | None = None, measured: list[dict] | None = None) -> Path:
-    from pyramid_repro.report import audit
-
-    out = out or cfg.layout.reports
-    out.mkdir(parents=True, exist_ok=True)
-    ledger = audit.ledger_summary(cfg) if ledger is None else ledger
-    projection = audit.paper_projection(ledger) if projection is None else projection
-    paper = audit.paper_table()
-    measured = audit.measured_mfu(audit.performance_file(cfg)) if measured is None else measured
-    audit.audit_frame(paper, ledger, projection, audit.benchmark_summary(cfg), measured).to_csv(
-        out / "gpu_hours.csv", index=False)
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    pa = audit.paper_a100_hours()
-    names = [f"stage {s}" for s in paper["stage"]] + ["total", "VAE (excl.)", "Open-Sora 1.2"]
-    vals = list(paper["computed_a100_hours"]) + [pa["total"], pa["vae_a100_hours_estimate"],
-                                                 pa["open_sora_1_2_claim"]]
-    bars = axes[0].bar(names, vals, color=["C0"] * 3 + ["C2", "C7", "C3"], label="paper (Table 4 / text)")
-    axes[0].bar_label(bars, labels=[f"{v:,.0f}" for v in vals], fontsize=7)
-    axes[0].bar([f"stage {i + 1}" for i in range(len(projection))], projection["projected_a100_hours"], alpha=0.5,
-                color="C1", width=0.4, label=f"analytic projection ({audit.ASSUMED_MFU:.0%} MFU)")
-    axes[0].axhline(pa["claim"], color="k", ls=":", lw=1, label="claim: 20.7k")
-    axes[0].set_ylabel("A100-hours")
-    axes[0].tick_params(axis="x", labelsize=8)
-    implied = audit.implied_mfu(projection["train_flops"].sum(), projection["paper_a100_hours"].sum()) \
-        if {"train_flops", "paper_a100_hours"} <= set(projection.columns) and len(projection) else None
-    here = ", ".join(f"{m['experiment']} {m['mfu']:.0%}" for m in measured)
-    here = f"measured here: {here} on {measured[0]['device']}" if measured else "not yet measured on a GPU"
-    axes[0].set_title(f"Paper: 128 A100 x (12+90+60) h = {pa['total']:,.0f} A100-hours"
-                      + (f"\n(implies {implied:.0%} of the A100's bf16 peak under this suite's FLOP model;\n"
-                         f"paper-size training MFU {here})" if implied else ""), fontsize=10)
-    axes[0].legend(fontsize=7)
-    if not ledger.empty:
-        lab = ledger["experiment"] + "/" + ledger["stage"]
-        axes[1].barh(lab, ledger["device_hours"] * 3600.0)
-        axes[1].set_xlabel(f"device-seconds ({', '.join(sorted(set(ledger['device_name'])))})")
-        axes[1].set_title(f"This run ({cfg.profile}): {ledger['device_hours'].sum() * 3600:.0f} device-seconds")
-    else:
-        axes[1].axis("off")
-        axes[1].text(0.1, 0.5, "no training ledgers yet")
-    fig.text(0.01, 0.01, footer(cfg), fontsize=7)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(out / "gpu_hours.pdf")
-    plt.close(fig)
-    return out / "gpu_hours.pdf"
 
 
 def render_all(cfg: Config, out: Path | None = None, metrics_files: list[Path] | None = None,

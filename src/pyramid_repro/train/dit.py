@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from pyramid_repro.config import Config, ConfigError, CurriculumStage, for_experiment
 from pyramid_repro.device import config_device
-from pyramid_repro.eval.generate import TextCondition  # moving to generation/generate.py (helper reval)
+from pyramid_repro.generation.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.models import build_dit, build_text_encoder, encode_cached, load_dit

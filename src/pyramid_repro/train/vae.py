@@ -19,7 +19,7 @@ from pyramid_repro.data.datasets import ClipDataset
 from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
 from pyramid_repro.train.loop import EMA, TrainingJob, TrainLoop, adamw, lr_scheduler, micro_batch_generator
-from pyramid_repro.vae.cache import compute_normalization
+from pyramid_repro.vae.handle import compute_normalization
 from pyramid_repro.vae.losses import VAELoss
 from pyramid_repro.vae.model import build_vae
 

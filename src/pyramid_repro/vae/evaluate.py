@@ -18,8 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from pyramid_repro.config import Config
+from pyramid_repro.data.datasets import ClipDataset
 from pyramid_repro.device import config_device
 from pyramid_repro.provenance import provenance, write_json
+from pyramid_repro.vae.handle import load_vae
+from pyramid_repro.vae.official import is_official_vae_folder
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -93,10 +96,6 @@ def evaluate(cfg: Config, out: Path | None = None, vae_folder: Path | None = Non
     vae_folder: the VAE to evaluate (default: the profile's trained one, layout.vae_final); the suite's own or the
     authors' release folder (detected by its config.json). `out` defaults to layout.vae for the profile's VAE and
     to layout.vae/eval_<folder name> for any other, so the trained VAE's eval.json is never overwritten."""
-    from pyramid_repro.data.datasets import ClipDataset
-    from pyramid_repro.vae.cache import load_vae
-    from pyramid_repro.vae.official import is_official_vae_folder
-
     vae_dir = Path(vae_folder or cfg.layout.vae_final())
     if out is None:
         own = vae_folder is None or vae_dir.resolve() == cfg.layout.vae_final().resolve()

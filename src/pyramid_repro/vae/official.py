@@ -40,18 +40,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from pyramid_repro.vae.cache import LoadedVAE, Normalization
-
-# Latent normalisation of the release's pipeline (pyramid_dit/pyramid_dit_for_video_gen_pipeline.py: __init__,
-# get_vae_latent, decode_latent): z_norm = (z - shift) * scale, frame 0 with image statistics that depend on the
-# DiT the VAE was paired with, later frames with video statistics shared by both releases.
-OFFICIAL_NORMALIZATION = Normalization(0.1490, 1 / 1.8415, -0.2343, 1 / 3.0986)
-"""The SD3-based release (pipeline model_name `pyramid_mmdit`): image shift 0.1490, scale 1/1.8415; video shift
--0.2343, scale 1/3.0986."""
-OFFICIAL_FLUX_NORMALIZATION = Normalization(-0.04, 1 / 1.8726, -0.2343, 1 / 3.0986)
-"""The FLUX-based release (pipeline model_name `pyramid_flux`): image shift -0.04, scale 1/1.8726; same video
-statistics."""
+from safetensors.torch import load_file
 
 # The keyword arguments of the release's CausalVideoVAE.__init__ with their defaults (what its from_pretrained
 # accepts from config.json). Architecture keys without a safe default are required below.
@@ -109,8 +98,8 @@ def release_config(raw: dict, source: str | Path = "config.json") -> dict[str, A
 
     Accepted but, as in the release, without effect on the network: encoder_double_z and add_post_quant_conv (both
     always on there), encoder_type / decoder_type, sample_size and scaling_factor (the pipeline normalises with its
-    own constants, OFFICIAL_NORMALIZATION), interpolate (True is unimplemented there and both of the authors'
-    loaders force False)."""
+    own constants, OFFICIAL_NORMALIZATION of vae/handle.py), interpolate (True is unimplemented there and both of
+    the authors' loaders force False)."""
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
     unknown = sorted(k for k in raw if not k.startswith("_") and k not in RELEASE_CONFIG_DEFAULTS)
@@ -547,8 +536,6 @@ def is_official_vae_folder(folder: str | Path) -> bool:
 def read_release_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of folder/*.safetensors (shards merged), or of diffusion_pytorch_model.bin when there is no
     safetensors file (torch.load with weights_only=True)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     files = sorted(folder.glob("*.safetensors"))
     if files:
@@ -603,17 +590,6 @@ def build_official_vae(folder: str | Path) -> OfficialCausalVAE:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     with torch.device("meta"):
         return OfficialCausalVAE(raw, path)
-
-
-def load_official_vae(folder: str | Path, chunk_frames: int = 0, device: torch.device | str = "cpu",
-                      norm: Normalization = OFFICIAL_NORMALIZATION, tile_sample_size: int = 0) -> LoadedVAE:
-    """The release's `causal_video_vae/` folder (config.json + weights) as a LoadedVAE: loaded strictly, float32,
-    eval mode, on `device`, with the SD3 release's latent normalisation unless `norm` says otherwise."""
-    folder = Path(folder)
-    model = build_official_vae(folder)
-    load_state_dict_strictly(model, read_release_state_dict(folder), folder)
-    model.tile_sample_size = tile_sample_size
-    return LoadedVAE(model.eval().to(device), norm, chunk_frames)
 
 
 def parameter_count(config: dict) -> int:

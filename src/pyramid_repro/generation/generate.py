@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from pyramid_repro.config import Config
-from pyramid_repro.eval.capture import CaptureSession
+from pyramid_repro.generation.capture import CaptureSession
 from pyramid_repro.flow import PyramidSchedule, build_history, guided, sample
 from pyramid_repro.models.attention import resolve_kernel
 
@@ -67,7 +67,7 @@ def _cfg_velocity(model: torch.nn.Module, text: TextCondition, empty: TextCondit
     Per stage, before its first Euler step, it prepares what no step changes: the history (doubled for the
     unconditional half), with `kv_cache` the text + history keys/values (model.encode_context), and the model's
     ForwardPlan (positions, mask, RoPE; models/mmdit.py). A step is then only device work on `x` and the timestep,
-    which `capture` (eval/capture.py) records at the stage's first step and replays at the others."""
+    which `capture` (generation/capture.py) records at the stage's first step and replays at the others."""
     B = len(text)
     guidance = scale != 1.0
     both = text.cat(empty.repeat(B)) if guidance else text
@@ -127,7 +127,7 @@ def generate_latents(model: torch.nn.Module, cfg: Config, text: TextCondition, e
     generated so far, compressed by the temporal pyramid as in training. `first_frame` (B, C, H, W) makes it
     image-to-video. Full sequence (stages == 1): all frames at once with one Euler loop. `kv_cache` reuses the
     history's keys/values across the Euler steps of a frame's stage (same result to float tolerance). `capture`
-    (eval/capture.py: ``none``, ``cuda-graph`` on CUDA, ``replay-emulation`` for tests, or a CaptureSession)
+    (generation/capture.py: ``none``, ``cuda-graph`` on CUDA, ``replay-emulation`` for tests, or a CaptureSession)
     records each (frame, stage)'s velocity call at its first Euler step and replays it at the others (same
     result: the same kernels on the same values).
     """
