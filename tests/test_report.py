@@ -10,7 +10,8 @@ from pyramid_repro.commands import audit as audit_command
 from pyramid_repro.config import load_config
 from pyramid_repro.report import audit
 from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
-from pyramid_repro.report.render import convergence_speedup, first_crossing, render_table1, smooth
+from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth
+from pyramid_repro.report.render import render_table1
 
 def test_paper_tables_load_with_their_source():
     t1 = load_paper_table("table1")

@@ -33,7 +33,6 @@ from pyramid_repro.eval.score import read_units
 from pyramid_repro.layout import units_path
 from pyramid_repro.provenance import measured_hash
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
-from pyramid_repro.report.convergence import convergence_speedup, first_crossing, smooth  # noqa: F401 (re-export)
 from pyramid_repro.report.audit import render_gpu_hours
 from pyramid_repro.report.claims import (claims_frame, load_claims, paired_feature_fid, paired_video_statistic,
                                          render_claims)
