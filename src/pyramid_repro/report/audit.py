@@ -223,15 +223,3 @@ def render_gpu_hours(cfg: Config, ledger: pd.DataFrame | None = None, projection
     fig.savefig(out / "gpu_hours.pdf")
     plt.close(fig)
     return out / "gpu_hours.pdf"
-
-
-def _print(title: str, df: pd.DataFrame) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), justify="right")
-    for r in df.itertuples(index=False):
-        t.add_row(*[f"{v:,.4g}" if isinstance(v, float) else str(v) for v in r])
-    Console(width=160).print(t)
