@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pyramid_repro.cliutil import add_threads_arg, config_from_args, config_parser
 from pyramid_repro.device import config_device
-from pyramid_repro.vae.cache import encode_stage, load_vae
+from pyramid_repro.vae.cache import encode_stage
+from pyramid_repro.vae.handle import load_vae
 
 
 def main(argv: list[str] | None = None) -> int:
