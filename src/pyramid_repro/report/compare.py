@@ -192,11 +192,13 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
     table = comparison_table(new, ours, backend, label)
     table["method"] = None
     table.loc[table["model"] == label, "method"] = method_label
-    diffs = release.protocol_differences(_protocol_of(new, videos))
+    proto = _protocol_of(new, videos)
+    diffs = release.protocol_differences(proto)
     table["protocol"] = None
     table.loc[table["model"].str.startswith("Pyramid Flow (paper"), "protocol"] = "paper's"
     table.loc[table["model"] == label, "protocol"] = (
-        "as the paper's" if not diffs else "differs from the paper's: " + ", ".join(diffs))
+        "not recorded" if not proto else "as the paper's" if not diffs
+        else "differs from the paper's: " + ", ".join(diffs))
     if release_run is not None:
         table["settings"] = None
         table.loc[table["model"] == label, "settings"] = release_run.preset.describe()
