@@ -133,3 +133,72 @@ def test_parse_vbench_results_fixture(tmp_path):
         vb.parse_results(res)
     with pytest.raises(FileNotFoundError, match="VBench results file not found"):
         vb.parse_results(tmp_path / "missing.json")
+
+
+def _fake_vbench_env(tmp_path):
+    """A fake VBench environment: an executable standing in for its python, which answers the version query
+    and, for a run, records the script it was given and writes VBench's results file."""
+    import stat
+    import sys
+
+    py = tmp_path / "fake_python"
+    py.write_text(f"""#!{sys.executable}
+import json, sys
+from pathlib import Path
+script = sys.argv[2]
+if "importlib.metadata" in script:
+    print("0.1.5")
+    sys.exit(0)
+out = Path(sys.argv[4])
+out.mkdir(parents=True, exist_ok=True)
+(out / "script.txt").write_text(script)
+dims = json.loads(sys.argv[5])
+(out / "results_eval_results.json").write_text(json.dumps({{d: [0.9, []] for d in dims}}))
+""")
+    py.chmod(py.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "weights").mkdir()
+    cfg = load_config("smoke")
+    cfg.eval.vbench_env, cfg.eval.vbench_weights = str(py), str(tmp_path / "weights")
+    return cfg
+
+
+@pytest.mark.parametrize("mode", ["standard", "long"])
+def test_vbench_modes_and_recorded_protocol(tmp_path, mode, monkeypatch):
+    from pyramid_repro.eval.backends import _score_vbench
+
+    cfg = _fake_vbench_env(tmp_path)
+    cfg.eval.vbench_mode = mode
+    cfg.eval.samples_per_prompt = 1
+    cmd = vb.vbench_command(cfg, tmp_path / "o/videos", tmp_path / "o", tmp_path / "info.json")
+    compile(cmd[2], "<vbench>", "exec")
+    if mode == "long":
+        assert "from vbench2_beta_long import VBenchLong" in cmd[2] and "mode='long_vbench_standard'" in cmd[2]
+    else:
+        assert "from vbench import VBench;" in cmd[2] and "mode='vbench_standard'" in cmd[2]
+    # a full run in the fake environment: two prompts, the samples' protocol as `sample` writes it
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps([{"prompt_en": "a cat", "dimension": ["color"]},
+                                {"prompt_en": "a dog", "dimension": ["scene"]}]))
+    videos = tmp_path / "samples"
+    videos.mkdir()
+    for name in ("a cat-0.mp4", "a dog-0.mp4"):
+        (videos / name).write_bytes(b"x")
+    made = {"fps": 24, "frames": 121, "height": 768, "width": 1280, "prompt_set": "standard",
+            "prompt_suffix": ", hyper quality, Ultra HD, 8K"}
+    (videos / "samples.json").write_text(json.dumps({"samples": [], "protocol": made}))
+    scores = vb.run_vbench(cfg, videos, tmp_path / "run", info)
+    assert scores == {d: 0.9 for d in vb.VBENCH_DIMENSIONS}
+    ran = (tmp_path / "run" / "script.txt").read_text()
+    assert ("VBenchLong" in ran) == (mode == "long")
+    proto = vb.vbench_protocol(cfg, videos)
+    assert proto == {"vbench_version": "0.1.5", "vbench_mode": mode, **made}
+    # the backend puts it into the metrics JSON (eval/score.py merges the backend's result into the doc)
+    import pyramid_repro.eval.backends as backends
+
+    (tmp_path / "repl/prompts/vbench").mkdir(parents=True)
+    (tmp_path / "repl/prompts/vbench/VBench_full_info.json").write_text(info.read_text())
+    monkeypatch.setattr(backends, "replication_dir", lambda: tmp_path / "repl")
+    res = _score_vbench([], [], cfg, videos)
+    assert res["protocol"]["vbench_mode"] == mode and res["protocol"]["fps"] == 24
+    assert res["protocol"]["frames"] == 121 and (res["protocol"]["width"], res["protocol"]["height"]) == (1280, 768)
+    assert res["protocol"]["vbench_version"] == "0.1.5" and res["protocol"]["prompt_set"] == "standard"

@@ -109,3 +109,24 @@ def test_compare_on_the_pyramid_checkpoint_reproduces_its_row(smoke_run):
         assert new[k] == pytest.approx(ours["aggregate"][k], abs=1e-9)
     delta = table[table["model"].str.startswith("Δ own_pyramid − pyramid")].iloc[0]
     assert abs(delta["total"]) < 1e-9
+
+
+def test_compare_on_the_fullseq_checkpoint_uses_its_own_method(smoke_run):
+    """Issue 30: `compare` with no options samples the fullseq checkpoint as it was trained (one stage,
+    bidirectional, from its train_config.yaml) and scores what the workflow's table says; naming the wrong
+    experiment is refused with both values."""
+    from pyramid_repro.config import ConfigError
+    from pyramid_repro.report.compare import compare
+
+    res = smoke_run / "results"
+    over = {"results": str(res), "reports": str(smoke_run / "compare_reports")}
+    cfg = load_config("smoke", over)
+    ck = res / "smoke" / "fullseq" / "dit" / cfg.train.curriculum[-1].name / "final"
+    table = compare(cfg, ck, "synthetic", "own_fullseq")
+    theirs = json.loads((res / "smoke" / "fullseq" / "metrics" / "synthetic.json").read_text())
+    new = table[table["model"] == "own_fullseq"].iloc[0]
+    for k in ("total", "quality", "semantic"):
+        assert new[k] == pytest.approx(theirs["aggregate"][k], abs=1e-9)
+    assert new["method"].startswith("fullseq: 1 stage, bidirectional attention")
+    with pytest.raises(ConfigError, match=r"pyramid.stages=1.*--experiment pyramid asks for pyramid.stages=3"):
+        compare(load_config("smoke", over, "pyramid"), ck, "synthetic", "wrong", experiment="pyramid")

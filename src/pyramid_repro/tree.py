@@ -228,6 +228,9 @@ class EvalConfig:
     probe_steps: int = 1500  # training steps of the probe network behind the offline backends
     vbench_env: str | None = None  # python of an environment with VBench installed
     vbench_weights: str | None = None
+    # VBench's standard mode, or its long-video mode (VBench-Long, `vbench2_beta_long`, mode long_vbench_standard),
+    # which VBench's README asks for with videos of 5 s or more (the paper's 121 frames at 24 fps); eval/vbench.py
+    vbench_mode: Literal["standard", "long"] = "standard"
     inception_path: str | None = None
     evalcrafter_path: str | None = None
 

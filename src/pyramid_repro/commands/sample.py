@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from pyramid_repro.cliutil import add_threads_arg, config_from_args, config_parser
+from pyramid_repro.config import ConfigError
 from pyramid_repro.device import config_device
 from pyramid_repro.eval import release
 from pyramid_repro.eval.sample import run, sample_release
@@ -28,6 +29,29 @@ def add_release_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance", type=float, help="first-frame guidance (official: 7; the authors suggest 7-9 "
                    "at 768p)")
     g.add_argument("--video-guidance", type=float, help="later-frame guidance (official: 5, image-to-video 4)")
+    g.add_argument("--preset", choices=sorted(release.PROTOCOLS),
+                   help="paper-vbench: what the authors scored on VBench (768p, 121 frames at 24 fps, the negative "
+                   "prompt, guidance 7 / video 5); fixes --resolution/--latent-frames and refuses --size, --image "
+                   "and the guidance options")
+
+
+def add_method_args(ap: argparse.ArgumentParser) -> None:
+    """The explicit override of a suite checkpoint's own sampling method (eval/method.py)."""
+    ap.add_argument("--override-method", action="store_true",
+                    help="sample a suite checkpoint with the method (pyramid.*, model.attention) that "
+                    "--experiment/--set give even where it contradicts the checkpoint's train_config.yaml (without "
+                    "it that is an error); the progress bar, samples.json and the compare row list each override")
+
+
+def check_release_only(args: argparse.Namespace, rel) -> None:
+    """Release options given for a checkpoint that is not the authors' release: a ConfigError naming them."""
+    if rel is not None:
+        return
+    given = [f"--{k.replace('_', '-')}" for k in ("resolution", "latent_frames", "size", "guidance",
+                                                  "video_guidance", "preset") if getattr(args, k, None) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only for the authors' release folder as --checkpoint; a suite "
+                          "checkpoint is sampled with its own method (train_config.yaml; --override-method)")
 
 
 def release_plan(args: argparse.Namespace) -> release.ReleaseRun | None:
@@ -35,7 +59,7 @@ def release_plan(args: argparse.Namespace) -> release.ReleaseRun | None:
     if args.checkpoint is None or release.find_release(args.checkpoint) is None:
         return None
     return release.plan(args.checkpoint, args.resolution, args.latent_frames, args.size, args.image,
-                        args.guidance, args.video_guidance)
+                        args.guidance, args.video_guidance, args.preset)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", help="prompt suite (default: eval.suite)")
     ap.add_argument("--out", type=Path, help="output folder (default results/<profile>/<experiment>/samples/<suite>, "
                     "for the release results/<profile>/release-<resolution>/samples/<suite>)")
-    ap.add_argument("--checkpoint", type=Path, help="a DiT checkpoint folder instead of the experiment's own, or "
-                    "the authors' release folder")
+    ap.add_argument("--checkpoint", type=Path, help="a DiT checkpoint folder instead of the experiment's own "
+                    "(sampled with its own method, from the train_config.yaml beside it; --experiment is then "
+                    "optional), or the authors' release folder")
     ap.add_argument("--image", type=Path, help="image-to-video: this image is the first frame of every video")
     add_release_args(ap)
+    add_method_args(ap)
     add_threads_arg(ap)
     ap.add_argument("--batch-size", type=int, default=0, help="videos per batch (default 16; the release: 1)")
     ap.add_argument("--capture", choices=CLI_CAPTURE_CHOICES, default="none",
@@ -60,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                     "steps, which removes the per-step kernel launch overhead (same result)")
     args = ap.parse_args(argv)
     rel = release_plan(args)
-    cfg = config_from_args(args, require_experiment=rel is None)
+    check_release_only(args, rel)
+    cfg = config_from_args(args, require_experiment=rel is None and args.checkpoint is None)
     check_capture(args.capture, config_device(cfg), "--capture")
     suite = args.suite or cfg.eval.suite
     if rel is not None:
@@ -69,6 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         path = sample_release(cfg, rel, suite, out, args.batch_size or 1, args.capture)
     else:
         path = run(cfg, args.experiment, suite, args.out, args.checkpoint, args.batch_size or 16, args.image,
-                   args.capture)
+                   args.capture, args.override_method)
     print(f"wrote {path}")
     return 0

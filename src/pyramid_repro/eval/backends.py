@@ -551,7 +551,8 @@ def _score_vbench(videos: list[np.ndarray], prompts: list, cfg: Config, video_di
                          replication_dir() / "prompts" / "vbench" / "VBench_full_info.json")
     agg = vb.aggregate(dims)
     return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")}, "fid": None,
-            "extra": {"missing_vbench_dimensions": agg["missing"]}}
+            "extra": {"missing_vbench_dimensions": agg["missing"]},
+            "protocol": vb.vbench_protocol(cfg, Path(video_dir))}  # version, mode, prompts, fps, frames, size
 
 
 def _score_evalcrafter(videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:

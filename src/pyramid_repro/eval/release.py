@@ -73,6 +73,10 @@ class SamplerPreset:
     guidance_video: float
     negative_prompt: str = NEGATIVE_PROMPT
     prompt_suffix: str = PROMPT_SUFFIX
+    # the authors' conversions (eval/sample.py): frames to uint8 by truncation (`.byte()`) and the image-to-video
+    # latent drawn with `latent_dist.sample()` seeded by the sample's seed; the suite's own models round and take
+    # the posterior mean
+    official_conversions: bool = True
 
     def describe(self) -> str:
         """One line for tables and samples.json."""
@@ -85,7 +89,54 @@ PRESETS = {
     "official-t2v": SamplerPreset("official-t2v", (20, 20, 20), (10, 10, 10), 7.0, 5.0),
     # image-to-video: the first frame is given, later frames use [10, 10, 10] steps and video guidance 4
     "official-i2v": SamplerPreset("official-i2v", (10, 10, 10), (10, 10, 10), 7.0, 4.0),
+    # the paper's VBench protocol (PROTOCOLS below): the text-to-video settings with video guidance 5
+    "paper-vbench": SamplerPreset("paper-vbench", (20, 20, 20), (10, 10, 10), 7.0, 5.0),
 }
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What a VBench number was generated and scored under: it is comparable with the paper's only when these
+    fields agree (docs/release.md §7). `vbench_mode` None: not stated by the authors."""
+
+    resolution: str  # the released transformer
+    fps: int
+    frames: int  # pixel frames per video
+    width: int
+    height: int
+    vbench_mode: str | None = None
+    prompt_set: str = "standard"
+
+    @property
+    def latent_frames(self) -> int:
+        return 1 + (self.frames - 1) // 8  # 8x temporal VAE
+
+    def to_dict(self) -> dict:
+        return {"resolution": self.resolution, "fps": self.fps, "frames": self.frames, "width": self.width,
+                "height": self.height, "vbench_mode": self.vbench_mode, "prompt_set": self.prompt_set}
+
+
+# The protocol behind the paper's VBench 81.72, as the authors answered users reproducing it: the SD3 model at
+# 768p, 121 frames (16 latent frames, 5 s) at 24 fps, the negative prompt, video guidance 5. The VBench mode is not
+# stated (VBench's README asks for VBench-Long for videos of 5 s or more): None, so it is recorded, never flagged.
+PAPER_PROTOCOL = Protocol("768p", FPS, 121, 1280, 768, None, "standard")
+# preset name -> the protocol it generates (a preset not listed samples at the command line's resolution/frames)
+PROTOCOLS = {"paper-vbench": PAPER_PROTOCOL}
+
+
+def protocol_differences(protocol: dict | None, paper: Protocol = PAPER_PROTOCOL) -> list[str]:
+    """The fields of a recorded protocol (metrics JSON / samples.json `protocol`: fps, frames, width, height,
+    vbench_mode) that differ from the paper's, each as 'field ours vs paper'; fields missing on either side are
+    not compared. [] when comparable."""
+    if not protocol:
+        return ["no protocol recorded"]
+    ref = paper.to_dict()
+    out = []
+    for key in ("fps", "frames", "width", "height", "vbench_mode"):
+        a, b = protocol.get(key), ref.get(key)
+        if a is not None and b is not None and a != b:
+            out.append(f"{key} {a} vs {b}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -195,16 +246,38 @@ class ReleaseRun:
                 "image": str(self.image) if self.image else None}
 
 
+def _protocol_args(preset: str, resolution: str | None, latent_frames: int | None, size: str | None,
+                   image: Path | None, guidance: float | None, video_guidance: float | None) -> tuple[str, int]:
+    """The resolution and latent frames a protocol preset fixes; a ConfigError naming the option that would
+    change what the preset generates."""
+    proto = PROTOCOLS[preset]
+    clash = [f"{opt} {val}" for opt, val, want in (
+        ("--resolution", resolution, proto.resolution), ("--latent-frames", latent_frames, proto.latent_frames))
+        if val is not None and val != want]
+    clash += [f"{opt}" for opt, val in (("--size", size), ("--image", image), ("--guidance", guidance),
+                                        ("--video-guidance", video_guidance)) if val is not None]
+    if clash:
+        raise ConfigError(f"--preset {preset}: generates the paper's protocol ({proto.resolution}, {proto.frames} "
+                          f"frames at {proto.fps} fps, {PRESETS[preset].describe()}); drop {', '.join(clash)}")
+    return proto.resolution, proto.latent_frames
+
+
 def plan(folder: str | Path, resolution: str | None = None, latent_frames: int | None = None,
          size: str | None = None, image: Path | None = None, guidance: float | None = None,
-         video_guidance: float | None = None) -> ReleaseRun:
+         video_guidance: float | None = None, preset: str | None = None) -> ReleaseRun:
     """Check the release folder and settle the run: resolution, preset (image-to-video when `image`), frames and
     size (the resolution's own unless given smaller for a quick look), guidance overrides (the authors suggest
-    7-9 at 768p)."""
+    7-9 at 768p). `preset` names a protocol preset of PROTOCOLS (`paper-vbench`: 768p, 16 latent frames = 121
+    frames at 24 fps, the negative prompt, guidance 7 / 5), which fixes all of these."""
     rel = find_release(folder)
     if rel is None:
         raise ConfigError(f"{folder}: not a Pyramid Flow release folder (expected {VAE_FOLDER}/ beside "
                           "diffusion_transformer_384p/ or diffusion_transformer_768p/)")
+    if preset is not None:
+        if preset not in PROTOCOLS:
+            raise ConfigError(f"--preset {preset!r}: expected one of {', '.join(PROTOCOLS)}")
+        resolution, latent_frames = _protocol_args(preset, resolution, latent_frames, size, image, guidance,
+                                                   video_guidance)
     res = resolution_of(rel, Path(folder), resolution)
     rel.check(res)
     r = RESOLUTIONS[res]
@@ -213,7 +286,7 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
         seconds = (r.max_latent_frames - 1) * 8 // FPS  # 8 frames per later latent frame
         raise ConfigError(f"--latent-frames {n}: the {res} model generates 1 to {r.max_latent_frames} latent frames "
                           f"({seconds} s at {FPS} fps)")
-    preset = PRESETS["official-i2v" if image is not None else "official-t2v"]
+    preset = PRESETS[preset or ("official-i2v" if image is not None else "official-t2v")]
     if guidance is not None or video_guidance is not None:
         preset = replace(
             preset, name=preset.name + "+custom-guidance",

@@ -24,6 +24,7 @@ from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.device import autocast, config_device, generator
 from pyramid_repro.eval import release
+from pyramid_repro.eval.method import resolve_method
 from pyramid_repro.eval.prompts import load_suite
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.generation.generate import TextCondition, generate_latents, kv_cache_exact
@@ -44,10 +45,29 @@ def video_filename(prompt: str, sample_index: int) -> str:
     return f"{safe}-{sample_index}.mp4"
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    v = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+def to_uint8(video: torch.Tensor, truncate: bool = False) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3).
+
+    The suite's own models (``truncate=False``): ``round((v + 1) * 127.5)``, the nearest level. The authors'
+    presets (``truncate=True``, eval/release.py): as their pipeline's ``decode_latent``, ``(v / 2 + 0.5)`` clamped
+    to [0, 1], times 255, then ``.byte()``, which truncates toward zero (0.6/255 becomes level 0, not 1; about
+    half the pixels of a video land one level lower than with rounding)."""
+    if truncate:
+        v = ((video / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8)
+    else:
+        v = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return v.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def first_frame_latent(vae, image: torch.Tensor, seeds: list[int] | None = None) -> torch.Tensor:
+    """The normalised VAE latent (B, C, h, w) of an image-to-video first frame `image` (1, 3, 1, H, W).
+
+    Our own models (``seeds=None``): the posterior mean, one latent for every video (B = 1, expanded by the
+    caller). The authors' presets: one draw per seed from the posterior, as their pipeline's
+    ``encode(...).latent_dist.sample()``, each seeded by its sample's seed (same seed, same latent)."""
+    if seeds is None:
+        return vae.encode(image)[:, :, 0]
+    return torch.cat([vae.encode(image, generator=generator(s, vae.device))[:, :, 0] for s in seeds])
 
 
 def contact_sheet(videos: list[np.ndarray], captions: list[str], path: Path, max_frames: int = 9) -> None:
@@ -92,21 +112,25 @@ def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
 def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, latent_frames: int,
                   latent_size: tuple[int, int], *, label: str, batch_size: int = 16, negative_prompt: str = "",
                   prompt_suffix: str = "", image: Path | None = None, fps: int | None = None,
-                  capture: str = "none") -> list[dict]:
+                  capture: str = "none", official: bool = False) -> list[dict]:
     """Generate cfg.eval.samples_per_prompt videos per prompt into `out` (VBench names) and a contact sheet;
     returns the samples.json records. Classifier-free guidance contrasts each prompt (+ `prompt_suffix`) with
     `negative_prompt` (the empty prompt by default); `image` makes it image-to-video (its VAE latent is the
     first frame of every video). Pyramid models sample with the history KV cache where it is exact
     (`kv_cache_exact`); `capture` records each stage's Euler step once and replays it
-    (generation/capture.py; ``cuda-graph`` needs CUDA)."""
+    (generation/capture.py; ``cuda-graph`` needs CUDA). `official` (the authors' presets, eval/release.py):
+    frames to uint8 by truncation and the image-to-video latent drawn from the posterior, seeded by each sample's
+    seed (`to_uint8`, `first_frame_latent`); otherwise rounding and the posterior mean (our own models)."""
     jobs = [(p, i) for p in prompts for i in range(cfg.eval.samples_per_prompt)]
     kv_cache = kv_cache_exact(model)  # history keys/values once per (frame, stage) wherever that is exact
     dev = vae.device
     empty = TextCondition(*encoder.encode([negative_prompt]))
-    first = None
+    first = img = None
     if image is not None:
         s = cfg.vae.spatial_compression
-        first = vae.encode(load_image(image, (latent_size[0] * s, latent_size[1] * s)).to(dev))[:, :, 0]
+        img = load_image(image, (latent_size[0] * s, latent_size[1] * s)).to(dev)
+        if not official:
+            first = first_frame_latent(vae, img)
     out.mkdir(parents=True, exist_ok=True)
     records, sheet = [], []
     with tqdm(total=len(jobs), desc=f"sample {label}", unit="video") as bar:
@@ -116,13 +140,16 @@ def sample_videos(model, encoder, vae, cfg: Config, prompts: list, out: Path, la
             # one generator per batch, seeded from its first sample: deterministic for a fixed batch size
             seed = sample_seed(cfg.seed, chunk[0][0].id, chunk[0][1])
             g = generator(seed, dev)
-            ff = None if first is None else first.expand(len(chunk), -1, -1, -1)
+            if img is not None and official:  # one posterior draw per sample, seeded by its seed
+                ff = first_frame_latent(vae, img, [sample_seed(cfg.seed, p.id, i) for p, i in chunk])
+            else:
+                ff = None if first is None else first.expand(len(chunk), -1, -1, -1)
             with autocast(dev, cfg.train.precision):
                 lat = generate_latents(model, cfg, text, empty, latent_frames, latent_size, g, first_frame=ff,
                                        kv_cache=kv_cache, capture=capture)
             videos = decode_latents(vae, lat.float())
             for (p, i), v in zip(chunk, videos):
-                frames = to_uint8(v)
+                frames = to_uint8(v, truncate=official)
                 name = video_filename(p.text, i)
                 write_video(out / name, frames, fps=fps or cfg.data.fps)
                 records.append({"prompt_id": p.id, "prompt": p.text, "sample_index": i,
@@ -144,13 +171,33 @@ def suite_prompts(cfg: Config, suite: str) -> list:
     return prompts
 
 
-def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, checkpoint: Path | None = None,
-        batch_size: int = 16, image: Path | None = None, capture: str = "none") -> Path:
+def samples_protocol(fps: int, latent_frames: int, latent_size: tuple[int, int], cfg: Config,
+                     prompt_set: str = "standard", prompt_suffix: str = "") -> dict:
+    """What a scorer needs to know about how the videos were made (samples.json `protocol`; the VBench backend
+    copies it into the metrics JSON): fps, pixel frames, pixel size, the prompt set and any suffix."""
+    s, t = cfg.vae.spatial_compression, cfg.vae.temporal_compression
+    return {"fps": int(fps), "frames": 1 + (latent_frames - 1) * t, "height": latent_size[0] * s,
+            "width": latent_size[1] * s, "prompt_set": prompt_set, "prompt_suffix": prompt_suffix}
+
+
+def run(cfg: Config, experiment: str | None, suite: str, out: Path | None = None, checkpoint: Path | None = None,
+        batch_size: int = 16, image: Path | None = None, capture: str = "none",
+        override_method: bool = False) -> Path:
     """Sample `suite` with `experiment`'s checkpoint (or an explicit `checkpoint` folder); returns samples.json.
-    (`main` sends a folder of the authors' release to `sample_release`, which samples it with their settings.)"""
-    exp = get_experiment(experiment)
-    out = out or cfg.layout.samples(experiment, suite)
+
+    The sampling method (pyramid stages, temporal pyramid, attention, steps, guidance) is the checkpoint's own,
+    read from the train_config.yaml beside its weights (eval/method.py `resolve_method`): `experiment` (None when
+    only `checkpoint` is given) and the config's user overrides must agree with it, unless the experiment is
+    inference-only (its overrides are the point) or `override_method`. The progress bar and samples.json name the
+    method. (`main` sends a folder of the authors' release to `sample_release`, which samples it with their
+    settings.)"""
+    if experiment is None and checkpoint is None:
+        raise ConfigError("sample: pass --experiment or --checkpoint")
+    exp = get_experiment(experiment) if experiment is not None else None
     ckpt = checkpoint or cfg.layout.stage_final(exp.checkpoint_from or experiment, cfg.train.curriculum[-1].name)
+    name = experiment or Path(ckpt).resolve().name
+    out = out or cfg.layout.samples(name, suite)
+    cfg, method = resolve_method(cfg, ckpt, experiment, override_method)
     dev = config_device(cfg)
     model = load_dit(ckpt, dev)
     encoder = build_text_encoder(cfg, dev)
@@ -160,10 +207,12 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
     s, T = cfg.vae.spatial_compression, cfg.vae.temporal_compression
     latent_frames = 1 + (last.frames - 1) // T
     size = (last.height // s, last.width // s)
-    records = sample_videos(model, encoder, vae, cfg, prompts, out, latent_frames, size, label=experiment,
-                            batch_size=batch_size, image=image, capture=capture)
+    records = sample_videos(model, encoder, vae, cfg, prompts, out, latent_frames, size,
+                            label=f"{name} [{method.label}]", batch_size=batch_size, image=image, capture=capture)
     index = out / "samples.json"
     write_json(index, {"suite": suite, "experiment": experiment, "checkpoint": str(ckpt), "samples": records,
+                       "method": method.to_dict(),
+                       "protocol": samples_protocol(cfg.data.fps, latent_frames, size, cfg),
                        "image": str(image) if image else None, "provenance": provenance(cfg, experiment=experiment)})
     return index
 
@@ -171,18 +220,26 @@ def run(cfg: Config, experiment: str, suite: str, out: Path | None = None, check
 def sample_release(cfg: Config, release_run: release.ReleaseRun, suite: str, out: Path, batch_size: int = 1,
                    capture: str = "none") -> Path:
     """Sample `suite` with the authors' release (eval/release.py) under its official settings into `out`; returns
-    samples.json. `capture`: generation/capture.py (``cuda-graph`` needs CUDA)."""
+    samples.json. The authors' presets convert frames to uint8 by truncation and draw the image-to-video latent
+    from the posterior (`SamplerPreset.official_conversions`). `capture`: generation/capture.py (``cuda-graph``
+    needs CUDA)."""
     rr = release_run
     c = release.release_config(cfg, rr.preset)
     model, encoder, vae = release.load_release(rr, config_device(c), c.train.precision == "bf16")
     prompts = suite_prompts(c, suite)
     s = c.vae.spatial_compression
     records = sample_videos(model, encoder, vae, c, prompts, out, rr.latent_frames,
-                            (rr.size[0] // s, rr.size[1] // s), label=f"release {rr.resolution}",
+                            (rr.size[0] // s, rr.size[1] // s), label=f"release {rr.resolution} [{rr.preset.name}]",
                             batch_size=batch_size, negative_prompt=rr.preset.negative_prompt,
-                            prompt_suffix=rr.preset.prompt_suffix, image=rr.image, fps=release.FPS, capture=capture)
+                            prompt_suffix=rr.preset.prompt_suffix, image=rr.image, fps=release.FPS, capture=capture,
+                            official=rr.preset.official_conversions)
     index = out / "samples.json"
+    size = (rr.size[0] // s, rr.size[1] // s)
     write_json(index, {"suite": suite, "experiment": "release", "checkpoint": str(rr.root),
                        "model": rr.label, "release": rr.to_dict(), "samples": records,
+                       "method": {"method": rr.preset.describe(), "source": "eval/release.py PRESETS",
+                                  "overrides": []},
+                       "protocol": samples_protocol(release.FPS, rr.latent_frames, size, c,
+                                                    prompt_suffix=rr.preset.prompt_suffix),
                        "provenance": provenance(c)})
     return index

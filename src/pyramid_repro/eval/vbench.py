@@ -115,21 +115,58 @@ def _check_env(cfg: Config) -> tuple[Path, Path]:
     return py, Path(cfg.eval.vbench_weights)
 
 
+# eval.vbench_mode -> (module, class, VBench's `mode` argument). Standard: `vbench.VBench`, mode vbench_standard.
+# Long (VBench-Long, VBench's README: "for videos of 5 s or more"): `vbench2_beta_long.VBenchLong` (a subclass of
+# VBench, in VBench's repository), mode long_vbench_standard; it splits every video into scene-cut-free clips,
+# scores the clips and combines them with its slow-fast consistency (vbench2_beta_long/README.md).
+MODES: dict[str, tuple[str, str, str]] = {
+    "standard": ("vbench", "VBench", "vbench_standard"),
+    "long": ("vbench2_beta_long", "VBenchLong", "long_vbench_standard"),
+}
+VERSION_SCRIPT = ("import importlib.metadata as m\ntry:\n    print(m.version('vbench'))\n"
+                  "except m.PackageNotFoundError:\n    print('unknown')")
+
+
 def vbench_command(cfg: Config, videos: Path, out: Path, full_info: Path,
                    dimensions: list[str] | None = None) -> list[str]:
-    """The official VBench run on a folder holding only the videos: its Python API
-    `VBench(device, full_info, output).evaluate(videos_path, name, dimension_list, local=True,
-    mode="vbench_standard")`, the call its `vbench evaluate` CLI makes through torch.distributed. Run it with
-    `vbench_env(cfg)` so `local=True` loads the checkpoints from eval.vbench_weights instead of downloading."""
+    """The official VBench run on a folder holding only the videos, in the mode eval.vbench_mode:
+    standard: its Python API `VBench(device, full_info, output).evaluate(videos_path, name, dimension_list,
+    local=True, mode="vbench_standard")`, the call its `vbench evaluate` CLI makes through torch.distributed;
+    long: `VBenchLong(...)` from `vbench2_beta_long` with mode "long_vbench_standard" (VBench-Long's README §4.1).
+    Run it with `vbench_env(cfg)` so `local=True` loads the checkpoints from eval.vbench_weights instead of
+    downloading."""
     py, _ = _check_env(cfg)
     dims = list(dimensions or VBENCH_DIMENSIONS)
     unknown = sorted(set(dims) - set(VBENCH_DIMENSIONS))
     if unknown:
         raise ValueError(f"unknown VBench dimension(s) {unknown}; expected names from {VBENCH_DIMENSIONS}")
-    script = ("import json, sys, torch; from vbench import VBench; "
-              "VBench(torch.device('cuda'), sys.argv[1], sys.argv[2]).evaluate(videos_path=sys.argv[4], "
-              f"name={RESULTS_NAME!r}, dimension_list=json.loads(sys.argv[3]), local=True, mode='vbench_standard')")
+    if cfg.eval.vbench_mode not in MODES:
+        raise ConfigError(f"eval.vbench_mode={cfg.eval.vbench_mode!r}: expected one of {', '.join(MODES)}")
+    module, cls, mode = MODES[cfg.eval.vbench_mode]
+    script = (f"import json, sys, torch; from {module} import {cls}; "
+              f"{cls}(torch.device('cuda'), sys.argv[1], sys.argv[2]).evaluate(videos_path=sys.argv[4], "
+              f"name={RESULTS_NAME!r}, dimension_list=json.loads(sys.argv[3]), local=True, mode={mode!r})")
     return [str(py), "-c", script, str(full_info), str(out), json.dumps(dims), str(videos)]
+
+
+def vbench_version(cfg: Config) -> str:
+    """The version of the `vbench` package in eval.vbench_env ('unknown' when it cannot say): its PyPI releases
+    changed preprocessing (e.g. imaging_quality in 0.1.2), so a score records it."""
+    py, _ = _check_env(cfg)
+    r = subprocess.run([str(py), "-c", VERSION_SCRIPT], capture_output=True, text=True, check=False)
+    return (r.stdout.strip().splitlines() or ["unknown"])[-1] if r.returncode == 0 else "unknown"
+
+
+def vbench_protocol(cfg: Config, video_dir: Path) -> dict:
+    """What a VBench number must carry to be comparable with the paper's (docs/release.md §7): the VBench version
+    and mode, the prompt set (standard; any suffix appended to the prompts), and fps, frame count and resolution
+    of the videos as sample wrote them (samples.json `protocol`; absent fields are None)."""
+    index = Path(video_dir) / "samples.json"
+    made = (json.loads(index.read_text()).get("protocol") or {}) if index.is_file() else {}
+    return {"vbench_version": vbench_version(cfg), "vbench_mode": cfg.eval.vbench_mode,
+            "prompt_set": made.get("prompt_set", "standard"), "prompt_suffix": made.get("prompt_suffix", ""),
+            "fps": made.get("fps"), "frames": made.get("frames"), "width": made.get("width"),
+            "height": made.get("height")}
 
 
 def vbench_env(cfg: Config) -> dict[str, str]:

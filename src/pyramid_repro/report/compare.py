@@ -21,6 +21,8 @@ import pandas as pd
 import yaml
 
 from pyramid_repro.config import Config, ConfigError, load_yaml
+from pyramid_repro.eval import release
+from pyramid_repro.eval.method import resolve_method
 from pyramid_repro.eval.sample import sample_release
 from pyramid_repro.eval.sample import run as sample_run
 from pyramid_repro.eval.score import score_experiment
@@ -135,30 +137,72 @@ def default_name(checkpoint: Path, release_run=None) -> str:
     return f"release-{release_run.resolution}" if release_run is not None else Path(checkpoint).resolve().name
 
 
+def protocol_lines(doc: dict | None, name: str) -> list[str]:
+    """What the new row's score was generated and scored under (the metrics JSON's `protocol`, recorded by the
+    VBench backend; else the samples' own), one line each, for printing under the compare table."""
+    proto = (doc or {}).get("protocol")
+    if not proto:
+        return [f"{name}: no protocol recorded (a proxy backend; see samples.json)"]
+    fields = ("vbench_version", "vbench_mode", "prompt_set", "prompt_suffix", "fps", "frames", "width", "height")
+    shown = ", ".join(f"{k}={proto[k]!r}" for k in fields if k in proto)
+    paper = release.PAPER_PROTOCOL.to_dict()
+    ref = ", ".join(f"{k}={paper[k]!r}" for k in ("vbench_mode", "prompt_set", "fps", "frames", "width", "height"))
+    return [f"{name}: {shown}", f"paper (Pyramid Flow, VBench 81.72): {ref}"]
+
+
+def _protocol_of(doc: dict, videos: Path) -> dict | None:
+    """The protocol of a score: the metrics JSON's (VBench backend), else samples.json's (how the videos were
+    made)."""
+    if doc.get("protocol"):
+        return doc["protocol"]
+    index = Path(videos) / "samples.json"
+    if index.is_file():
+        return json.loads(index.read_text()).get("protocol")
+    return None
+
+
 def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None,
             sample_fn: Callable[[Config, Path, Path], Path] | None = None,
-            score_fn: Callable[[Config, Path, str, Path], dict] | None = None, release_run=None) -> pd.DataFrame:
+            score_fn: Callable[[Config, Path, str, Path], dict] | None = None, release_run=None,
+            experiment: str | None = None, override_method: bool = False) -> pd.DataFrame:
     """Sample, score and tabulate `checkpoint`. `release_run` (eval/release.py ReleaseRun): the checkpoint is the
-    authors' release, sampled under its official settings; its row names the model and the settings."""
+    authors' release, sampled under its official settings; its row names the model and the settings. A suite
+    checkpoint is sampled with its own method (eval/method.py `resolve_method`: the train_config.yaml beside it;
+    `experiment` / the config's --set must agree unless `override_method`); its row's `method` column names it.
+    Every row's `protocol` column says whether its fps, frames, size or VBench mode differ from the paper's."""
     name = name or default_name(checkpoint, release_run)
     if release_run is not None:
         label = release_run.label
+        method_label = release_run.preset.describe()
         sample_fn = sample_fn or (lambda c, ck, out: sample_release(c, release_run, c.eval.suite, out))
     else:
         label = name
         check_compatible(checkpoint, cfg)
+        cfg, method = resolve_method(cfg, Path(checkpoint), experiment, override_method)
+        method_label = method.label
     work = cfg.layout.compare(name)
     videos = work / "samples"
-    sample_fn = sample_fn or (lambda c, ck, out: sample_run(c, "pyramid", c.eval.suite, out, ck))
+    sample_fn = sample_fn or (lambda c, ck, out: sample_run(c, None, c.eval.suite, out, ck,
+                                                            override_method=override_method))
     score_fn = score_fn or (lambda c, vids, b, out: score_experiment(c, "pyramid", b, vids, out))
     sample_fn(cfg, Path(checkpoint), videos)
     new = score_fn(cfg, videos, backend, work / f"{backend}.json")
     ours_f = cfg.layout.metrics("pyramid", backend)
     ours = json.loads(ours_f.read_text()) if ours_f.is_file() else None
     table = comparison_table(new, ours, backend, label)
+    table["method"] = None
+    table.loc[table["model"] == label, "method"] = method_label
+    proto = _protocol_of(new, videos)
+    diffs = release.protocol_differences(proto)
+    table["protocol"] = None
+    table.loc[table["model"].str.startswith("Pyramid Flow (paper"), "protocol"] = "paper's"
+    table.loc[table["model"] == label, "protocol"] = (
+        "not recorded" if not proto else "as the paper's" if not diffs
+        else "differs from the paper's: " + ", ".join(diffs))
     if release_run is not None:
         table["settings"] = None
         table.loc[table["model"] == label, "settings"] = release_run.preset.describe()
+    table.attrs["protocol_lines"] = protocol_lines(new, label)
     out = cfg.layout.reports
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"compare_{name}.csv", index=False)
@@ -170,7 +214,13 @@ def render_comparison(table: pd.DataFrame, cfg: Config, path: Path) -> Path:
     """The comparison table as a PDF with the run's provenance footer; a release's sampler settings go under the
     table (too long for a column)."""
     settings = [v for v in table.get("settings", pd.Series(dtype=object)).dropna().unique() if v]
-    table = table.drop(columns=["settings"], errors="ignore")
+    lines = list(table.attrs.get("protocol_lines", []))
+    for _, r in table.iterrows():  # long text: under the table, not in a column
+        if isinstance(r.get("method"), str) and r.get("model") and not str(r["model"]).startswith("Δ"):
+            lines.append(f"{r['model']} sampled with {r['method']}")
+        if isinstance(r.get("protocol"), str) and r["protocol"].startswith("differs"):
+            lines.append(f"{r['model']}: protocol {r['protocol']}")
+    table = table.drop(columns=["settings", "method", "protocol"], errors="ignore")
     if "note" in table:
         table = table.assign(note=table["note"].fillna(""))
     cols = [c for c in table.columns if not c.endswith(("_lo", "_hi"))]
@@ -179,6 +229,8 @@ def render_comparison(table: pd.DataFrame, cfg: Config, path: Path) -> Path:
             "two intervals overlap.")
     if settings:
         note += " Sampled with " + "; ".join(settings) + "."
+    for line in lines:
+        note += " " + line + "."
     _draw_table(with_intervals(table, cols), f"Checkpoint comparison (profile {cfg.profile})", Path(path), note,
                 footer(cfg))
     return Path(path)

@@ -98,9 +98,17 @@ class LoadedVAE:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) in [-1, 1] -> normalised latents."""
-        return self.norm.normalize(self.model.encode(video, chunk_frames=self.chunk_frames))
+    def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> normalised latents: the posterior mean (the suite's own use), or with a
+        `generator` a draw from the posterior, mean + std * noise (the authors' image-to-video,
+        `latent_dist.sample()`; the whole clip is encoded at once for our VAE, whose chunked path has no draw)."""
+        if generator is None:
+            return self.norm.normalize(self.model.encode(video, chunk_frames=self.chunk_frames))
+        if isinstance(self.model, CausalVideoVAE):
+            z = self.model.encode(video, sample=True, generator=generator)
+        else:
+            z = self.model.encode(video, chunk_frames=self.chunk_frames, sample=True, generator=generator)
+        return self.norm.normalize(z)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
