@@ -310,8 +310,19 @@ def test_text_encoders_from_the_release_layout(fake_flux_release):
         t5 = T5EncoderModel.from_pretrained(fake_flux_release / "text_encoder_2").eval()
         ti = t5tok(prompts, padding="max_length", max_length=128, truncation=True, return_tensors="pt")
         torch.testing.assert_close(tokens, t5(ti.input_ids, attention_mask=ti.attention_mask)[0])
-    with pytest.raises(ConfigError, match="text_encoder_2/"):
-        ClipLT5Encoder.from_release(fake_flux_release / "causal_video_vae")
+
+
+def test_text_encoder_folder_missing_is_named(tmp_path):
+    import shutil
+
+    from release_fake_flux import write_fake_miniflux_text
+
+    from pyramid_repro.models.text import ClipLT5Encoder
+
+    root = write_fake_miniflux_text(tmp_path / "rel")
+    shutil.rmtree(root / "text_encoder_2")
+    with pytest.raises(ConfigError, match=r"text_encoder_2/ not found.*T5"):
+        ClipLT5Encoder.from_release(root)
 
 
 def test_release_detection_and_loading(fake_flux_release, tmp_path):
@@ -343,12 +354,29 @@ def _args(tmp_path: Path) -> list[str]:
             "--size", "128x64", "--latent-frames", "2"]
 
 
-@pytest.mark.parametrize("resolution", ["384p", "768p"])
-def test_compare_on_a_fake_miniflux_release(fake_flux_release, tmp_path, resolution, capsys):
+def _untrained_probe(results: Path) -> None:
+    """The synthetic backend reads the profile's probe; an untrained one (seeded) is enough for the plumbing, and
+    saves training it (the SD3 test borrows the smoke workflow's instead, ~3 min)."""
+    from safetensors.torch import save_file
+
+    from pyramid_repro.config import load_config
+    from pyramid_repro.eval.probe import ProbeNet
+
+    path = load_config("smoke", {"results": str(results)}).layout.probe_weights()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in ProbeNet().state_dict().items()}, str(path))
+
+
+def test_compare_on_a_fake_miniflux_release(fake_flux_release, tmp_path, capsys):
+    """Text-to-video at 384p, `compare` end to end with the synthetic backend (no pyramid row of this run: the
+    table has the paper row and the release's)."""
     import pandas as pd
 
     from pyramid_repro.commands.compare import main
 
+    resolution = "384p"
+    _untrained_probe(tmp_path / "results")
     assert main(_args(tmp_path) + ["--checkpoint", str(fake_flux_release), "--resolution", resolution,
                                    "--backend", "synthetic"]) == 0
     assert "official-t2v: Euler steps 20,20,20/10,10,10" in capsys.readouterr().out
@@ -362,16 +390,24 @@ def test_compare_on_a_fake_miniflux_release(fake_flux_release, tmp_path, resolut
     assert len(index["samples"]) == 2
 
 
-def test_sample_image_to_video_on_a_fake_miniflux_release(fake_flux_release, tmp_path):
+def test_compare_image_to_video_on_the_768p_fake_miniflux_transformer(fake_flux_release, tmp_path):
+    """Image-to-video with the 768p transformer folder given directly: the i2v preset, the folder's resolution,
+    and every video's first frame is the image (decoded through the miniFLUX normalisation)."""
     from PIL import Image
 
-    from pyramid_repro.commands.sample import main
+    from pyramid_repro.commands.compare import main
+    from pyramid_repro.data.video_io import read_video
 
     img = tmp_path / "first.png"
     Image.new("RGB", (200, 100), (200, 30, 30)).save(img)
-    out = tmp_path / "videos"
-    assert main(_args(tmp_path) + ["--checkpoint", str(fake_flux_release / "diffusion_transformer_384p"),
-                                   "--image", str(img), "--out", str(out)]) == 0
-    index = json.loads((out / "samples.json").read_text())
+    _untrained_probe(tmp_path / "results")
+    assert main(_args(tmp_path) + ["--set", "eval.max_prompts=1", "--checkpoint",
+                                   str(fake_flux_release / "diffusion_transformer_768p"), "--image", str(img),
+                                   "--backend", "synthetic"]) == 0
+    work = tmp_path / "results" / "smoke" / "compare" / "release-miniflux-768p"
+    index = json.loads((work / "samples" / "samples.json").read_text())
     assert index["release"]["preset"] == "official-i2v" and index["release"]["model"] == "miniflux"
-    assert len(index["samples"]) == 2
+    assert index["release"]["resolution"] == "768p" and len(index["samples"]) == 1
+    frames = read_video(work / "samples" / index["samples"][0]["path"])[0]
+    assert frames.shape[:3] == (9, 64, 128)
+    assert (tmp_path / "reports" / "smoke" / "compare_release-miniflux-768p.csv").is_file()
