@@ -411,3 +411,20 @@ def test_compare_image_to_video_on_the_768p_fake_miniflux_transformer(fake_flux_
     frames = read_video(work / "samples" / index["samples"][0]["path"])[0]
     assert frames.shape[:3] == (9, 64, 128)
     assert (tmp_path / "reports" / "smoke" / "compare_release-miniflux-768p.csv").is_file()
+
+
+def test_flex_kernel_equals_dense_attention(transformer):
+    """The block mask (FlexAttention, the CUDA default) and the dense mask give the same velocity (CPU: the
+    uncompiled kernel, forward only)."""
+    from pyramid_repro.models.attention import flex_attention
+
+    if flex_attention is None:
+        pytest.skip("this PyTorch has no FlexAttention")
+    model = load_miniflux_layout(transformer)
+    g, enc, mask, pooled, t = _inputs()
+    history = [torch.randn(2, 16, 4, 6, generator=g)]
+    current = torch.randn(2, 16, 1, 8, 12, generator=g)
+    model.attention_kernel = "sdpa"
+    dense = _ours(model, history, current, t, enc, mask, pooled)
+    model.attention_kernel = "flex"
+    torch.testing.assert_close(_ours(model, history, current, t, enc, mask, pooled), dense, atol=2e-5, rtol=1e-4)

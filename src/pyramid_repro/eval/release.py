@@ -229,8 +229,8 @@ class ReleaseRun:
                 f"{self.latent_frames} latent frames)")
 
     def to_dict(self) -> dict:
-        return {"release": str(self.root), "model": self.model, "resolution": self.resolution, "preset": self.preset.name,
-                "settings": self.preset.describe(), "latent_frames": self.latent_frames,
+        return {"release": str(self.root), "model": self.model, "resolution": self.resolution,
+                "preset": self.preset.name, "settings": self.preset.describe(), "latent_frames": self.latent_frames,
                 "height": self.size[0], "width": self.size[1], "fps": FPS,
                 "image": str(self.image) if self.image else None}
 

@@ -169,13 +169,11 @@ class MiniFluxDiT(DiTModel):
                              "by the current timestep); sample without the cache")
         B, C, T, h, w = current.shape
         p, dev = self.config.patch_size, current.device
-        hd = self.config.hidden_size // self.config.num_heads
         cur_grid = (h // p, w // p)
         frames, rows, cols = self.positions([(hf.shape[-2] // p, hf.shape[-1] // p) for hf in history],
                                             cur_grid, T, dev)
         cos, sin = (t.to(dev, current.dtype) for t in rope_3d(frames, rows, cols, tuple(self.config.axes_dims_rope),
                                                                self.config.rope_theta))
-        assert cos.shape[1] == hd
         frame_of_token = frames.long()
         L = tokens.shape[1]
         spec = MaskSpec(frame_of_token, text_mask.bool(), True, L + frame_of_token.shape[0], True)
