@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                     "train_config.yaml beside it), or the authors' release folder")
     ap.add_argument("--backend", default=None, help="scoring backend (default: the profile's first backend)")
     ap.add_argument("--name", help="label of the checkpoint in the table (default: folder name; the release: "
-                    "release-<resolution>)")
+                    "release-<resolution>, release-miniflux-<resolution>)")
     ap.add_argument("--image", type=Path, help="image-to-video: this image is the first frame of every video")
     add_release_args(ap)
     add_method_args(ap)

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     check_capture(args.capture, config_device(cfg), "--capture")
     suite = args.suite or cfg.eval.suite
     if rel is not None:
-        out = args.out or cfg.layout.samples(f"release-{rel.resolution}", suite)
+        out = args.out or cfg.layout.samples(rel.name, suite)
         print(f"sampling {rel.label}\n  {rel.preset.describe()}")
         path = sample_release(cfg, rel, suite, out, args.batch_size or 1, args.capture)
     else:

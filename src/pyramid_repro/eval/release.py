@@ -18,22 +18,34 @@ guidance 7 on the first frame and 5 on later ones (image-to-video: [10, 10, 10] 
 of the empty prompt, a quality suffix appended to every prompt, 24 fps, 16 latent frames (5 s; the 768p model goes
 up to 31 = 10 s). The pyramid schedule (3 stages, stage boundaries 0, 1/3, 2/3, 1, corrective noise gamma 1/3, clean
 history in the temporal pyramid's layout) is the suite's default `pyramid` config, which equals theirs.
+
+The later miniFLUX release (their `model_name="pyramid_flux"`) has the same folder names except the text half:
+text_encoder/ (CLIP-L) and text_encoder_2/ (T5-XXL) with tokenizer/ and tokenizer_2/, no text_encoder_3/. It is
+recognised by its transformer config.json (`_class_name: PyramidFluxTransformer`, `Release.model`) and loaded into
+`MiniFluxDiT` (models/miniflux.py, strict converter), `ClipLT5Encoder.from_release`, and the same VAE with the
+miniFLUX image-latent normalisation (`OFFICIAL_FLUX_NORMALIZATION`: shift -0.04, scale 1/1.8726). Its sampling
+settings are the same presets (their README gives the same steps and guidance for both releases). Its 1024p image
+transformer (diffusion_transformer_image/) is not supported.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from pyramid_repro.config import Config, ConfigError, PyramidConfig, SamplerConfig
+from pyramid_repro.models.miniflux import is_miniflux_config, load_miniflux_layout
 from pyramid_repro.models.official import load_sd3_layout
-from pyramid_repro.models.text import ClipT5Encoder
-from pyramid_repro.vae.handle import load_official_vae
+from pyramid_repro.models.text import ClipLT5Encoder, ClipT5Encoder
+from pyramid_repro.vae.handle import OFFICIAL_FLUX_NORMALIZATION, OFFICIAL_NORMALIZATION, load_official_vae
 
 TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
+MINIFLUX_TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+MODELS = ("sd3", "miniflux")  # the two releases (Release.model)
 VAE_FOLDER = "causal_video_vae"
 VAE_CHUNK_FRAMES, VAE_TILE = 1, 256  # the authors' decode_latent(save_memory=True): window 1, tiles of 256 px
 
@@ -163,14 +175,32 @@ class Release:
     def resolutions(self) -> list[str]:
         return [r for r, res in RESOLUTIONS.items() if (self.root / res.folder / "config.json").is_file()]
 
+    @property
+    def model(self) -> str:
+        """'miniflux' when a transformer config.json is the miniFLUX one (PyramidFluxTransformer), else 'sd3';
+        without a readable config, 'miniflux' when the text half is the miniFLUX one (no text_encoder_3/)."""
+        for res in RESOLUTIONS.values():
+            f = self.root / res.folder / "config.json"
+            try:
+                config = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if is_miniflux_config(config):
+                return "miniflux"
+            if config:
+                return "sd3"
+        flux_text = (self.root / "text_encoder_2").is_dir() and not (self.root / "text_encoder_3").is_dir()
+        return "miniflux" if flux_text else "sd3"
+
     def check(self, resolution: str) -> None:
         """Every folder sampling at `resolution` needs, or a ConfigError naming each missing one."""
         self.transformer(resolution)
-        missing = [n for n in (VAE_FOLDER, *TEXT_FOLDERS) if not (self.root / n).is_dir()]
+        text = MINIFLUX_TEXT_FOLDERS if self.model == "miniflux" else TEXT_FOLDERS
+        missing = [n for n in (VAE_FOLDER, *text) if not (self.root / n).is_dir()]
         if missing:
-            raise ConfigError(f"{self.root}: release folder incomplete, missing {', '.join(missing)}/ (expected "
-                              "the authors' layout: diffusion_transformer_384p|768p/, causal_video_vae/, "
-                              "text_encoder*/, tokenizer*/; see docs/release.md)")
+            raise ConfigError(f"{self.root}: {self.model} release folder incomplete, missing "
+                              f"{', '.join(missing)}/ (expected the authors' layout: diffusion_transformer_384p|768p/, "
+                              f"causal_video_vae/, {'/, '.join(text)}/; see docs/release.md)")
 
 
 def find_release(folder: str | Path) -> Release | None:
@@ -190,6 +220,9 @@ def resolution_of(release: Release, folder: Path, resolution: str | None) -> str
     for name, res in RESOLUTIONS.items():
         if Path(folder).name == res.folder:
             return name
+    if Path(folder).name.startswith("diffusion_transformer_"):
+        raise ConfigError(f"{folder}: this suite samples the video transformers (diffusion_transformer_384p/, "
+                          "diffusion_transformer_768p/) only, not the miniFLUX release's 1024p image model")
     have = release.resolutions()
     if not have:
         raise ConfigError(f"{release.root}: no diffusion_transformer_384p/ or diffusion_transformer_768p/ with a "
@@ -232,16 +265,23 @@ class ReleaseRun:
     latent_frames: int
     size: tuple[int, int]  # (height, width) pixels
     image: Path | None = None  # image-to-video: the first frame of every video
+    model: str = "sd3"  # which release (Release.model): "sd3" or "miniflux"
+
+    @property
+    def name(self) -> str:
+        """The run's name in folders and file names: release-<resolution> (SD3), release-miniflux-<resolution>."""
+        return f"release-{'miniflux-' if self.model == 'miniflux' else ''}{self.resolution}"
 
     @property
     def label(self) -> str:
         h, w = self.size
-        return (f"Pyramid Flow release {self.resolution} ({self.preset.name}, {w}x{h}, "
+        which = "miniFLUX release" if self.model == "miniflux" else "release"
+        return (f"Pyramid Flow {which} {self.resolution} ({self.preset.name}, {w}x{h}, "
                 f"{self.latent_frames} latent frames)")
 
     def to_dict(self) -> dict:
-        return {"release": str(self.root), "resolution": self.resolution, "preset": self.preset.name,
-                "settings": self.preset.describe(), "latent_frames": self.latent_frames,
+        return {"release": str(self.root), "model": self.model, "resolution": self.resolution,
+                "preset": self.preset.name, "settings": self.preset.describe(), "latent_frames": self.latent_frames,
                 "height": self.size[0], "width": self.size[1], "fps": FPS,
                 "image": str(self.image) if self.image else None}
 
@@ -293,17 +333,21 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
             guidance_first_frame=preset.guidance_first_frame if guidance is None else guidance,
             guidance_video=preset.guidance_video if video_guidance is None else video_guidance)
     hw = parse_size(size) if size else (r.height, r.width)
-    return ReleaseRun(rel.root, res, preset, n, hw, image)
+    return ReleaseRun(rel.root, res, preset, n, hw, image, rel.model)
 
 
 def load_release(run: ReleaseRun, device, bf16: bool = True):
     """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder."""
     rel = Release(run.root)
-    model = load_sd3_layout(rel.transformer(run.resolution)).to(device)
+    flux = run.model == "miniflux"
+    folder = rel.transformer(run.resolution)
+    model = (load_miniflux_layout(folder) if flux else load_sd3_layout(folder)).to(device)
     # the encoders in bf16 on a GPU as the authors run them (T5-XXL alone is about 19 GB in float32)
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" and bf16 else torch.float32
-    encoder = ClipT5Encoder.from_release(rel.root, dtype=dtype).to(device)
+    encoder = (ClipLT5Encoder if flux else ClipT5Encoder).from_release(rel.root, dtype=dtype).to(device)
     # decoded as the authors' pipeline does by default (save_memory): one latent frame per chunk (exact) and
-    # 256-pixel tiles blended where they overlap (approximate, as theirs)
-    vae = load_official_vae(rel.vae, VAE_CHUNK_FRAMES, device, tile_sample_size=VAE_TILE)
+    # 256-pixel tiles blended where they overlap (approximate, as theirs); the first frame's latent
+    # normalisation is the release's own
+    norm = OFFICIAL_FLUX_NORMALIZATION if flux else OFFICIAL_NORMALIZATION
+    vae = load_official_vae(rel.vae, VAE_CHUNK_FRAMES, device, norm=norm, tile_sample_size=VAE_TILE)
     return model, encoder, vae

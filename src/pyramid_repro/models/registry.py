@@ -13,9 +13,10 @@ import torch
 
 from pyramid_repro.models.base import DiTModel
 from pyramid_repro.models.dit import PyramidDiT
+from pyramid_repro.models.miniflux import MiniFluxDiT
 from pyramid_repro.models.official import OfficialPyramidDiT
 
-DIT_CLASSES: dict[str, type[DiTModel]] = {cls.__name__: cls for cls in (PyramidDiT, OfficialPyramidDiT)}
+DIT_CLASSES: dict[str, type[DiTModel]] = {cls.__name__: cls for cls in (PyramidDiT, OfficialPyramidDiT, MiniFluxDiT)}
 
 
 def dit_class(config: dict) -> type[DiTModel]:

@@ -7,6 +7,8 @@
   states (128 tokens) in the joint sequence; transformers models from local folders (text_encoder.*_path), or
   from the authors' release folder (ClipT5Encoder.from_release: text_encoder{,_2,_3}/ and
   tokenizer{,_2,_3}/ of their SD3-based checkpoint), tokenised and pooled exactly as their SD3TextEncoderWithMask.
+* `ClipLT5Encoder` (the miniFLUX release, from_release: text_encoder/ CLIP-L, text_encoder_2/ T5, tokenizer{,_2}/):
+  CLIP-L's pooler_output (no projection) for adaLN, T5 token states (128 tokens), as their FluxTextEncoderWithMask.
 """
 
 from __future__ import annotations
@@ -180,6 +182,79 @@ class ClipT5Encoder(torch.nn.Module):
         mask = t.attention_mask.to(self.device)
         h = self.t5(input_ids=t.input_ids.to(self.device), attention_mask=mask).last_hidden_state.to(self.t5.dtype)
         return h, mask.bool(), torch.cat(pooled, dim=-1)
+
+
+# The authors' miniFLUX release folder (read by their FluxTextEncoderWithMask): sub-folder -> what it must hold.
+MINIFLUX_FOLDERS = {
+    "text_encoder": "CLIP-L weights (CLIPTextModel, config.json + safetensors)",
+    "text_encoder_2": "T5-XXL encoder weights (T5EncoderModel, config.json + safetensors)",
+    "tokenizer": "the CLIP-L tokenizer (CLIPTokenizer: vocab.json + merges.txt or tokenizer.json)",
+    "tokenizer_2": "the T5 tokenizer (T5TokenizerFast: tokenizer.json or spiece.model)",
+}
+
+
+class ClipLT5Encoder(torch.nn.Module):
+    """The miniFLUX release's two encoders, as the authors' FluxTextEncoderWithMask
+    (pyramid_dit/flux_modules/modeling_text_encoder.py) computes them:
+
+    * CLIP-L (`CLIPTextModel`, no projection): the tokenizer pads and truncates to its model_max_length (77), the
+      model sees input_ids only, and the pooled vector is its `pooler_output` (768 in the release: the hidden
+      state at the end token, not a projected embedding as in the SD3 release);
+    * T5 (`T5EncoderModel`): pad to max_length and truncate at `max_tokens` (their max_sequence_length 128) with
+      `</s>` appended, the attention mask passed to the encoder and given to the DiT;
+    * weights in `dtype` (the release runs bf16 on GPU), T5 states cast to the T5 model's dtype.
+    """
+
+    def __init__(self, clip_l: str, t5: str, max_tokens: int = 128, *, tokenizer_l: str | None = None,
+                 tokenizer_t5: str | None = None, dtype: torch.dtype = torch.float32, identity: str | None = None):
+        super().__init__()
+        from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+        self.tok_l = CLIPTokenizer.from_pretrained(tokenizer_l or clip_l, local_files_only=True)
+        self.tok_t5 = T5TokenizerFast.from_pretrained(tokenizer_t5 or t5, local_files_only=True)
+        kw = {"local_files_only": True, **_dtype_kwarg(dtype)}
+        self.clip_l = CLIPTextModel.from_pretrained(clip_l, **kw).eval()
+        self.t5 = T5EncoderModel.from_pretrained(t5, **kw).eval()
+        self.requires_grad_(False)
+        self.max_tokens = max_tokens
+        # capped at the model's position table (77 = 77 in the release)
+        self.clip_max_length = min(self.tok_l.model_max_length, self.clip_l.config.max_position_embeddings)
+        self.token_dim = self.t5.config.d_model
+        self.pooled_dim = self.clip_l.config.hidden_size
+        identity = identity or f"clip_l_t5:{Path(clip_l).name}:{Path(t5).name}:{max_tokens}"
+        self.identity = identity if dtype == torch.float32 else f"{identity}:{str(dtype).removeprefix('torch.')}"
+
+    @classmethod
+    def from_release(cls, root: str | Path, max_tokens: int = 128,
+                     dtype: torch.dtype = torch.float32) -> "ClipLT5Encoder":
+        """CLIP-L and T5 with their tokenizers from the miniFLUX release folder (text_encoder/, text_encoder_2/,
+        tokenizer/, tokenizer_2/), local files only; ConfigError naming any missing sub-folder."""
+        root = Path(root)
+        for name, what in MINIFLUX_FOLDERS.items():
+            folder = root / name
+            if not folder.is_dir() or (name.startswith("text_encoder") and not (folder / "config.json").is_file()):
+                raise ConfigError(f"miniFLUX release folder {str(root)!r}: {name}/ not found or without "
+                                  f"config.json (expected {what})")
+        return cls(str(root / "text_encoder"), str(root / "text_encoder_2"), max_tokens,
+                   tokenizer_l=str(root / "tokenizer"), tokenizer_t5=str(root / "tokenizer_2"), dtype=dtype,
+                   identity=f"clip_l_t5_release:{root.resolve().name}:{max_tokens}")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(T5 tokens (B, max_tokens, d_model), mask (B, max_tokens) bool, CLIP-L pooler_output (B, hidden))."""
+        prompts = list(prompts)
+        ids = self.tok_l(prompts, padding="max_length", max_length=self.clip_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+        pooled = self.clip_l(input_ids=ids.to(self.device)).pooler_output
+        t = self.tok_t5(prompts, padding="max_length", max_length=self.max_tokens, truncation=True,
+                        return_tensors="pt")
+        mask = t.attention_mask.to(self.device)
+        h = self.t5(input_ids=t.input_ids.to(self.device), attention_mask=mask).last_hidden_state.to(self.t5.dtype)
+        return h, mask.bool(), pooled
 
 
 def build_text_encoder(cfg: Config, device: torch.device | str = "cpu"):

@@ -134,7 +134,7 @@ def comparison_table(new: dict, ours: dict | None, backend: str, name: str) -> p
 def default_name(checkpoint: Path, release_run=None) -> str:
     """The checkpoint's name in file names (compare_<name>.csv): release-<resolution> for the authors' release,
     else its folder's name."""
-    return f"release-{release_run.resolution}" if release_run is not None else Path(checkpoint).resolve().name
+    return release_run.name if release_run is not None else Path(checkpoint).resolve().name
 
 
 def protocol_lines(doc: dict | None, name: str) -> list[str]:
