@@ -17,6 +17,11 @@ its config's `_class_name`.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import torch
+
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 
@@ -47,3 +52,21 @@ class DiTModel(ModelMixin, ConfigMixin):
         for key in cls.legacy_config_keys:
             config.pop(key, None)
         return loaded
+
+
+def read_release_folder(folder: str | Path, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config.json, every tensor of its *.safetensors files) of a released transformer folder, for the strict
+    converters of the authors' models; `what` names the expected folder in the errors."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (expected {what})")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(f))
+    return json.loads(cfg_file.read_text()), state

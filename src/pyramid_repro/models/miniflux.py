@@ -30,7 +30,6 @@ The history KV cache is refused: the context is modulated by the current timeste
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -41,7 +40,7 @@ from diffusers.models.normalization import RMSNorm
 from einops import rearrange
 
 from pyramid_repro.models.attention import MaskSpec, attend, resolve_kernel
-from pyramid_repro.models.base import DiTModel
+from pyramid_repro.models.base import DiTModel, read_release_folder
 from pyramid_repro.models.mmdit import MMDiTBlock, modulate
 from pyramid_repro.models.positions import apply_rope
 
@@ -320,19 +319,8 @@ def is_miniflux_config(config: dict) -> bool:
 def load_miniflux_layout(folder: str | Path) -> MiniFluxDiT:
     """MiniFluxDiT with the weights of a release transformer folder (config.json + *.safetensors), strictly:
     every tensor placed once, shapes checked; float32, eval mode, CPU."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json (expected a miniFLUX transformer folder of the release)")
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no *.safetensors weights")
-    kwargs = miniflux_kwargs(json.loads(cfg_file.read_text()))
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(f))
+    config, state = read_release_folder(folder, "a miniFLUX transformer folder of the release")
+    kwargs = miniflux_kwargs(config)
     with torch.device("meta"):  # not initialised randomly first, not held twice
         model = MiniFluxDiT(**kwargs)
     expected = {k: v.shape for k, v in model.state_dict().items()}

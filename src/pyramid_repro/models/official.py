@@ -25,12 +25,12 @@ current timestep its keys and values change at every Euler step, so a cache woul
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers.configuration_utils import register_to_config
 
+from pyramid_repro.models.base import read_release_folder
 from pyramid_repro.models.mmdit import MMDiT
 from pyramid_repro.models.positions import crop_pos_table, history_pos_table, official_pos_table
 
@@ -180,19 +180,8 @@ def suite_kwargs_from_sd3(config: dict, qk_norm_eps: float = OFFICIAL_QK_NORM_EP
 def load_sd3_layout(folder: str | Path, qk_norm_eps: float = OFFICIAL_QK_NORM_EPS) -> OfficialPyramidDiT:
     """OfficialPyramidDiT with the weights of an SD3-layout transformer folder (config.json and
     *.safetensors), loaded strictly; float32, in eval mode on the CPU."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg_file = folder / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json (expected a transformer folder of the release)")
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no *.safetensors weights")
-    kwargs = suite_kwargs_from_sd3(json.loads(cfg_file.read_text()), qk_norm_eps)
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(f))
+    config, state = read_release_folder(folder, "a transformer folder of the release")
+    kwargs = suite_kwargs_from_sd3(config, qk_norm_eps)
     # built on the meta device and filled with the file's tensors (as float32): the release's 2B parameters are
     # neither randomly initialised first nor held twice
     with torch.device("meta"):
