@@ -25,7 +25,7 @@ import numpy as np
 
 # fields that say when/where a run happened, not what it measured
 VOLATILE = {"commit", "created_utc", "host", "seconds", "wall_seconds", "elapsed_s", "wall_s", "device_hours",
-            "started_utc", "finished_utc", "duration_s", "hours", "gpu_hours"}
+            "started_utc", "finished_utc", "duration_s", "hours", "gpu_hours", "train_seconds"}
 PATTERNS = ("*/metrics/*.json", "*/metrics/*.units.npz", "*/dit/*/fid_points/*.npz", "*/dit/*/fid.csv",
             "*/fid_curve.csv", "*/dit/*/train_log.csv", "vae/train_log.csv", "*/dit/*/done.json", "vae/eval.json",
             "probe/probe.json")
