@@ -9,7 +9,8 @@ every metrics JSON and its per-video units (results/<profile>/<experiment>/metri
 (dit/<stage>/fid_points/*.npz, fid.csv, fid_curve.csv), every loss trace (train_log.csv of the VAE and of each DiT
 stage), every done.json, the VAE's eval.json and the probe's probe.json, and the CSV reports. JSON values are
 compared exactly after dropping the provenance fields that name the run rather than what it measured (commit,
-created_utc, host, and wall-clock fields); arrays exactly (NaN equal to NaN). Prints one line per file and exits 1
+created_utc, host, and wall-clock fields: timings, device-hours and the rows and axes built on them); arrays exactly
+(NaN equal to NaN), except a FID point's cache key. Prints one line per file and exits 1
 if any differ or exist in one run only. Used to show that a refactor changed no result (docs/design.md §6).
 """
 
@@ -26,6 +27,12 @@ import numpy as np
 # fields that say when/where a run happened, not what it measured
 VOLATILE = {"commit", "created_utc", "host", "seconds", "wall_seconds", "elapsed_s", "wall_s", "device_hours",
             "started_utc", "finished_utc", "duration_s", "hours", "gpu_hours", "train_seconds"}
+# CSV rows that report a timing (the GPU-hour audit's measured rows, the FID-vs-device-hours axis): skipped
+TIMING_ROWS = {"device_hours", "wall_seconds", "tokens_per_device_second", "seconds", "max_rss_mb",
+               "device-hours at this run's measured FLOP/s"}
+# a FID point's `key` hashes its snapshot's files (a rerun reuses a point whose key matches): a cache key, which
+# changes with the snapshot's config.json even when the weights and every measured value are the same
+NOT_MEASURED = {"key"}
 PATTERNS = ("*/metrics/*.json", "*/metrics/*.units.npz", "*/dit/*/fid_points/*.npz", "*/dit/*/fid.csv",
             "*/fid_curve.csv", "*/dit/*/train_log.csv", "vae/train_log.csv", "*/dit/*/done.json", "vae/eval.json",
             "probe/probe.json")
@@ -45,7 +52,7 @@ def _same_npz(a: Path, b: Path) -> str | None:
     if set(x.files) != set(y.files):
         return f"keys differ: {sorted(set(x.files) ^ set(y.files))}"
     for k in x.files:
-        if k in VOLATILE:
+        if k in VOLATILE or k in NOT_MEASURED:
             continue
         u, v = x[k], y[k]
         if u.shape != v.shape or u.dtype != v.dtype:
@@ -59,7 +66,11 @@ def _same_npz(a: Path, b: Path) -> str | None:
 
 
 def _same_csv(a: Path, b: Path) -> str | None:
-    ra, rb = (list(csv.DictReader(p.open())) for p in (a, b))
+    def rows(p: Path) -> list[dict]:
+        return [r for r in csv.DictReader(p.open())
+                if r.get("quantity") not in TIMING_ROWS and r.get("axis") not in TIMING_ROWS]
+
+    ra, rb = rows(a), rows(b)
     if len(ra) != len(rb):
         return f"{len(ra)} vs {len(rb)} rows"
     for i, (x, y) in enumerate(zip(ra, rb)):
