@@ -58,9 +58,9 @@ def fixed_probe() -> ProbeNet:
 
 def test_quick_probe_learns_colour_and_background(quick_probe):
     _, acc, loss = quick_probe
-    # chance is 1/6 for colour and 1/4 for background; a few hundred steps at 16x16 already read them (held-out
-    # colour and background accuracy measured 1.0 for seed 0 with one and with two threads and for seed 1 with one
-    # thread, although the fitted losses differed between thread counts: margins of 0.2 and 0.1)
+    # chance is 1/6 for colour and 1/4 for background; a few hundred steps at 16x16 already read them. Measured for
+    # data and fit seeds 0-3, each with one and with two threads (the fitted losses differed between thread counts):
+    # held-out colour 0.94-1.0, background 0.98-1.0
     assert acc["colour"] > 0.8 and acc["background"] > 0.9, acc
     assert np.isfinite(loss)
 
