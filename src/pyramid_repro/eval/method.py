@@ -66,13 +66,26 @@ def method_keys(cfg: Config) -> list[str]:
     return keys + list(METHOD_EXTRA_KEYS)
 
 
-def _get(tree: dict, dotted: str, default: Any = None) -> Any:
+MISSING = object()  # what get_dotted returns for a key the tree does not have
+
+
+def get_dotted(tree: dict, dotted: str) -> Any:
+    """The value at `a.b.c` of a nested dict, or MISSING (an older train_config.yaml may not record every key)."""
     node: Any = tree
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return default
+            return MISSING
         node = node[part]
     return node
+
+
+def read_train_config(path: Path) -> dict:
+    """The resolved config saved beside a checkpoint (train_config.yaml) as a plain dict; ConfigError if it is not
+    YAML."""
+    try:
+        return load_yaml(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:
@@ -142,19 +155,15 @@ def resolve_method(cfg: Config, checkpoint: Path, experiment: str | None = None,
     tc = Path(checkpoint) / TRAIN_CONFIG
     if not tc.is_file():
         return cfg, SamplingMethod(describe_method(cfg), f"the profile's ({tc} not found: an older checkpoint)")
-    try:
-        saved = load_yaml(tc.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{tc}: not valid YAML ({e})") from None
+    saved = read_train_config(tc)
     keys = method_keys(cfg)
     ours = cfg.to_dict()
     explicit, allowed = _explicit_keys(cfg, keys, experiment)
-    _missing = object()
     tree = copy.deepcopy(ours)
     changed, overrides = False, []
     for key in keys:
-        theirs, mine = _get(saved, key, _missing), _get(ours, key)
-        if theirs is _missing or theirs == mine:
+        theirs, mine = get_dotted(saved, key), get_dotted(ours, key)
+        if theirs is MISSING or theirs == mine:
             continue  # an older checkpoint may not record a key; equal values need no decision
         if key in explicit:
             if key in allowed:

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import yaml
 
-from pyramid_repro.config import Config, ConfigError, load_yaml
+from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.eval import release
-from pyramid_repro.eval.method import resolve_method
+from pyramid_repro.eval.method import MISSING, TRAIN_CONFIG, get_dotted, read_train_config, resolve_method
 from pyramid_repro.eval.sample import sample_release
 from pyramid_repro.eval.sample import run as sample_run
 from pyramid_repro.eval.score import score_experiment
@@ -52,7 +51,7 @@ def check_compatible(checkpoint: Path, cfg: Config, text_dim: int | None = None,
         if key in c and c[key] != value:
             raise ConfigError(f"{f}: {key}={c[key]} but profile '{cfg.profile}' has {cfg_key}={value}; compare "
                               "a checkpoint with the profile it was trained for (--profile)")
-    tc = Path(checkpoint) / "train_config.yaml"
+    tc = Path(checkpoint) / TRAIN_CONFIG
     if tc.is_file():
         check_train_config(tc, cfg)
     return c
@@ -64,29 +63,14 @@ ARCHITECTURE_KEYS = ("model.depth", "model.hidden_size", "model.num_heads", "mod
                      "text_encoder.kind", "text_encoder.max_tokens")
 
 
-def _get(tree: dict, dotted: str):
-    node = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-_MISSING = object()
-
-
 def check_train_config(path: Path, cfg: Config, keys: tuple[str, ...] = ARCHITECTURE_KEYS) -> None:
     """The resolved Config saved beside a checkpoint (train_config.yaml) against the profile: every key of `keys`
     must match, else ConfigError naming the key and both values."""
-    try:
-        saved = load_yaml(Path(path).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    saved = read_train_config(path)
     ours = cfg.to_dict()
     for key in keys:
-        a, b = _get(saved, key), _get(ours, key)
-        if a is _MISSING:
+        a, b = get_dotted(saved, key), get_dotted(ours, key)
+        if a is MISSING:
             continue  # older checkpoints may not record every key; config.json still guards the shapes
         if a != b:
             raise ConfigError(f"{path}: {key}={a!r} but profile '{cfg.profile}' has {key}={b!r}; the checkpoint "
