@@ -45,7 +45,6 @@ from pyramid_repro.vae.handle import OFFICIAL_FLUX_NORMALIZATION, OFFICIAL_NORMA
 
 TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
 MINIFLUX_TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-MODELS = ("sd3", "miniflux")  # the two releases (Release.model)
 VAE_FOLDER = "causal_video_vae"
 VAE_CHUNK_FRAMES, VAE_TILE = 1, 256  # the authors' decode_latent(save_memory=True): window 1, tiles of 256 px
 

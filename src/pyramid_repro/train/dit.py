@@ -33,7 +33,7 @@ from pyramid_repro.generation.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.models import build_dit, build_text_encoder, encode_cached, load_dit
-from pyramid_repro.provenance import append_csv_row, provenance, write_csv, write_json
+from pyramid_repro.provenance import provenance, write_csv, write_json
 from pyramid_repro.train.loop import EMA, TrainingJob, TrainLoop, adamw, lr_scheduler, micro_batch_generator
 from pyramid_repro.train.sequences import TrainBatch, draw_stage_frame, make_batch
 from pyramid_repro.vae.cache import LatentDataset
@@ -431,12 +431,6 @@ class FidSnapshots:
         shutil.rmtree(dest, ignore_errors=True)  # an incomplete one (no SNAPSHOT_INFO) of a killed job
         os.replace(tmp, dest)
         return dest
-
-
-def append_fid_row(path: Path, row: list) -> None:
-    """Append one FID point (values in FID_COLUMNS order) to a stage's fid.csv; a file from before the interval
-    columns (a resumed run) gains them, its old points without intervals (provenance.append_csv_row)."""
-    append_csv_row(path, FID_COLUMNS, dict(zip(FID_COLUMNS, row)))
 
 
 def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
