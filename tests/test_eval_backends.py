@@ -310,6 +310,5 @@ def test_every_registered_backend_has_one_score_function():
     from pyramid_repro.backend_specs import BACKENDS
 
     assert set(be.SCORERS) == set(BACKENDS)
-    assert be.LABELS == {n: s.label for n, s in BACKENDS.items()}
     with pytest.raises(ConfigError, match="unknown backend 'fid-prob'"):
         be.score("fid-prob", [], [], load_config("tiny"), None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyramid_repro.cliutil import add_threads_arg, config_from_args, config_parser
-from pyramid_repro.eval.backends import LABELS
+from pyramid_repro.backend_specs import backend_names
 from pyramid_repro.eval.score import score_experiment
 
 
@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = config_parser("score",
                        "Score an experiment's sampled videos with one backend (synthetic, "
                        "fid-probe, clean-fid, vbench, evalcrafter) -> metrics/<backend>.json")
-    ap.add_argument("--backend", required=True, choices=sorted(LABELS))
+    ap.add_argument("--backend", required=True, choices=sorted(backend_names()))
     ap.add_argument("--videos", type=Path, help="video folder with samples.json (default: the experiment's samples)")
     ap.add_argument("--out", type=Path)
     add_threads_arg(ap)

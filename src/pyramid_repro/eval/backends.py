@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyramid_repro.backend_specs import BACKENDS, frame_backends
 from pyramid_repro.config import Config, ConfigError, replication_dir
 from pyramid_repro.data.datasets import ClipDataset
 from pyramid_repro.data.synthetic import COLOURS, DIRECTIONS, RELATIONS, Factors
@@ -39,8 +38,6 @@ from pyramid_repro.eval.evalcrafter import score_evalcrafter
 from pyramid_repro.eval.probe import _vocab, load_probe, probe_outputs
 
 # the registry's facts (pyramid_repro/backend_specs.py), under the names eval/score.py reads
-LABELS = {name: spec.label for name, spec in BACKENDS.items()}
-FRAME_BACKENDS = frame_backends()  # scored here from decoded frames (the others read files)
 
 
 def frames_to_tensor(video: np.ndarray) -> torch.Tensor:
@@ -573,5 +570,5 @@ SCORERS = {
 def score(backend: str, videos: list[np.ndarray], prompts: list, cfg: Config, video_dir: Path) -> dict:
     """Metrics of one backend: {"dimensions", "aggregate", "fid", "extra"} (without provenance)."""
     if backend not in SCORERS:
-        raise ConfigError(f"unknown backend {backend!r}; expected one of {sorted(LABELS)}")
+        raise ConfigError(f"unknown backend {backend!r}; expected one of {sorted(SCORERS)}")
     return SCORERS[backend](videos, prompts, cfg, video_dir)

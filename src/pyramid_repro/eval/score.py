@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pyramid_repro.backend_specs import backend_spec
 from pyramid_repro.config import Config
 from pyramid_repro.data.video_io import read_video
-from pyramid_repro.eval.backends import FRAME_BACKENDS, LABELS, score
+from pyramid_repro.eval.backends import score
 from pyramid_repro.eval.prompts import load_suite
 from pyramid_repro.layout import units_path
 from pyramid_repro.provenance import provenance, write_json, write_npz
@@ -36,14 +37,14 @@ def score_experiment(cfg: Config, experiment: str, backend: str, videos: Path | 
             raise KeyError(f"{index}: prompt_id {s['prompt_id']!r} is not in suite {suite!r}")
         if not (videos / s["path"]).is_file():
             raise FileNotFoundError(f"{index}: sample {s['path']!r} (prompt {s['prompt_id']!r}) not found in {videos}")
-        if backend in FRAME_BACKENDS:  # vbench / evalcrafter read the files themselves
+        if backend_spec(backend).reads == "frames":  # vbench / evalcrafter read the files themselves
             vids.append(read_video(videos / s["path"])[0])
         prompts.append(by_id[s["prompt_id"]])
     result = score(backend, vids, prompts, cfg, videos)
     units = result.pop("units", None)
     out = Path(out or cfg.layout.metrics(experiment, backend))
     prov = provenance(cfg, backend=backend, experiment=experiment)
-    doc = {"backend": backend, "label": LABELS[backend], "experiment": experiment, "profile": cfg.profile,
+    doc = {"backend": backend, "label": backend_spec(backend).label, "experiment": experiment, "profile": cfg.profile,
            "config_hash": cfg.config_hash(), "commit": prov.get("commit"), "created_utc": prov.get("created_utc"),
            "suite": suite, "n_videos": len(samples), **result,
            "units_file": units_path(out).name if units is not None else None, "provenance": prov}
