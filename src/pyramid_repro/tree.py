@@ -155,6 +155,9 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     qk_norm: bool = True
     attention: Literal["causal", "bidirectional"] = "causal"
+    # the attention kernel every model class uses (models/attention.py): auto = FlexAttention on CUDA, dense-mask
+    # SDPA elsewhere. Both compute the same attention; what they keep for backward differs (the memory plan)
+    attention_kernel: Literal["auto", "sdpa", "flex"] = "auto"
 
 
 @dataclass
@@ -217,6 +220,9 @@ class DiTTrainConfig:
     # equal compute instead of equal steps: every experiment's stage runs as many steps as spend this experiment's
     # expected training FLOPs of that stage (docs/method.md §7 compares the pyramid at equal compute)
     match_compute_to: str | None = None
+    # activation checkpointing: the share of the DiT's blocks whose activations are recomputed in backward instead
+    # of kept (non-reentrant); 0 = off. The authors use 0.75 at 768p. Same loss and gradients, less memory
+    activation_checkpointing: float = 0.0
 
 
 @dataclass
@@ -255,6 +261,10 @@ class ComputeConfig:
     runtime_min: int = 60  # wall-time limit of a long job (training, sampling)
     partition: str | None = None  # SLURM partition (None: the cluster's default)
     account: str | None = None  # SLURM account (None: the executor's guess, or none)
+    # sharded data parallel (FSDP2 through accelerate): none = every process holds all weights, gradients and
+    # optimizer state (DDP); grads_optimizer = gradients and optimizer state sharded (ZeRO-2); full = weights too
+    # (ZeRO-3)
+    sharding: Literal["none", "grads_optimizer", "full"] = "none"
 
 
 @dataclass
@@ -413,6 +423,9 @@ def check_consistency(cfg: Config) -> None:
     lo, hi = (p.history_corruption + [0, 0])[:2]
     if len(p.history_corruption) != 2 or not 0 <= lo <= hi < 1:
         errs.append("pyramid.history_corruption must be [low, high] with 0 <= low <= high < 1")
+    if not 0.0 <= cfg.train.activation_checkpointing <= 1.0:
+        errs.append(f"train.activation_checkpointing={cfg.train.activation_checkpointing}: the share of blocks "
+                    "to checkpoint must lie in [0, 1]")
     if m.hidden_size % m.num_heads:
         errs.append(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
     if cfg.experiments is not None:
