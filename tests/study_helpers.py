@@ -54,12 +54,12 @@ def cli(results: Path, *args: str, timeout: float = 120) -> subprocess.Completed
 
 
 class Server:
-    """`pyramid-repro study serve` in a subprocess on a free port (or a given one); `url` once it is up."""
+    """`pyramid-repro study serve [options]` in a subprocess on a free port (or a given one); `url` once it is up."""
 
-    def __init__(self, results: Path, name: str, port: int = 0):
+    def __init__(self, results: Path, name: str, port: int = 0, options: tuple[str, ...] = ()):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyramid_repro.cli", "study", "serve", "--name", name, "--port", str(port),
-             "--profile", "smoke"],
+             "--profile", "smoke", *options],
             cwd=ROOT, env=env(results), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.first_line = self.proc.stdout.readline()
         m = re.search(r"on http://127\.0\.0\.1:(\d+)/", self.first_line)

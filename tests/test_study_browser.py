@@ -1,9 +1,11 @@
 """A rater in a real browser: headless Chromium driven by Selenium through Debian's chromedriver.
 
 The rater opens their link, sees two playing videos, answers with mouse clicks and with keyboard shortcuts,
-reloads midway and resumes at the right comparison, and submits once while the server is down (the page says
-"not saved"; after a restart the same vote goes through); the database then holds exactly those votes, mapped
-through the recorded left/right sides. Without Chromium the test skips, except under CI, where it fails.
+reloads midway and resumes at the right comparison, answers one comparison in two tabs (the second tab's
+submission is refused with a message that says what happened and what to do, and the page moves on), and submits
+once while the server is down (the page says "not saved"; after a restart the same vote goes through); the
+database then holds exactly the votes that were saved, mapped through the recorded left/right sides. Without
+Chromium the test skips, except under CI, where it fails.
 """
 
 from __future__ import annotations
@@ -85,18 +87,22 @@ def test_rater_in_chromium(browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    results, db = make_study(tmp_path, "b", models=2, prompts=3, raters=2, repeats=1)
+    results, db = make_study(tmp_path, "b", models=2, prompts=4, raters=2, repeats=1)
     with sqlite3.connect(db) as c:
         token, rater = c.execute("SELECT token, id FROM raters ORDER BY id LIMIT 1").fetchone()
         order = [a for (a,) in c.execute("SELECT id FROM assignments WHERE rater_id = ? ORDER BY position",
                                          (rater,))]
-    assert len(order) == 4
+    assert len(order) == 5
+    status = lambda: browser.find_element(By.ID, "status").text  # noqa: E731
+    progress = lambda: browser.find_element(By.ID, "progress").text  # noqa: E731
     server = Server(results, "b")
     try:
         browser.get(f"{server.url}/r/{token}")
-        wait(lambda: browser.find_element(By.ID, "progress").text == "1 of 4", what="the first comparison")
+        wait(lambda: browser.find_element(By.ID, "progress").text == "1 of 5", what="the first comparison")
         wait(lambda: videos_playing(browser), 20, "both videos to play")
         assert "Keyboard" in browser.find_element(By.ID, "help").text
+        # the page's style and script run under its Content-Security-Policy (allowed by their hashes)
+        assert browser.execute_script("return getComputedStyle(document.body).backgroundColor") == "rgb(250, 250, 250)"
         shot = tmp_path / "study.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
@@ -112,8 +118,8 @@ def test_rater_in_chromium(browser, tmp_path):
             browser.find_element(By.ID, f"q-{q}-{ans}").click()
         browser.find_element(By.ID, "submit").click()
         given[a] = {"aesthetic": "A", "motion": "B", "semantic": "same"}
-        wait(lambda: browser.find_element(By.ID, "progress").text == "2 of 4", what="the second comparison")
-        assert browser.find_element(By.ID, "status").text == "saved"
+        wait(lambda: browser.find_element(By.ID, "progress").text == "2 of 5", what="the second comparison")
+        assert status() == "comparison 1 saved"
 
         # comparison 2: keyboard only (B, S, A, then Enter), after the videos of the new pair play
         a, sides = current(browser)
@@ -122,14 +128,15 @@ def test_rater_in_chromium(browser, tmp_path):
         wait(lambda: videos_playing(browser), 20, "the second pair's videos to play")
         ActionChains(browser).send_keys("b").send_keys("s").send_keys("a").perform()
         assert browser.find_element(By.ID, "q-aesthetic-B").get_attribute("class") == "chosen"
+        assert status() == ""  # the previous comparison's "saved" is gone once this one is answered
         ActionChains(browser).send_keys("\ue007").perform()  # Enter
         given[a] = {"aesthetic": "B", "motion": "same", "semantic": "A"}
-        wait(lambda: browser.find_element(By.ID, "progress").text == "3 of 4", what="the third comparison")
+        wait(lambda: browser.find_element(By.ID, "progress").text == "3 of 5", what="the third comparison")
 
-        # reload midway (after answering two questions of comparison 3 without submitting): resumes at 3 of 4
+        # reload midway (after answering two questions of comparison 3 without submitting): resumes at 3 of 5
         ActionChains(browser).send_keys("1").send_keys("2").perform()
         browser.refresh()
-        wait(lambda: browser.find_element(By.ID, "progress").text == "3 of 4", what="resume at 3 of 4")
+        wait(lambda: browser.find_element(By.ID, "progress").text == "3 of 5", what="resume at 3 of 5")
         a, sides = current(browser)
         shown_sides[a] = sides
         assert a == order[2]
@@ -139,19 +146,49 @@ def test_rater_in_chromium(browser, tmp_path):
         ActionChains(browser).send_keys("\ue013").send_keys("\ue013").send_keys("2").send_keys("1").perform()
         ActionChains(browser).send_keys("\ue007").perform()
         given[a] = {"aesthetic": "B", "motion": "A", "semantic": "same"}
-        wait(lambda: browser.find_element(By.ID, "progress").text == "4 of 4", what="the fourth comparison")
+        wait(lambda: browser.find_element(By.ID, "progress").text == "4 of 5", what="the fourth comparison")
 
-        # comparison 4: a mix of clicks and keys, submitted while the server is dead (kill -9): the page must not
-        # say "saved" and nothing is stored; after a restart on the same port, Enter again saves it
+        # comparison 4 in two tabs of the same link: the second tab saves it first, with other answers; the first
+        # tab's submission is refused (409), says what happened and what to do, and moves on to comparison 5
         a, sides = current(browser)
         shown_sides[a] = sides
         assert a == order[3]
+        first_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(f"{server.url}/r/{token}")
+        wait(lambda: progress() == "4 of 5", what="comparison 4 in the second tab")
+        assert current(browser) == (a, sides)
+        for q in ("aesthetic", "motion", "semantic"):
+            browser.find_element(By.ID, f"q-{q}-A").click()
+        browser.find_element(By.ID, "submit").click()
+        given[a] = {"aesthetic": "A", "motion": "A", "semantic": "A"}
+        wait(lambda: progress() == "5 of 5", what="the second tab to move on")
+        browser.close()
+        browser.switch_to.window(first_tab)
+        assert progress() == "4 of 5"
+        for q in ("aesthetic", "motion", "semantic"):
+            browser.find_element(By.ID, f"q-{q}-B").click()
+        browser.find_element(By.ID, "submit").click()
+        wait(lambda: progress() == "5 of 5", what="the first tab to move on after the conflict")
+        note = status()
+        assert "comparison 4 was already answered" in note and "another tab" in note and "not saved" in note, note
+        assert "Go on with the comparison shown now" in note, note
+        assert "error" in browser.find_element(By.ID, "status").get_attribute("class")
+        assert not any(b.get_attribute("class") == "chosen" for b in browser.find_elements(By.CSS_SELECTOR,
+                                                                                           ".opts button"))
+
+        # comparison 5: a mix of clicks and keys, submitted while the server is dead (kill -9): the page must not
+        # say "saved" and nothing is stored; after a restart on the same port, Enter again saves it
+        a, sides = current(browser)
+        shown_sides[a] = sides
+        assert a == order[4]
         browser.find_element(By.ID, "q-aesthetic-same").click()
+        assert status() == ""  # the note about comparison 4 is gone once this one is answered
         ActionChains(browser).send_keys("a").send_keys("b").perform()
         server.kill()
         ActionChains(browser).send_keys("\ue007").perform()
         wait(lambda: browser.find_element(By.ID, "status").text.startswith("not saved"), what="'not saved'")
-        assert browser.find_element(By.ID, "progress").text == "4 of 4"
+        assert browser.find_element(By.ID, "progress").text == "5 of 5"
         with sqlite3.connect(db) as c:
             assert c.execute("SELECT count(*) FROM votes WHERE assignment_id = ?", (a,)).fetchone()[0] == 0
         server = Server(results, "b", port=server.port)
@@ -168,7 +205,7 @@ def test_rater_in_chromium(browser, tmp_path):
             "JOIN videos vl ON vl.id = a.left_video JOIN sources sl ON sl.id = vl.source_id "
             "JOIN videos vr ON vr.id = a.right_video JOIN sources sr ON sr.id = vr.source_id").fetchall()
     stored = {a: {"aesthetic": x, "motion": y, "semantic": z} for a, x, y, z, _, _ in rows}
-    assert stored == given and len(rows) == 4
+    assert stored == given and len(rows) == 5
     # the sides the page showed are the ones recorded for each assignment
     with sqlite3.connect(db) as c:
         recorded = {a: (left, right) for a, left, right in c.execute(

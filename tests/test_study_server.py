@@ -1,10 +1,14 @@
 """The study server over real HTTP (a `pyramid-repro study serve` subprocess): refusals, video serving with
-ranges, path traversal, and durability under 20 concurrent raters with a kill -9 in the middle."""
+ranges, path traversal, bounded requests (body size and memory, timeouts for incomplete requests), security
+headers, the printed rater links, and durability under 20 concurrent raters with a kill -9 in the middle."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import select
+import socket
 import sqlite3
 import threading
 import time
@@ -13,6 +17,13 @@ from urllib.parse import quote
 
 import pytest
 from study_helpers import Server, cli, make_study
+
+from pyramid_repro.commands.study import binding, public_origin
+from pyramid_repro.config import ConfigError
+from pyramid_repro.study.app import MAX_BODY, TOKEN, VIDEO_ID
+from pyramid_repro.study.guard import BoundedRequests
+
+TIMEOUT = 3  # the module server's --request-timeout (seconds)
 
 
 def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
@@ -36,7 +47,7 @@ def post_vote(url: str, payload) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     results, db = make_study(tmp_path_factory.mktemp("srv"), "s", models=2, prompts=3, raters=2, repeats=1)
-    server = Server(results, "s")
+    server = Server(results, "s", options=("--request-timeout", str(TIMEOUT), "--public-url", "https://study.example/"))
     yield server, db
     server.stop()
 
@@ -65,11 +76,6 @@ def test_database_settings(study):
         # the UNIQUE constraint that refuses duplicates lives in the schema itself
         sql = c.execute("SELECT sql FROM sqlite_master WHERE name = 'votes'").fetchone()[0]
         assert "assignment_id INTEGER NOT NULL UNIQUE" in sql
-
-
-def test_server_prints_localhost_binding(study):
-    server, _ = study
-    assert "127.0.0.1" in server.first_line and "localhost only" in server.first_line
 
 
 def test_refusals_store_nothing(study):
@@ -153,6 +159,219 @@ def test_unknown_study_is_a_clear_error(tmp_path):
     r = cli(tmp_path / "results", "study", "create", "--profile", "smoke", "--name", "x", "--checkpoint",
             str(tmp_path), str(tmp_path), "--raters", "1")
     assert r.returncode == 2 and "no samples.json" in r.stderr and str(tmp_path) in r.stderr
+
+
+def test_server_prints_public_links(study):
+    """--public-url sets the printed rater links; the bound address stays loopback."""
+    server, db = study
+    assert "127.0.0.1" in server.first_line and "localhost only" in server.first_line
+    lines = [server.proc.stdout.readline() for _ in range(1 + len(tokens(db)))]
+    assert "rater links" in lines[0]
+    assert [ln.strip() for ln in lines[1:]] == [f"https://study.example/r/{t}" for t in tokens(db)]
+
+
+def test_binding_and_links():
+    # loopback is all of 127.0.0.0/8 and ::1, decided from the address, not its spelling
+    for host in ("127.0.0.1", "127.0.0.2", "127.255.0.9", "::1"):
+        base, notes = binding(host, 8765, None)
+        assert "localhost only" in notes[0] and base.startswith("http://") and base.endswith(":8765"), (host, notes)
+    base, notes = binding("192.168.1.5", 80, None)
+    assert base == "http://192.168.1.5:80" and "reachable from other machines" in notes[0]
+    # a wildcard bind: never http://0.0.0.0/ links; the note says to pass --public-url
+    for host in ("0.0.0.0", "::"):
+        base, notes = binding(host, 8765, None)
+        assert "0.0.0.0" not in base and "[::]" not in base and "reachable from other machines" in notes[0]
+        assert any("--public-url" in n for n in notes)
+        base, notes = binding(host, 8765, "https://study.example")
+        assert base == "https://study.example" and len(notes) == 1
+    assert public_origin("https://study.example:8443/") == "https://study.example:8443"
+    for bad in ("study.example", "ftp://study.example", "https://study.example/pilot", "https://u:p@study.example",
+                "https://study.example/?a=1", "https://study.example:99999"):
+        with pytest.raises(ConfigError, match="--public-url"):
+            public_origin(bad)
+    # the patterns match whole strings: no trailing newline
+    t = "a" * 32
+    assert TOKEN.fullmatch(t) and not TOKEN.fullmatch(t + "\n") and not VIDEO_ID.fullmatch("0" * 32 + "\n")
+
+
+def test_security_headers_on_every_response(study):
+    server, db = study
+    t1 = tokens(db)[0]
+    item = json.loads(request(server.url, "GET", f"/api/r/{t1}/next")[2])["assignment"]
+    responses = [request(server.url, "GET", p) for p in ("/", f"/r/{t1}", f"/api/r/{t1}/next", item["left"],
+                                                         "/r/not-a-valid-token", "/video/" + "0" * 32, "/nope")]
+    responses.append(request(server.url, "POST", "/api/vote", b"{}", {"Content-Type": "application/json"}))
+    responses.append(request(server.url, "POST", "/api/vote", b"x" * (MAX_BODY + 1)))
+    assert [r[0] for r in responses] == [200, 200, 200, 200, 403, 404, 404, 401, 413]
+    for status, headers, _ in responses:
+        csp = headers.get("content-security-policy", "")
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert headers.get("x-frame-options") == "DENY" and headers.get("referrer-policy") == "no-referrer"
+        assert headers.get("x-content-type-options") == "nosniff"
+
+
+def test_malformed_votes_get_4xx_and_store_nothing(study):
+    """Every class of malformed vote the JSON parser or SQLite would choke on is refused with a 4xx before the
+    database; a cross-site form post (text/plain) is refused; the undocumented X-Rater-Token header is ignored."""
+    server, db = study
+    t1 = tokens(db)[0]
+    a1 = assignments(db, t1)[1]
+    good = '"aesthetic": "A", "motion": "B", "semantic": "same"'
+    vote = lambda assignment: f'{{"token": "{t1}", "assignment": {assignment}, {good}}}'.encode()  # noqa: E731
+    before = vote_count(db)
+    cases = [
+        (vote(2**63), 422), (vote(10**30), 422), (vote(-2**63 - 1), 422), (vote(0), 422), (vote(-1), 422),
+        (vote("9" * 5000), 400),  # over Python's 4,300-digit limit
+        (vote("[" * 8000 + "]" * 8000), 400),  # nested deeper than the parser's recursion limit
+        (vote("NaN"), 400), (vote("-Infinity"), 400), (vote("1e400"), 422), (vote(f"{a1}.0"), 422),
+        (vote(f"[{a1}]"), 422), (vote("true"), 422), (vote("null"), 422),
+        (vote(a1).replace(b'"same"', b'["same"]'), 422), (vote(a1).replace(b'"same"', b'{"a": 1}'), 422),
+        (vote(a1).replace(t1.encode(), t1.encode() + b"\\n"), 403), (vote(a1).replace(t1.encode(), b"\\ud800"), 403),
+        (vote(a1).replace(b'"same"', b'"\\ud800"'), 422), (b"\xff\xfe{}", 400), (b'"' + b"x" * 100, 400),
+    ]
+    for body, want in cases:
+        status, _, raw = request(server.url, "POST", "/api/vote", body, {"Content-Type": "application/json"})
+        assert status == want, (body[:120], status, raw)
+        assert json.loads(raw)["error"], raw
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        status, _, raw = request(server.url, "POST", "/api/vote", vote(a1), {"Content-Type": ctype} if ctype else {})
+        assert status == 415 and "application/json" in json.loads(raw)["error"], (ctype, status, raw)
+    status, _, _ = request(server.url, "POST", "/api/vote", f'{{"assignment": {a1}, {good}}}'.encode(),
+                           {"Content-Type": "application/json; charset=utf-8", "X-Rater-Token": t1})
+    assert status == 401
+    assert vote_count(db) == before
+    status, _, _ = request(server.url, "POST", "/api/vote", vote(a1), {"Content-Type": "Application/JSON"})
+    assert status == 201 and vote_count(db) == before + 1
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def send_large_body(port: int, chunked: bool, total: int) -> tuple[bytes, int]:
+    """POST a `total`-byte vote body, 1 MiB at a time, stopping when the server answers or closes; returns (what it
+    answered, bytes sent)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    framing = b"Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}".encode()
+    s.sendall(b"POST /api/vote HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing + b"\r\n\r\n")
+    block, sent, answer = b"x" * (1 << 20), 0, b""
+    wait = 0 if chunked else 2  # a Content-Length over the limit is answered before the body is sent
+    try:
+        while sent < total and not select.select([s], [], [], 0 if sent else wait)[0]:
+            s.sendall(b"100000\r\n" + block + b"\r\n" if chunked else block)
+            sent += len(block)
+        answer = s.recv(65536)
+    except OSError:  # the server closed the connection while the body was still coming
+        pass
+    finally:
+        s.close()
+    return answer, sent
+
+
+def test_oversized_body_refused_without_reading_it(study):
+    """A 64 MiB body is refused from its Content-Length, and when chunked after the limit and one read; the
+    server's memory does not grow with it (it did by about twice the body before)."""
+    server, _ = study
+    assert request(server.url, "POST", "/api/vote", b"x" * (MAX_BODY + 1))[0] == 413  # warm up the refusal path
+    before = rss_mb(server.proc.pid)
+    total = 64 << 20
+    answer, sent = send_large_body(server.port, chunked=False, total=total)
+    assert answer.startswith(b"HTTP/1.1 413") and sent == 0, (answer[:100], sent)  # answered before any body byte
+    answer, sent = send_large_body(server.port, chunked=True, total=total)
+    assert sent < total and (answer == b"" or answer.startswith(b"HTTP/1.1 413")), (answer[:100], sent)
+    growth = rss_mb(server.proc.pid) - before
+    print(f"server RSS {before:.0f} MB, growth {growth:.1f} MB after two 64 MiB bodies (chunked: {sent >> 20} MiB "
+          "sent before the server closed)")
+    assert growth < 8, growth
+    assert request(server.url, "GET", "/")[0] == 200
+
+
+def test_bounded_requests_reads_at_most_limit_plus_one_chunk():
+    """In process: an endless chunked body is read only until it passes the limit; a Content-Length over it is
+    refused without reading; a body that stops coming is refused after the timeout. The app sees none of them."""
+    chunk, limit = 4096, 10_000
+
+    def run(headers: list, receive, timeout: float = 5) -> tuple[list, bool]:
+        sent, reached = [], []
+
+        async def app(scope, receive, send):
+            reached.append(True)
+
+        async def send(message):
+            sent.append(message)
+
+        guard = BoundedRequests(app, limit, timeout, [("X-Frame-Options", "DENY")])
+        asyncio.run(guard({"type": "http", "headers": headers}, receive, send))
+        return sent, bool(reached)
+
+    read = []
+
+    async def endless():
+        read.append(chunk)
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": True}
+
+    sent, reached = run([(b"transfer-encoding", b"chunked")], endless)
+    assert sent[0]["status"] == 413 and not reached and sum(read) <= limit + chunk
+    headers = dict(sent[0]["headers"])
+    assert headers[b"connection"] == b"close" and headers[b"x-frame-options"] == b"DENY"
+
+    async def never_called():
+        raise AssertionError("the body was read")
+
+    sent, reached = run([(b"content-length", str(limit + 1).encode())], never_called)
+    assert sent[0]["status"] == 413 and not reached
+
+    async def stalled():
+        await asyncio.sleep(60)
+
+    t0 = time.time()
+    sent, reached = run([(b"content-length", b"10")], stalled, timeout=0.2)
+    assert sent[0]["status"] == 408 and not reached and time.time() - t0 < 5
+
+
+def test_incomplete_requests_closed_after_timeout(study):
+    """Connections that stop mid-headers, drip their headers a byte at a time, stop mid-body or send nothing are
+    all closed about --request-timeout seconds in (uvicorn alone kept them open)."""
+    server, _ = study
+    head = b"POST /api/vote HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    cases = {"mid-headers": head[:30], "mid-body": head + b"Content-Length: 100\r\n\r\n{\"tok", "nothing": b"",
+             "drip": head}
+    closed: dict[str, tuple[float, bytes]] = {}
+
+    def client(name: str, data: bytes) -> None:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT + 10)
+        t0, got = time.time(), b""
+        try:
+            if name == "drip":  # one byte every 0.25 s: each byte arrives long before any idle timeout would fire
+                for byte in data:
+                    s.sendall(bytes([byte]))
+                    if select.select([s], [], [], 0.25)[0]:
+                        break
+            else:
+                s.sendall(data)
+            while chunk := s.recv(4096):
+                got += chunk
+        except OSError:
+            pass
+        finally:
+            s.close()
+        closed[name] = (time.time() - t0, got)
+
+    threads = [threading.Thread(target=client, args=item) for item in cases.items()]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(TIMEOUT + 15)
+    assert set(closed) == set(cases)
+    for name, (elapsed, got) in closed.items():
+        assert TIMEOUT - 0.5 < elapsed < TIMEOUT + 5, (name, elapsed)
+    assert closed["mid-body"][1].startswith(b"HTTP/1.1 408") and b"connection: close" in closed["mid-body"][1]
+    assert closed["mid-headers"][1] == b"" and closed["nothing"][1] == b""
+    assert request(server.url, "GET", "/")[0] == 200
 
 
 def test_load_with_kill_9(tmp_path):

@@ -1,7 +1,7 @@
 """`pyramid-repro study`: the paper's user study (Sec. 5), run locally: create, serve, report.
 
     pyramid-repro study create --name N --experiments pyramid fullseq [--checkpoint DIR ...] --raters K
-    pyramid-repro study serve  --name N [--host 127.0.0.1] [--port P]
+    pyramid-repro study serve  --name N [--host 127.0.0.1] [--port P] [--public-url URL] [--request-timeout S]
     pyramid-repro study report --name N [--out DIR]
 
 The study lives in results/<profile>/studies/<name>/ (study.sqlite + videos/); docs/user_study.md describes it.
@@ -10,19 +10,20 @@ The study lives in results/<profile>/studies/<name>/ (study.sqlite + videos/); d
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.provenance import atomic_write_bytes, provenance
 from pyramid_repro.study.analysis import analyse
-from pyramid_repro.study.app import bind, serve
+from pyramid_repro.study.app import MAX_BODY, REQUEST_TIMEOUT, bind, serve
 from pyramid_repro.study.db import connect, get_meta, sources_table, votes_table
 from pyramid_repro.study.design import create_study, load_sample_set
 from pyramid_repro.study.render import write_report
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,13 +54,22 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the sides and orders (default 0)")
 
     s = sub.add_parser("serve", help="serve the rating page (localhost unless --host says otherwise)",
-                       description="Starts the rating web app. Raters open http://HOST:PORT/r/<token>. It binds to "
-                       "127.0.0.1 unless --host names another address. Stop it with Ctrl-C; votes are committed "
-                       "before the page says 'saved', so a crash loses none of them.")
+                       description="Starts the rating web app and prints every rater's link. It binds to "
+                       "127.0.0.1 unless --host names another address. Behind a reverse proxy (HTTPS for raters "
+                       "elsewhere), keep the default host and give the proxy's address as --public-url. Stop it "
+                       "with Ctrl-C; votes are committed before the page says 'saved', so a crash loses none.")
     add_config_args(s)
     s.add_argument("--name", required=True, help="study name")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 or :: = every address)")
     s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    s.add_argument("--public-url", metavar="URL",
+                   help="the address raters use, for the printed links, e.g. https://study.example when a reverse "
+                   "proxy forwards it to this server (default: the bound address)")
+    s.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT, metavar="SECONDS",
+                   help=f"a request's headers must arrive within this many seconds, and then its body (at most "
+                   f"{MAX_BODY} bytes) within as many again; a slower connection is closed (default "
+                   f"{REQUEST_TIMEOUT:g})")
 
     r = sub.add_parser("report", help="win/tie/loss rates, Bradley-Terry, agreement -> user_study.{pdf,csv,md}",
                        description="Analyses the votes: per question and model pair win/tie/loss rates with 95%% "
@@ -110,21 +120,65 @@ def create(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def public_origin(url: str) -> str:
+    """--public-url as an origin without a trailing slash (https://study.example[:port]); a ConfigError says what
+    was expected. A sub-path is refused: the page's requests go to /api/... and /video/... of its origin."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"--public-url {url!r}: expected http(s)://HOST[:PORT] (e.g. https://study.example), with "
+                          "no path: the reverse proxy must forward the whole origin to this server")
+    try:
+        _ = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ConfigError(f"--public-url {url!r}: the port is not a number from 0 to 65535") from None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def binding(host: str, port: int, public_url: str | None) -> tuple[str, list[str]]:
+    """Where a server bound to the address `host` (an IP, as the socket reports it) is reachable, and the base of
+    the rater links: the public URL when given, else the bound address; for a wildcard address (0.0.0.0, ::),
+    which no rater can open, this machine's name, with a note on what to pass instead."""
+    ip = ipaddress.ip_address(host.split("%")[0])
+    shown = f"[{host}]" if ":" in host else host
+    if ip.is_loopback:
+        where = f"{shown}: localhost only, other machines cannot connect"
+    elif ip.is_unspecified:
+        where = f"{shown}: every address of this machine, reachable from other machines"
+    else:
+        where = f"{shown}: reachable from other machines that can route to it"
+    if public_url:
+        return public_origin(public_url), [where]
+    name = socket.gethostname() if ip.is_unspecified else host
+    base = f"http://{f'[{name}]' if ':' in name else name}:{port}"
+    notes = [where]
+    if ip.is_unspecified:
+        notes.append(f"the links use this machine's name {name!r}; if raters know it by another name or address, "
+                     f"or reach it through a reverse proxy, restart with --public-url (e.g. --public-url "
+                     f"http://<address>:{port}, or https://study.example for a proxy)")
+    return base, notes
+
+
 def run_server(cfg: Config, args: argparse.Namespace) -> int:
     db = study_db(cfg, args.name)
+    if not args.request_timeout > 0:
+        raise ConfigError(f"--request-timeout {args.request_timeout}: expected a number of seconds > 0")
+    if args.public_url:
+        public_origin(args.public_url)  # refused before anything is bound
     conn = connect(db)
     tokens = [t for (t,) in conn.execute("SELECT token FROM raters ORDER BY id")]
     conn.close()
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
+    base, notes = binding(host, port, args.public_url)
     url_host = f"[{host}]" if ":" in host else host
-    where = ("localhost only: other machines cannot connect" if args.host in LOCAL_HOSTS else
-             f"{args.host}: reachable from other machines")
-    print(f"serving study {args.name!r} on http://{url_host}:{port}/ (bound to {where})", flush=True)
+    print(f"serving study {args.name!r} on http://{url_host}:{port}/ (bound to {notes[0]})", flush=True)
+    for note in notes[1:]:
+        print(f"  {note}", flush=True)
     print(f"  database {db}; rater links:", flush=True)
     for t in tokens:
-        print(f"    http://{url_host}:{port}/r/{t}", flush=True)
-    serve(db, sock)
+        print(f"    {base}/r/{t}", flush=True)
+    serve(db, sock, args.request_timeout)
     return 0
 
 

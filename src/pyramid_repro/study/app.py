@@ -5,16 +5,22 @@ Routes:
 * ``GET /r/<token>``: the rating page of one rater (403 for an unknown token).
 * ``GET /api/r/<token>/next``: the rater's progress and first unanswered assignment (where they resume): prompt
   and the two videos' opaque ids, left and right as recorded in the study. Model names are never sent.
-* ``POST /api/vote``: JSON ``{"token", "assignment", "aesthetic", "motion", "semantic"}`` with answers
-  ``A`` (left), ``B`` (right) or ``same``. 201 after the vote's COMMIT; refusals carry a JSON ``error``: 400 body
-  not a JSON object, 401 no token, 403 unknown token, 404 not this rater's assignment, 409 already voted (nothing
-  stored twice), 422 fields missing or answers outside A / B / same.
+* ``POST /api/vote``: ``Content-Type: application/json``, body ``{"token", "assignment", "aesthetic", "motion",
+  "semantic"}`` with answers ``A`` (left), ``B`` (right) or ``same``. 201 after the vote's COMMIT; refusals carry
+  a JSON ``error``: 400 body not a JSON object, 401 no token, 403 unknown token, 404 not this rater's assignment,
+  409 already voted (nothing stored twice), 415 not ``application/json``, 422 fields missing, an assignment that
+  is not an integer from 1 to 2**63 - 1, or answers outside A / B / same.
 * ``GET /video/<id>``: a registered video by its random id, with HTTP range requests (206 Partial Content); any
   other id or path is 404. File paths come from the database, never from the request.
+
+Every request passes `guard.BoundedRequests` first (body size and time limits: 413, 408), and every response
+carries `SECURITY_HEADERS`.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import socket
@@ -32,10 +38,14 @@ from starlette.routing import Route
 
 from pyramid_repro.study.db import ANSWERS, QUESTIONS, VoteError, connect, get_meta, next_assignment, progress, \
     rater_id, record_vote, video_file
+from pyramid_repro.study.guard import BoundedRequests, header_deadline_protocol
 
-VIDEO_ID = re.compile(r"^[0-9a-f]{32}$")
-TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
-MAX_BODY = 16_384  # a vote is a few hundred bytes
+# matched with fullmatch: `$` would admit a trailing newline
+VIDEO_ID = re.compile(r"[0-9a-f]{32}")
+TOKEN = re.compile(r"[A-Za-z0-9_-]{8,128}")
+MAX_BODY = 16_384  # a vote is a few hundred bytes; no route takes a larger body
+MAX_ID = 2**63 - 1  # SQLite's largest integer: assignment ids are 1 .. MAX_ID
+REQUEST_TIMEOUT = 15.0  # seconds a request may take to send its headers, and then its body
 
 # the paper's three questions (Sec. 5, user study), as the page asks them
 QUESTION_TEXT = {
@@ -51,20 +61,54 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_vote(content_type: str | None, raw: bytes) -> tuple[str, int, dict[str, str]]:
+    """(token, assignment id, answers) of a vote request, every type and range checked before the database sees
+    it; a VoteError carries the refusal (400, 401, 403, 415, 422) otherwise."""
+    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        raise VoteError(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
+    try:
+        # strict JSON: no NaN/Infinity; Python refuses integers over 4,300 digits (ValueError)
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise VoteError(400, "body is not a vote: JSON nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
+        raise VoteError(400, f"body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise VoteError(400, "body must be a JSON object")
+    token = body.get("token")
+    if not token:
+        raise VoteError(401, "missing rater token")
+    if not isinstance(token, str) or not TOKEN.fullmatch(token):
+        raise VoteError(403, "unknown rater token")
+    assignment = body.get("assignment")
+    if isinstance(assignment, bool) or not isinstance(assignment, int) or not 1 <= assignment <= MAX_ID:
+        raise VoteError(422, f"'assignment' must be an assignment id, an integer from 1 to {MAX_ID}")
+    answers = {q: body.get(q) for q in QUESTIONS}
+    bad = [q for q, v in answers.items() if not isinstance(v, str) or v not in ANSWERS]
+    if bad:
+        raise VoteError(422, f"answer(s) {bad} missing or not one of {list(ANSWERS)}")
+    return token, assignment, answers
+
+
 class StudyApp:
     """The study's routes over one database file; one SQLite connection per worker thread."""
 
-    def __init__(self, db_path: Path):
+    def __init__(self, db_path: Path, request_timeout: float = REQUEST_TIMEOUT):
         self.db_path = Path(db_path)
         connect(self.db_path).close()  # fails early (ConfigError) for a missing or foreign file
         self._local = threading.local()
-        self.app = Starlette(routes=[
+        self.routes = Starlette(routes=[
             Route("/", self.index),
             Route("/r/{token}", self.page),
             Route("/api/r/{token}/next", self.next_item),
             Route("/api/vote", self.vote, methods=["POST"]),
             Route("/video/{video_id}", self.video),
         ])
+        self.app = BoundedRequests(self.routes, MAX_BODY, request_timeout, SECURITY_HEADERS)
 
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -78,7 +122,7 @@ class StudyApp:
 
     def page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        if not TOKEN.match(token) or rater_id(self.conn(), token) is None:
+        if not TOKEN.fullmatch(token) or rater_id(self.conn(), token) is None:
             return HTMLResponse("<!doctype html><title>Unknown link</title><p>This rater link is not valid.</p>",
                                 status_code=403)
         name = get_meta(self.conn()).get("name", "")
@@ -86,7 +130,7 @@ class StudyApp:
 
     def next_item(self, request: Request) -> Response:
         token = request.path_params["token"]
-        rater = rater_id(self.conn(), token) if TOKEN.match(token) else None
+        rater = rater_id(self.conn(), token) if TOKEN.fullmatch(token) else None
         if rater is None:
             return _error(403, "unknown rater token")
         answered, total = progress(self.conn(), rater)
@@ -98,28 +142,9 @@ class StudyApp:
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def vote(self, request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            return _error(413, f"body larger than {MAX_BODY} bytes")
+        # the body is complete and within MAX_BODY here (BoundedRequests)
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "body is not JSON")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        token = body.get("token") or request.headers.get("x-rater-token")
-        if not token:
-            return _error(401, "missing rater token")
-        if not isinstance(token, str) or not TOKEN.match(token):
-            return _error(403, "unknown rater token")
-        assignment = body.get("assignment")
-        if isinstance(assignment, bool) or not isinstance(assignment, int):
-            return _error(422, "'assignment' must be an integer assignment id")
-        answers = {q: body.get(q) for q in QUESTIONS}
-        bad = [q for q, v in answers.items() if v not in ANSWERS]
-        if bad:
-            return _error(422, f"answer(s) {bad} missing or not one of {list(ANSWERS)}")
-        try:
+            token, assignment, answers = parse_vote(request.headers.get("content-type"), await request.body())
             # sqlite3 blocks, so the transaction runs on a worker thread; the reply is sent after COMMIT
             vote = await run_in_threadpool(self._record, token, assignment, answers)
         except VoteError as e:
@@ -131,7 +156,7 @@ class StudyApp:
 
     def video(self, request: Request) -> Response:
         vid = request.path_params["video_id"]
-        found = video_file(self.conn(), vid) if VIDEO_ID.match(vid) else None
+        found = video_file(self.conn(), vid) if VIDEO_ID.fullmatch(vid) else None
         if found is None or not Path(found[0]).is_file():
             return _error(404, "no such video")
         # FileResponse answers Range requests with 206 Partial Content and advertises Accept-Ranges: bytes
@@ -149,10 +174,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(db_path: Path, sock: socket.socket) -> None:
-    """Serve the study on an already bound socket until interrupted (SIGINT/SIGTERM)."""
-    app = StudyApp(db_path).app
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+def serve(db_path: Path, sock: socket.socket, request_timeout: float = REQUEST_TIMEOUT) -> None:
+    """Serve the study on an already bound socket until interrupted (SIGINT/SIGTERM). A request has
+    `request_timeout` seconds for its headers (from its first byte) and as long again for its body."""
+    app = StudyApp(db_path, request_timeout).app
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+                            http=header_deadline_protocol(request_timeout), ws="none")
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -165,6 +192,7 @@ def render_page(token: str, name: str) -> str:
                   f'{LABELS[a]}</button>' for a in ANSWERS)
         + "</div></div>"
         for i, (q, (title, text)) in enumerate(QUESTION_TEXT.items()))
+    # a JSON data block, not script: the page's one script is constant, so its hash can be in the CSP
     cfg = json.dumps({"token": token, "questions": list(QUESTIONS)}).replace("<", "\\u003c")
     return PAGE.replace("__QUESTIONS__", questions).replace("__CONFIG__", cfg).replace(
         "__NAME__", name.replace("&", "&amp;").replace("<", "&lt;"))
@@ -209,9 +237,10 @@ __QUESTIONS__
 video better, <kbd>S</kbd> or <kbd>3</kbd> = about the same, for the highlighted question (then the next question
 is highlighted); <kbd>&uarr;</kbd>/<kbd>&darr;</kbd> move between questions; <kbd>Enter</kbd> submits.
 Answers are saved when "saved" appears; you can close the page and come back to the same link later.</p>
+<script type="application/json" id="config">__CONFIG__</script>
 <script>
-const CFG = __CONFIG__;
-let item = null, answers = {}, current = 0, busy = false;
+const CFG = JSON.parse(document.getElementById("config").textContent);
+let item = null, number = 0, answers = {}, current = 0, busy = false;
 const $ = (id) => document.getElementById(id);
 function mark() {
   CFG.questions.forEach((q, i) => {
@@ -220,14 +249,24 @@ function mark() {
   });
 }
 function status(text, cls) { const s = $("status"); s.textContent = text; s.className = cls || ""; }
-async function load() {
-  const r = await fetch("/api/r/" + encodeURIComponent(CFG.token) + "/next", {cache: "no-store"});
-  const s = await r.json();
+// shows the rater's next unanswered comparison (the server's state, whatever other tabs did); the status line is
+// cleared for it, then set to `note` (what became of the previous one) until the first answer is given here
+async function load(note, cls) {
+  let r, s;
+  try {
+    r = await fetch("/api/r/" + encodeURIComponent(CFG.token) + "/next", {cache: "no-store"});
+    s = await r.json();
+  } catch (e) {
+    status((note ? note + "; " : "") + "the next comparison did not load (the server did not answer): reload the "
+           + "page", "error");
+    return;
+  }
   if (!r.ok) { status(s.error || ("error " + r.status), "error"); return; }
   if (s.done) { $("main").hidden = true; $("done").hidden = false; return; }
-  item = s.assignment; answers = {}; current = 0;
+  item = s.assignment; answers = {}; current = 0; number = s.answered + 1;
+  status(note || "", cls);
   $("form").dataset.assignment = item.id;
-  $("progress").textContent = (s.answered + 1) + " of " + s.total;
+  $("progress").textContent = number + " of " + s.total;
   $("prompt").textContent = "\\u201c" + item.prompt + "\\u201d";
   for (const side of ["left", "right"]) {
     const v = $(side); v.src = item[side]; v.load(); const p = v.play(); if (p) p.catch(() => {});
@@ -235,6 +274,7 @@ async function load() {
   mark();
 }
 function answer(q, a) {
+  status("");  // an answer here ends the note about the previous comparison
   answers[q] = a;
   const next = CFG.questions.findIndex((x) => !(x in answers));
   current = next < 0 ? CFG.questions.indexOf(q) : next;
@@ -245,15 +285,29 @@ async function submit() {
   const missing = CFG.questions.filter((q) => !(q in answers));
   if (missing.length) { status("answer all three questions first", "error"); return; }
   busy = true; status("saving...", "");
+  const n = number;
+  let r, body;
   try {
-    const r = await fetch("/api/vote", {method: "POST", headers: {"Content-Type": "application/json"},
+    r = await fetch("/api/vote", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify(Object.assign({token: CFG.token, assignment: item.id}, answers))});
-    const body = await r.json().catch(() => ({}));
-    if (r.status === 200 || r.status === 201) { status("saved", "saved"); await load(); }
-    else if (r.status === 409 && body.same_answers) { status("saved (already recorded)", "saved"); await load(); }
+    body = await r.json().catch(() => ({}));
+  } catch (e) {
+    status("not saved: the server did not answer; press Enter to retry", "error");
+    busy = false;
+    return;
+  }
+  try {
+    if (r.status === 201) await load("comparison " + n + " saved", "saved");
+    else if (r.status === 409 && body.same_answers) {
+      await load("comparison " + n + " saved (already recorded)", "saved");
+    }
+    else if (r.status === 409) {
+      await load("comparison " + n + " was already answered, in another tab or window with this link: that answer "
+                 + "is kept and this one was not saved. Go on with the comparison shown now, and keep the link open "
+                 + "in one tab only", "error");
+    }
     else status("not saved: " + (body.error || ("HTTP " + r.status)), "error");
-  } catch (e) { status("not saved: the server did not answer; press Enter to retry", "error"); }
-  finally { busy = false; }
+  } finally { busy = false; }
 }
 document.querySelectorAll(".opts button").forEach((b) =>
   b.addEventListener("click", () => { answer(b.dataset.q, b.dataset.a); }));
@@ -271,3 +325,23 @@ load();
 </script>
 </body></html>
 """
+
+
+def _csp_hash(tag: str) -> str:
+    """'sha256-...' of the page's one inline <tag> element (the CSP allows exactly that script or style)."""
+    found = re.findall(rf"<{tag}>(.*?)</{tag}>", PAGE, re.S)
+    if len(found) != 1:
+        raise AssertionError(f"expected one plain <{tag}> in PAGE, found {len(found)}")
+    return "'sha256-" + base64.b64encode(hashlib.sha256(found[0].encode()).digest()).decode() + "'"
+
+
+# on every response: scripts and styles only the page's own (by hash), media and requests to this origin only, no
+# framing (clickjacking), no Referer (the rater link carries the token), no content-type sniffing
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", f"default-src 'none'; script-src {_csp_hash('script')}; "
+     f"style-src {_csp_hash('style')}; media-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; "
+     "form-action 'none'; frame-ancestors 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+]
