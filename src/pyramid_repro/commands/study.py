@@ -183,7 +183,7 @@ def report(cfg: Config, args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError(f"{db}: the study has no votes yet")
     a = analyse(rows, list(meta["models"]), n_resamples=args.resamples, seed=int(meta.get("seed", 0)))
-    paths = write_report(a, meta, sources, provenance(cfg), args.out or cfg.layout.reports)
+    paths = write_report(a, meta, sources, provenance(cfg), args.out or cfg.layout.reports, args.name)
     for p in paths:
         print(f"wrote {p}")
     return 0
