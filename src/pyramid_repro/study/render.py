@@ -86,7 +86,8 @@ def provenance_lines(meta: dict[str, Any], sources: list[dict[str, Any]], a: Stu
                      report_prov: dict[str, Any]) -> list[str]:
     """What the report rests on, one fact per line."""
     lines = [f"study {meta.get('name')} created {meta.get('created_utc')} (seed {meta.get('seed')}, "
-             f"{counted(int(meta.get('raters') or 0), 'rater link')}, {meta.get('repeats')} repeats per rater)",
+             f"{counted(int(meta.get('raters') or 0), 'rater link')}, "
+             f"{counted(int(meta.get('repeats') or 0), 'repeat')} per rater)",
              f"{counted(a.n_raters, 'rater')} voted: {counted(a.n_votes, 'vote')} "
              f"({counted(a.n_first, 'first showing')}, {counted(a.n_votes - a.n_first, 'repeat')}) on "
              f"{counted(a.n_prompts, 'prompt')}"]
@@ -133,7 +134,8 @@ def report_tables(a: StudyAnalysis) -> list[ReportTable]:
         "Rater agreement", "", ["question", "Fleiss' kappa", "pairwise agreement", "comparisons"],
         [False, True, True, True],
         [[QUESTION_TITLE[r.question],
-          "n/a (one answer only)" if r.fleiss_kappa != r.fleiss_kappa else f"{r.fleiss_kappa:.2f}",
+          f"{r.fleiss_kappa:.2f}" if r.fleiss_kappa == r.fleiss_kappa else
+          "n/a (no comparison with 2 raters)" if not r["items"] else "n/a (one answer only)",
           _pct(r.pairwise_agreement), str(r["items"])] for _, r in a.rater_agreement.iterrows()]))
     if len(a.repeat_agreement):
         out.append(ReportTable(
