@@ -149,3 +149,86 @@ def test_cli_help_explains_the_three_steps(tmp_path):
     assert r.returncode == 0 and all(w in r.stdout for w in ("create", "serve", "report", "study.sqlite"))
     r = cli(tmp_path, "study", "serve", "--help")
     assert r.returncode == 0 and "127.0.0.1" in r.stdout
+
+
+def _run_cli(capsys, *args: str) -> tuple[int, str]:
+    """`pyramid-repro <args>` in this process (faster than a subprocess): exit status and stderr."""
+    from pyramid_repro.cli import main
+
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """Nonsensical numbers, a 300-character name, a study that is not there and a port in use: exit status 2 and
+    one line on stderr each, no traceback."""
+    import socket
+
+    results, _ = make_study(tmp_path, "one", models=2, prompts=1, raters=1)
+    monkeypatch.setenv("PYRAMID_REPRO_OVERRIDES", json.dumps({"results": str(results)}))
+    create = ["study", "create", "--profile", "smoke", "--suite", "t", "--experiments", "pyramid", "fullseq"]
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    busy = holder.getsockname()[1]
+    cases = [
+        (create + ["--name", "n", "--raters", "2", "--max-prompts", "-3"],
+         "--max-prompts -3: expected an integer >= 0"),
+        (create + ["--name", "n", "--raters", "0"], "--raters 0: expected an integer >= 1"),
+        (create + ["--name", "n", "--raters", "1", "--repeats", "-1"], "--repeats -1"),
+        (create + ["--name", "n", "--raters", "1", "--seed", "-5"], "--seed -5"),
+        (create + ["--name", "x" * 300, "--raters", "1"], "(300 characters): expected 1 to 64 letters"),
+        (create + ["--name", "../up", "--raters", "1"], "expected 1 to 64 letters"),
+        (create + ["--name", "n", "--raters", "many"], "invalid int value: 'many'"),
+        (["study", "serve", "--profile", "smoke", "--name", "one", "--port", "70000"],
+         "--port 70000: expected 0..65535"),
+        (["study", "serve", "--profile", "smoke", "--name", "one", "--port", str(busy)],
+         f"cannot listen on 127.0.0.1:{busy}"),
+        (["study", "report", "--profile", "smoke", "--name", "one", "--resamples", "0"], "--resamples 0"),
+        (["study", "report", "--profile", "smoke", "--name", "gone"], "unknown study 'gone'"),
+    ]
+    try:
+        for args, needle in cases:
+            rc, err = _run_cli(capsys, *args)
+            assert rc == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, (args[-2:], err)
+    finally:
+        holder.close()
+    assert not (results / "smoke" / "studies" / "n").exists()
+    # results/ is relative to the working directory, as for every command: the error says where it looked
+    monkeypatch.delenv("PYRAMID_REPRO_OVERRIDES")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rc, err = _run_cli(capsys, *create, "--name", "n", "--raters", "1")
+    assert rc == 2 and err.count("\n") == 1 and f"{elsewhere}/results/smoke/pyramid/samples/t" in err
+    assert f"working directory {elsewhere}" in err
+
+
+def test_failed_create_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    """A create that fails on a corrupt mp4 after it has converted other videos removes its database, the WebM
+    copies and the folders it made; the error is one line."""
+    from pyramid_repro.study import design as study_design
+
+    results = tmp_path / "results"
+    texts = [f"a scene number {k}" for k in range(3)]
+    for c, m in enumerate(("pyramid", "fullseq")):
+        sample_folder(results / "smoke" / m / "samples" / "t", m, texts, colour=c)
+    for text in texts:
+        (results / "smoke" / "fullseq" / "samples" / "t" / f"{text}-0.mp4").write_bytes(b"not an mp4" * 100)
+    converted = []
+    real = study_design.transcode_webm
+
+    def counting(src: Path, dst: Path) -> None:
+        real(src, dst)
+        converted.append(dst)
+
+    monkeypatch.setattr(study_design, "transcode_webm", counting)
+    monkeypatch.setenv("PYRAMID_REPRO_OVERRIDES", json.dumps({"results": str(results)}))
+    rc, err = _run_cli(capsys, "study", "create", "--profile", "smoke", "--name", "bad", "--suite", "t",
+                       "--experiments", "pyramid", "fullseq", "--raters", "2")
+    assert rc == 2 and "cannot decode video" in err and err.count("\n") == 1, err
+    assert converted and all(not p.exists() for p in converted)  # it had converted some, and removed them
+    assert not (results / "smoke" / "studies").exists()

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
 import sqlite3
+import subprocess
+from html import unescape as html_unescape
 
 import numpy as np
 import pandas as pd
 import pytest
 from study_helpers import cli, make_study
 
+from pyramid_repro.provenance import atomic_write_bytes
 from pyramid_repro.study.analysis import analyse, bradley_terry, fleiss_kappa, repeat_agreement
 from pyramid_repro.study.db import connect, record_vote
+from pyramid_repro.study.render import write_report
 
 
 def simulate(n_raters: int, n_prompts: int, strengths: dict[str, float], rng, rater_sd: float = 0.0,
@@ -134,7 +141,7 @@ def test_report_command_writes_pdf_csv_md_with_provenance(tmp_path):
     r = cli(results, "study", "report", "--profile", "smoke", "--name", "rep", "--out", str(out),
             "--resamples", "200")
     assert r.returncode == 0, r.stdout + r.stderr
-    pdf, csv, md = (out / f"user_study.{ext}" for ext in ("pdf", "csv", "md"))
+    pdf, csv, md = (out / f"user_study_rep.{ext}" for ext in ("pdf", "csv", "md"))
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5000
     text = md.read_text()
     for needle in ("hash-pyramid", "hash-fullseq", "commit abc123", "ckpt/third", "3 raters voted",
@@ -161,17 +168,86 @@ def test_report_command_writes_pdf_csv_md_with_provenance(tmp_path):
 
 
 def test_snakemake_rule_builds_the_report_from_the_database_outside_the_main_target(tmp_path):
+    """The study's name comes from the requested file (reports/<profile>/user_study_<name>.pdf), as the README
+    and docs/user_study.md say."""
     from conftest import snakemake
 
-    results, db = make_study(tmp_path, "user_study", models=2, prompts=1, raters=1)
+    results, db = make_study(tmp_path, "pilot", models=2, prompts=1, raters=1)
     cfg = ["--config", "profile=smoke", f"results={results}", f"reports={tmp_path}/reports"]
-    r = snakemake("-n", "-p", *cfg, "--", f"{tmp_path}/reports/smoke/user_study.pdf", timeout=300)
+    r = snakemake("-n", "-p", *cfg, "--", f"{tmp_path}/reports/smoke/user_study_pilot.pdf", timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "user_study_report" in r.stdout
-    assert f"pyramid-repro study report --profile smoke --name user_study --out {tmp_path}/reports/smoke" in r.stdout
+    assert f"pyramid-repro study report --profile smoke --name pilot --out {tmp_path}/reports/smoke" in r.stdout
     db.rename(db.with_suffix(".moved"))  # the database is the rule's input
-    r = snakemake("-n", *cfg, "--", f"{tmp_path}/reports/smoke/user_study.pdf", timeout=300)
+    r = snakemake("-n", *cfg, "--", f"{tmp_path}/reports/smoke/user_study_pilot.pdf", timeout=300)
     assert r.returncode != 0 and "study.sqlite" in r.stdout + r.stderr
     r = snakemake("-n", "-p", *cfg, timeout=300)  # the default target (rule all) does not build it
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "user_study_report" not in r.stdout and "study report" not in r.stdout
+
+
+def _pdf_words(pdf, page: int) -> tuple[tuple[float, float], list[tuple[float, float, float, float, str]]]:
+    """Page size and words (xMin, yMin, xMax, yMax, text) of one page, from poppler's `pdftotext -bbox`."""
+    html = subprocess.run(["pdftotext", "-bbox", "-f", str(page), "-l", str(page), str(pdf), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    size = re.search(r'<page width="([\d.]+)" height="([\d.]+)"', html)
+    words = [(*map(float, m.groups()[:4]), html_unescape(m.group(5))) for m in re.finditer(
+        r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)</word>', html)]
+    return (float(size.group(1)), float(size.group(2))), words
+
+
+def test_report_files_carry_the_study_name_with_the_usual_permissions_and_a_typeset_table_page(tmp_path):
+    """One rater: the title says "1 rater"; the files are user_study_<name>.* with the permissions open() gives
+    (0666 less the umask; atomic_write_bytes, which every report uses, too), a second study's report leaves the
+    first's alone, the Markdown escapes the model names, and page 2 is a table (aligned columns, >= 7 pt) on a
+    page of page 1's size."""
+    rows = simulate(1, 3, {"pyr<amid>": 0.7, "full|seq*": 0.0}, np.random.default_rng(0))
+    a = analyse(rows, ["pyr<amid>", "full|seq*"], n_resamples=50)
+    meta = {"name": "s1", "created_utc": "now", "seed": 0, "raters": 1, "repeats": 0}
+    sources = [{"model": m, "samples_json": f"{m}/samples.json", "checkpoint": None, "provenance": {}}
+               for m in ("pyr<amid>", "full|seq*")]
+    prov = {"created_utc": "now", "profile": "smoke", "config_hash": "h", "commit": "c"}
+    out = tmp_path / "reports"
+    old = os.umask(0o022)
+    try:
+        first = write_report(a, meta, sources, prov, out, "s1")
+        before = {p: p.read_bytes() for p in first}
+        second = write_report(a, {**meta, "name": "s2"}, sources, prov, out, "s2")
+        for mask, mode in ((0o077, 0o600), (0o002, 0o664)):
+            os.umask(mask)
+            atomic_write_bytes(tmp_path / f"mode{mask:o}", b"x")
+            assert (tmp_path / f"mode{mask:o}").stat().st_mode & 0o777 == mode
+    finally:
+        os.umask(old)
+    assert [p.name for p in first] == ["user_study_s1.pdf", "user_study_s1.csv", "user_study_s1.md"]
+    assert [p.name for p in second] == ["user_study_s2.pdf", "user_study_s2.csv", "user_study_s2.md"]
+    assert {p: p.read_bytes() for p in first} == before
+    assert {p.stat().st_mode & 0o777 for p in first + second} == {0o644}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    md = first[2].read_text()
+    assert "pyr&lt;amid&gt;" in md and "full\\|seq\\*" in md and "<amid>" not in md and "1 rater voted" in md
+    # every table row has as many cells as its header (an unescaped | would add one)
+    table_rows = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len({len(re.findall(r"(?<!\\)\|", ln)) for ln in table_rows[:5]}) == 1
+    pdf = first[0]
+    sizes = re.findall(rb"/MediaBox \[ *([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+) *\]", pdf.read_bytes())
+    assert len(sizes) >= 2 and len(set(sizes)) == 1, sizes  # every page the size of page 1
+    if not shutil.which("pdftotext"):
+        return
+    _, p1 = _pdf_words(pdf, 1)
+    title = " ".join(w[4] for w in p1)
+    assert "s1: 1 rater, 3 comparisons" in title and "raters" not in title
+    _, words = _pdf_words(pdf, 2)
+    text = " ".join(w[4] for w in words)
+    tables = text[:text.index("Provenance")]
+    assert "|" not in tables.replace("full|seq*", "") and "---" not in tables  # no Markdown syntax in the tables
+    assert min(w[3] - w[1] for w in words) >= 7  # readable: at least 7 pt high
+    win_rows = []
+    for w in words:
+        if w[4] in ("Aesthetic", "Motion", "Semantic"):  # a row: the words level with its first
+            row = sorted(v for v in words if abs(v[1] - w[1]) < 2)
+            if row[2][4] == "pyr<amid>":
+                win_rows.append(row)
+    assert len(win_rows) == 3, text
+    for col, edge in ((3, 0), (4, 2)):  # model B: left-aligned (xMin), votes: right-aligned (xMax)
+        assert max(r[col][edge] for r in win_rows) - min(r[col][edge] for r in win_rows) < 0.5, win_rows

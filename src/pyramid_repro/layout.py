@@ -21,8 +21,17 @@ REPORT_FILES = ("table1.pdf", "table1.csv", "table1.md", "table5.pdf", "table5.c
                 "fid_convergence.csv", "fid_convergence.txt", "ablations.pdf", "ablations.csv", "gpu_hours.pdf",
                 "gpu_hours.csv", "claims.pdf", "claims.csv", "claims.md")
 EVALCRAFTER_REPORT_FILES = ("table6.pdf", "table6.csv")  # only when an `evalcrafter` backend is scored
-# `pyramid-repro study report`: the user study (not part of the main target; workflows/rules/study.smk)
-USER_STUDY_REPORT_FILES = ("user_study.pdf", "user_study.csv", "user_study.md")
+# a user study's name (`pyramid-repro study --name`): its folder under studies/ and part of its report files' names
+STUDY_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+# `pyramid-repro study report --name <study>`: the user study's report, named after the study so that one study's
+# report never overwrites another's (not part of the main target; workflows/rules/study.smk). `{study}` is the
+# study's name: str.format or a Snakemake wildcard.
+USER_STUDY_REPORT_FILES = ("user_study_{study}.pdf", "user_study_{study}.csv", "user_study_{study}.md")
+
+
+def user_study_report_files(study: str) -> tuple[str, ...]:
+    """The report files of study `study`: user_study_<study>.{pdf,csv,md}."""
+    return tuple(f.format(study=study) for f in USER_STUDY_REPORT_FILES)
 
 
 def units_path(metrics_json: Path) -> Path:

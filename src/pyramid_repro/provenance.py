@@ -8,8 +8,8 @@ import io
 import json
 import os
 import platform
+import secrets
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,24 @@ def provenance(cfg: Config, backend: str | None = None, experiment: str | None =
     return out
 
 
+def _new_temp_file(path: Path) -> tuple[int, str]:
+    """A new, empty temp file beside `path` (open for writing): created with mode 0666 less the umask, as open()
+    creates files (tempfile.mkstemp would make it 0600, and the rename would keep that)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename (a crash never leaves half a file)."""
+    """Write to a temp file in the same folder, fsync, then rename (a crash never leaves half a file). The file
+    gets the permissions open() would give it (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -4,20 +4,27 @@
     pyramid-repro study serve  --name N [--host 127.0.0.1] [--port P] [--public-url URL] [--request-timeout S]
     pyramid-repro study report --name N [--out DIR]
 
-The study lives in results/<profile>/studies/<name>/ (study.sqlite + videos/); docs/user_study.md describes it.
+The study lives in results/<profile>/studies/<name>/ (study.sqlite + videos/), its report is
+user_study_<name>.{pdf,csv,md}; results/ is found like every command finds it (`results` of the config, relative to
+the working directory). docs/user_study.md describes it. Every error ends in one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import os
+import re
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pyramid_repro.cliutil import add_config_args, config_from_args
 from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.layout import STUDY_NAME
 from pyramid_repro.provenance import atomic_write_bytes, provenance
 from pyramid_repro.study.analysis import analyse
 from pyramid_repro.study.app import MAX_BODY, REQUEST_TIMEOUT, bind, serve
@@ -25,14 +32,37 @@ from pyramid_repro.study.db import connect, get_meta, sources_table, votes_table
 from pyramid_repro.study.design import create_study, load_sample_set
 from pyramid_repro.study.render import write_report
 
+# the numeric options' ranges (inclusive; None: no upper bound), checked after parsing for every subcommand
+LIMITS: dict[str, tuple[int, int | None, str]] = {
+    "raters": (1, None, ""), "repeats": (0, None, ""), "max_prompts": (0, None, " (0 = all prompts)"),
+    "seed": (0, None, ""), "port": (0, 65535, " (0 = any free port)"), "resamples": (1, None, ""),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (argparse's own print the usage first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _check_limits(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a number outside its option's range (LIMITS), e.g. --max-prompts -3, in one line."""
+    for dest, (lo, hi, note) in LIMITS.items():
+        value = getattr(args, dest, None)
+        if value is not None and not (lo <= value and (hi is None or value <= hi)):
+            want = f"{lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+            ap.error(f"--{dest.replace('_', '-')} {value}: expected {want}{note}")
+
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="pyramid-repro study",
         description="The paper's user study, run locally: raters compare two models' videos of the same prompt on "
         "aesthetic quality, motion smoothness and semantic alignment (A / B / same). `create` builds the pairs "
         "and one rater link per rater, `serve` runs the rating web page, `report` writes "
-        "user_study.{pdf,csv,md}. Everything lives in results/<profile>/studies/<name>/study.sqlite.")
+        "user_study_<name>.{pdf,csv,md}. Everything lives in results/<profile>/studies/<name>/study.sqlite "
+        "(results/ as every command finds it: relative to the working directory unless `results` is absolute).")
     sub = ap.add_subparsers(dest="action", required=True, metavar="{create,serve,report}")
 
     c = sub.add_parser("create", help="build a study from sampled videos and write one rater link per rater",
@@ -40,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                        "every pair once, sides balanced across raters, order shuffled, plus --repeats pairs shown "
                        "again with the sides swapped. Videos are re-encoded once to VP9/WebM for the browser.")
     add_config_args(c)
-    c.add_argument("--name", required=True, help="study name (folder results/<profile>/studies/<name>/)")
+    c.add_argument("--name", required=True, help="study name: up to 64 letters, digits, '.', '_' or '-' (folder "
+                   "results/<profile>/studies/<name>/, report user_study_<name>.*)")
     c.add_argument("--experiments", nargs="*", default=[], metavar="EXPERIMENT",
                    help="experiments whose samples to compare (results/<profile>/<experiment>/samples/<suite>/)")
     c.add_argument("--checkpoint", nargs="*", default=[], type=Path, metavar="DIR",
@@ -71,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                    f"{MAX_BODY} bytes) within as many again; a slower connection is closed (default "
                    f"{REQUEST_TIMEOUT:g})")
 
-    r = sub.add_parser("report", help="win/tie/loss rates, Bradley-Terry, agreement -> user_study.{pdf,csv,md}",
+    r = sub.add_parser("report", help="win/tie/loss rates, Bradley-Terry, agreement -> "
+                       "user_study_<name>.{pdf,csv,md}",
                        description="Analyses the votes: per question and model pair win/tie/loss rates with 95%% "
                        "intervals (crossed bootstrap over raters and prompts), Bradley-Terry scores (more than two "
                        "models), rater agreement, and the stacked-bar figure of the paper's user study.")
@@ -82,14 +114,25 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def results_note(cfg: Config) -> str:
+    """Where results/ was looked for, for an error about a missing study or samples folder: a relative `results`
+    is relative to the working directory, as for every command (the Snakemake workflow relies on it)."""
+    if Path(cfg.results).is_absolute():
+        return ""
+    return (f" (`results: {cfg.results}` is relative to the working directory {Path.cwd()}, as for every command: "
+            "run from the folder that holds it, or pass --set results=DIR)")
+
+
 def study_db(cfg: Config, name: str, must_exist: bool = True) -> Path:
     """The database of study `name`; a ConfigError names the path when it is missing."""
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"--name {name!r}: expected a plain folder name")
+    if not re.fullmatch(STUDY_NAME, name):
+        shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}... ({len(name)} characters)"
+        raise ConfigError(f"--name {shown}: expected 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                          "letter or digit (the name of the study's folder and report files)")
     db = cfg.layout.study_db(name)
     if must_exist and not db.is_file():
-        raise ConfigError(f"unknown study {name!r}: {db} not found (create it with `pyramid-repro study create "
-                          f"--name {name} ...`)")
+        raise ConfigError(f"unknown study {name!r}: {db.absolute()} not found{results_note(cfg)}; create it with "
+                          f"`pyramid-repro study create --name {name} ...`")
     return db
 
 
@@ -101,12 +144,16 @@ def checkpoint_name(folder: Path, suite: str) -> str:
 
 
 def create(cfg: Config, args: argparse.Namespace) -> int:
+    db = study_db(cfg, args.name, must_exist=False)
     suite = args.suite or cfg.eval.suite
+    for e in args.experiments:
+        folder = cfg.layout.samples(e, suite)
+        if not folder.is_dir():
+            raise ConfigError(f"--experiments {e}: no samples folder {folder.absolute()}{results_note(cfg)}")
     sets = [load_sample_set(cfg.layout.samples(e, suite), e) for e in args.experiments]
     sets += [load_sample_set(d, checkpoint_name(d, suite)) for d in args.checkpoint]
     if len(sets) < 2:
         raise ConfigError("a study needs at least two sample folders (--experiments and/or --checkpoint)")
-    db = study_db(cfg, args.name, must_exist=False)
     made = create_study(db, cfg.layout.study_videos(args.name), args.name, sets, args.raters, args.repeats,
                         args.seed, args.max_prompts, provenance(cfg))
     links = [f"/r/{t}" for t in made.tokens]
@@ -190,14 +237,27 @@ def report(cfg: Config, args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError(f"{db}: the study has no votes yet")
     a = analyse(rows, list(meta["models"]), n_resamples=args.resamples, seed=int(meta.get("seed", 0)))
-    paths = write_report(a, meta, sources, provenance(cfg), args.out or cfg.layout.reports)
+    paths = write_report(a, meta, sources, provenance(cfg), args.out or cfg.layout.reports, args.name)
     for p in paths:
         print(f"wrote {p}")
     return 0
 
 
+def os_error_line(action: str, args: argparse.Namespace, e: OSError) -> str:
+    """One line for an operating-system error of a study command: what failed, on which file or address."""
+    what = e.strerror or str(e)
+    if e.filename is not None:
+        what += f": {os.fsdecode(e.filename)}"
+    if action == "serve" and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES) and e.filename is None:
+        what = (f"cannot listen on {args.host}:{args.port}: {what} (choose another --port, 0 = any free one, or "
+                "another --host)")
+    return f"pyramid-repro study {action}: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    _check_limits(ap, args)
     cfg = config_from_args(args)
     action = {"create": create, "serve": run_server, "report": report}[args.action]
     try:
@@ -205,3 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130
+    except OSError as e:  # a port in use, a full disk, a folder without write permission: one line, no traceback
+        print(" ".join(os_error_line(args.action, args, e).split()), file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:
+        print(f"pyramid-repro study {args.action}: database error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2

@@ -153,9 +153,23 @@ def transcode_webm(src: Path, dst: Path) -> None:
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     tmp = dst.with_suffix(".tmp.webm")
-    encode_video(tmp, frames, max(1, round(fps or 8)), "webm", "libvpx-vp9", "yuv420p",
-                 {"crf": "4", "b": "0", "deadline": "good", "cpu-used": "4"})
-    tmp.replace(dst)
+    try:
+        encode_video(tmp, frames, max(1, round(fps or 8)), "webm", "libvpx-vp9", "yuv420p",
+                     {"crf": "4", "b": "0", "deadline": "good", "cpu-used": "4"})
+        tmp.replace(dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first: what making it would create."""
+    out = []
+    for f in (folder, *folder.parents):
+        if f.exists():
+            break
+        out.append(f)
+    return out
 
 
 @dataclass
@@ -181,7 +195,12 @@ def create_study(db_path: Path, videos_dir: Path, name: str, sets: list[SampleSe
         prompts = prompts[:max_prompts]
     plan = design(len(sets), prompts, raters, repeats, seed)
     maps = [s.by_prompt() for s in sets]
-    conn = create_db(db_path)
+    db_path, videos_dir = Path(db_path), Path(videos_dir)
+    # a study that fails half-way leaves nothing behind: its database, its WebM copies, the folders it made
+    new_folders = sorted(set(missing_folders(db_path.parent) + missing_folders(videos_dir)),
+                         key=lambda f: len(f.parts), reverse=True)
+    written: list[Path] = []
+    conn = create_db(db_path)  # refuses an existing study before anything is written
     try:
         conn.execute("BEGIN IMMEDIATE")
         meta = {"name": name, "created_utc": utc_now(), "seed": seed, "raters": raters, "repeats": repeats,
@@ -207,6 +226,7 @@ def create_study(db_path: Path, videos_dir: Path, name: str, sets: list[SampleSe
                 src = (sets[model].folder / rec["path"]).resolve()
                 if transcode:
                     dst = (videos_dir / f"{vid}.webm").resolve()
+                    written.append(dst)
                     transcode_webm(src, dst)
                     file, media = dst, WEBM
                 else:
@@ -237,7 +257,11 @@ def create_study(db_path: Path, videos_dir: Path, name: str, sets: list[SampleSe
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         conn.close()
-        Path(db_path).unlink(missing_ok=True)
+        for f in (db_path, *(db_path.with_name(db_path.name + x) for x in ("-wal", "-shm", "-journal")), *written):
+            f.unlink(missing_ok=True)
+        for folder in new_folders:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
     conn.close()
     return CreatedStudy(Path(db_path), tokens, len(plan[0]), len(prompts), len(video_ids))
