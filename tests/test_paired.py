@@ -3,6 +3,8 @@ unpaired comparison, the permutation test's false-positive rate, Holm and the po
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,19 @@ def test_unit_swaps_keep_the_false_positive_rate_with_prompt_effects_and_few_pro
     assert r.p_value < 0.005  # 2^12 sign patterns: a clear difference gets a small p-value
     with pytest.raises(ValueError, match="one B unit per A unit"):
         uq.paired_difference(_mean_difference(a, b[:11]), ids, ids[:11], swap="unit")
+
+
+def test_a_censored_effect_counts_label_swaps_censored_either_way():
+    """docs/method.md §11: the test is two-sided, so an observed +inf (the baseline never reaches the target) counts
+    every swap whose statistic is infinite, -inf (the swapped pyramid never reaches it) included."""
+    na = 2
+
+    def effect(ia: np.ndarray, ib: np.ndarray) -> float:
+        # two clusters: +inf with both in their own arm, -inf with both swapped, 0 with one swapped
+        swapped = int(np.sum(ia >= na))
+        return math.inf if swapped == 0 else -math.inf if swapped == len(ia) else 0.0
+
+    p = uq.paired_difference(effect, ["c0", "c1"], ["c0", "c1"], n_resamples=10, n_permutations=4000, seed=0)
+    assert p.plug_in == math.inf
+    # a quarter of the swaps give +inf and a quarter -inf: p near 1/2 (a one-sided count would give about 1/4)
+    assert 0.45 < p.p_value < 0.55, p.p_value

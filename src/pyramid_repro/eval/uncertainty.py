@@ -147,12 +147,13 @@ class Paired:
     resamples: int
     permutations: int
     level: float = LEVEL
+    censored: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"estimate": self.estimate, "interval": list(self.interval), "p_value": self.p_value,
                 "plug_in": self.plug_in, "se": self.se, "clusters": self.clusters, "units": list(self.units),
                 "method": f"paired {self.method} bootstrap + label-swap permutation", "resamples": self.resamples,
-                "permutations": self.permutations, "level": self.level}
+                "permutations": self.permutations, "level": self.level, "censored": self.censored}
 
 
 def _groups(clusters: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -213,13 +214,29 @@ def paired_difference(effect: Callable[[np.ndarray, np.ndarray], float], cluster
     else:
         raise ValueError(f"paired comparison: swap {swap!r}; expected 'cluster' or 'unit'")
     perm = perm[~np.isnan(perm)]
-    # an infinite (censored) effect counts the permutations that are censored the same way
+    # two-sided: an infinite (censored) effect counts every swap censored either way, +inf or -inf (method.md §11)
     p = float((1 + np.sum(np.abs(perm) >= abs(plug_in) - 1e-12)) / (1 + len(perm)))
-    finite = boot[np.isfinite(boot)]
+    se, censored = resampled_spread(boot, level)
     return Paired(estimate=float(estimate), interval=(float(interval[0]), float(interval[1])), p_value=p,
-                  plug_in=plug_in, se=float(finite.std(ddof=1)) if len(finite) > 1 else float("nan"),
-                  clusters=len(names), units=(na, len(clusters_b)), method=method, resamples=n_resamples,
-                  permutations=len(perm), level=level)
+                  plug_in=plug_in, se=se, clusters=len(names), units=(na, len(clusters_b)), method=method,
+                  resamples=n_resamples, permutations=len(perm), level=level, censored=censored)
+
+
+def resampled_spread(boot: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """(standard error, censored share) of a statistic's resampled values (docs/method.md §11). A resample at +-inf
+    is censored (a speed-up whose curve never reaches its target). The standard error is the spread of the finite
+    resamples only while at most (1 - level) / 2 of them are censored, i.e. while the `level` interval still has
+    two finite ends; beyond that the finite resamples are a selected few and their spread is no standard error of
+    the statistic (2 finite resamples of 1000 once gave one), so it is NaN and no power number follows from it."""
+    values = np.asarray(boot, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return float("nan"), 0.0
+    finite = values[np.isfinite(values)]
+    censored = float(1.0 - len(finite) / len(values))
+    if censored > (1.0 - level) / 2 or len(finite) < 2:
+        return float("nan"), censored
+    return float(finite.std(ddof=1)), censored
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -15,6 +15,9 @@ Two targets are reported:
 With bootstrap bands (fid_lo / fid_hi of each point, eval/uncertainty.py) each curve's crossing becomes a range:
 the lower band reaches the target first, the upper band last. A speed-up is stated only when the two ranges are
 disjoint (`separated`); otherwise the curves cannot be told apart at that target with this many samples.
+The reports feed `speedup_table` the plug-in FIDs of the points' saved features, without bands (`claims.
+plug_in_curves`): the claims table computes the same speed-up at the same target, and its paired interval is the
+one they state (docs/method.md §11).
 """
 
 from __future__ import annotations

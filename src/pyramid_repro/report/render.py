@@ -35,7 +35,7 @@ from pyramid_repro.provenance import measured_hash
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
 from pyramid_repro.report.audit import render_gpu_hours
 from pyramid_repro.report.claims import (claims_frame, load_claims, paired_feature_fid, paired_video_statistic,
-                                         render_claims)
+                                         plug_in_curves, render_claims, verdict_text)
 from pyramid_repro.report.paper import load_paper_table
 from pyramid_repro.report.style import _plt, footer
 
@@ -289,12 +289,16 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
     spatial = next((c.stage for c in load_claims() if c.kind == "fid_speedup"), None)
     stages = {s for d in curves.values() for s in d.get("stage", pd.Series([last]))}
     stage = (spatial if spatial in stages else last) if last and len(stages) > 1 else None
-    table = speedup_table(curves, stage=stage)
+    # the speed-up reads the plug-in FIDs of the points' features, as the claims table does (one definition,
+    # docs/method.md §11); the plotted points and bands are the bias-corrected FIDs of fid_curve.csv
+    plug_in, unreadable = plug_in_curves(cfg, curves, stage)
+    table = speedup_table(plug_in, stage=stage)
     lines = []
     table.to_csv(out / "fid_convergence.csv", index=False)
     if table.empty:
         lines.append("speed-up: needs both `pyramid` and `fullseq` FID curves"
-                     + (f" with points in stage {stage}" if stage else ""))
+                     + (f" with points in stage {stage}" if stage else "") + " and their points' features"
+                     + (f" ({'; '.join(unreadable)})" if unreadable else ""))
     else:
         paper = f"   [paper: about {PAPER_SPEEDUP:.0f}x]"
         for (st, ax_name, tgt), grp in table.groupby(["stage", "axis", "target"], sort=False, dropna=False):
@@ -313,8 +317,8 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
     if claims is not None and not claims.empty:
         for r in claims[claims["claim_id"] == "spatial_pyramid"].itertuples():
             lines.append(f"paired decision ({r.statistic}, {r.arm_a} vs {r.arm_b}, captions resampled jointly): "
-                         f"{r.display or ''} -> {r.verdict}" + (f" ({r.note})" if r.verdict != "supported" and
-                                                               r.note else ""))
+                         f"{r.display or ''} -> {verdict_text(r.verdict, r.size_verdict)}"
+                         + (f" ({r.note})" if r.verdict != "supported" and r.note else ""))
     # the figure's text, wrapped to its width (monospace, 7 pt: about 15 characters per inch)
     width = int(5.2 * len(axes_cols) * 15)
     shown = [w for ln in lines for w in textwrap.wrap(ln, width, subsequent_indent="    ")]
@@ -342,10 +346,12 @@ def render_fid(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None = 
     axes[0].legend(fontsize=7)
     text = fig.add_subplot(gs[1, :])
     text.axis("off")
-    notes = ["speed-up = x fullseq needs / x pyramid needs to first reach the target on smoothed 'best so far' curves;"
-             " target 'common' = worse of the two best FIDs, 'pyramid_best' = best FID the pyramid reaches",
-             f"bands: {LEVEL:.0%} bootstrap intervals of each FID point over its generated images (shaded for pyramid "
-             "and fullseq); a speed-up [range] is stated only where the two curves' crossing ranges are disjoint"]
+    notes = ["speed-up = x fullseq needs / x pyramid needs to first reach the target on smoothed 'best so far' curves"
+             " of the plug-in FIDs of each point's features (the claims table's statistic, its paired interval on the"
+             " 'paired decision' lines); target 'common' = worse of the two best FIDs, 'pyramid_best' = best FID the "
+             "pyramid reaches",
+             f"points and bands: bias-corrected FIDs with their {LEVEL:.0%} bootstrap intervals over the generated "
+             "images (shaded for pyramid and fullseq)"]
     if cfg.train.match_compute_to:
         notes.append(f"train.match_compute_to={cfg.train.match_compute_to}: runs get equal FLOPs per stage, not equal "
                      "steps, so compare on the FLOPs and device-hours axes")
