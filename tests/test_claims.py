@@ -1,9 +1,10 @@
-"""The claims report (report/claims.py): the blockiness statistic, the speed-up's first-evaluation and censored
+"""The claims report (report/claims.py): the jump-point blockiness statistic, the speed-up's first-evaluation and censored
 cases, the claims table's verdicts on a run with known effects, and its bad-input errors."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pyramid_repro.config import ConfigError, load_config
-from pyramid_repro.eval.backends import FrechetToFixed, blockiness
+from pyramid_repro.eval.backends import FrechetToFixed, jump_blockiness
 from pyramid_repro.eval.score import write_units
 from pyramid_repro.report import claims as cl
 from pyramid_repro.report.convergence import convergence_speedup, describe
@@ -30,20 +31,25 @@ def _frames(x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_blockiness_fires_on_nearest_upsampling_and_not_on_bilinear(seed):
+def test_jump_blockiness_fires_on_nearest_upsampling_and_not_on_clean_or_bilinear(seed):
     base = _smooth_image(seed)
     nearest = F.interpolate(base, scale_factor=2, mode="nearest")
     bilinear = F.interpolate(base, scale_factor=2, mode="bilinear", align_corners=False)
-    b_nn, b_bl = blockiness(_frames(nearest), 2), blockiness(_frames(bilinear), 2)
-    assert b_nn > 2.0, b_nn  # flat 2x2 blocks: every difference sits on a block edge
+    b_nn, b_bl = jump_blockiness(_frames(nearest), 1), jump_blockiness(_frames(bilinear), 1)
+    assert b_nn > 2.0, b_nn  # flat 2x2 blocks: every difference sits on a jump-point edge
     assert abs(b_bl) < 0.5, b_bl
-    # the statistic looks at the grid it is given: 4-pixel blocks of a 2x nearest up-sampling are not flat
-    assert blockiness(_frames(nearest), 4) < 1.0
+    assert abs(jump_blockiness(_frames(base), 1)) < 0.5  # a clean image
+    # the statistic looks at the grid it is given: with latent pixels of 2 pixels, the 2x nearest up-sampling steps
+    # on every latent-pixel boundary, jump point or not (as a decoder's own grid would): no jump-point artifact;
+    # a nearest up-sampling of that latent grid (blocks of 2 latent pixels) is one
+    assert abs(jump_blockiness(_frames(nearest), 2)) < 0.5
+    jumped = F.interpolate(F.interpolate(base, scale_factor=0.5, mode="area"), scale_factor=4, mode="nearest")
+    assert jump_blockiness(_frames(jumped), 2) > 2.0
     # a video of frames gives the same number as its frames stacked
     video = np.stack([_frames(nearest)] * 3)
-    assert blockiness(video, 2) == pytest.approx(b_nn)
-    with pytest.raises(ValueError, match="block"):
-        blockiness(video, 64)
+    assert jump_blockiness(video, 1) == pytest.approx(b_nn)
+    with pytest.raises(ValueError, match="latent_pixel"):
+        jump_blockiness(video, 16)
 
 
 def test_first_evaluation_case_states_no_speedup_and_a_never_reached_target_a_censored_bound():
@@ -103,7 +109,7 @@ def _units(tmp_cfg, experiment: str, ratios: np.ndarray, blocks: np.ndarray, pro
     samples = [{"prompt_id": p, "sample_index": i % 2, "path": f"{p}-{i % 2}.mp4"} for i, p in enumerate(prompts)]
     sc = np.clip(0.9 + 0.05 * np.sin(np.arange(len(prompts))), 0, 1)
     write_units(path, {"dim/subject_consistency": sc, "dim/temporal_flickering": sc,
-                       "motion_ratio": ratios, "blockiness": blocks}, samples)
+                       "motion_ratio": ratios, "jump_blockiness": blocks}, samples)
 
 
 def test_claims_table_on_a_run_with_known_effects(tmp_path):
@@ -123,9 +129,13 @@ def test_claims_table_on_a_run_with_known_effects(tmp_path):
     row = df[(df.claim_id == "temporal_pyramid") & (df.arm_b == "fullseq") & (df.statistic == "direction_accuracy")]
     assert row.verdict.item() == cl.SUPPORTED and row.estimate.item() == pytest.approx(1.0)
     assert row.p_holm.item() >= row.p_value.item()
-    # no effect in blockiness: undecided, with the prompts 80% power would need
+    row = df[(df.claim_id == "temporal_pyramid") & (df.arm_b == "fullseq") & (df.statistic == "travel_score")]
+    assert row.verdict.item() == cl.SUPPORTED
+    # no effect in blockiness: undecided, with the prompts 80% power would need, and the row says so in words
     row = df[df.claim_id == "corrective_noise"]
     assert row.verdict.item() == cl.UNDECIDED and row.needed_for_power.item() > 0
+    assert row.note.item().startswith("not decided: no difference in block artifacts at the jump points")
+    assert re.search(r"mean per video: no_corrective_noise \+0\.\d+, pyramid \+0\.\d+", row.note.item())
     # experiments the profile does not run: listed with the command that runs them
     nr = df[df.verdict == cl.NOT_RUN]
     assert set(nr.claim_id) >= {"causal_attention", "history_corruption"}
