@@ -173,3 +173,29 @@ def test_bad_claims_file_names_the_claim_and_field(tmp_path):
     with pytest.raises(ConfigError, match="missing field"):
         cl.load_claims(f)
     assert {c.id for c in cl.load_claims()} >= {"spatial_pyramid", "temporal_pyramid", "corrective_noise"}
+
+
+def _latent_jump(video: np.ndarray, latent_pixel: int) -> np.ndarray:
+    """Frames (T, H, W, C) with their latent grid halved and nearest up-sampled back: the blocks a jump point
+    leaves when nothing corrects them (each 2x2 block of latent pixels one value)."""
+    b = 2 * latent_pixel
+    T, H, W, C = video.shape
+    coarse = video[:, :H // b * b, :W // b * b].astype(np.float64).reshape(T, H // b, b, W // b, b, C).mean((2, 4))
+    return np.repeat(np.repeat(coarse, b, axis=1), b, axis=2)
+
+
+def test_jump_blockiness_reads_about_zero_on_real_fullseq_samples(smoke_run):
+    """`fullseq` has no jump points: its decoded samples (a real run, with the VAE's own latent-pixel grid) read
+    about 0, and the same frames with a jump's nearest up-sampling of their latent grid far above."""
+    from pyramid_repro.data.video_io import read_video
+    from pyramid_repro.eval.backends import latent_pixel_size
+
+    cfg = load_config("smoke", {"results": str(smoke_run / "results")})
+    lp = latent_pixel_size(cfg)
+    folder = cfg.layout.samples("fullseq", cfg.eval.suite)
+    videos = [read_video(folder / s["path"])[0] for s in json.loads((folder / "samples.json").read_text())["samples"]]
+    assert videos
+    own = np.array([jump_blockiness(v, lp) for v in videos])
+    assert abs(own.mean()) < 0.25, own
+    jumped = np.array([jump_blockiness(_latent_jump(v, lp), lp) for v in videos])
+    assert jumped.min() > 1.0 and jumped.min() > own.max() + 1.0, (own, jumped)
