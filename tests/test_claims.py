@@ -1,5 +1,6 @@
-"""The claims report (report/claims.py): the jump-point blockiness statistic, the speed-up's first-evaluation and censored
-cases, the claims table's verdicts on a run with known effects, and its bad-input errors."""
+"""The claims report (report/claims.py): the jump-point blockiness statistic (on real fullseq samples too), the
+speed-up's first-evaluation and censored cases, the claims table's verdicts on a run with known effects, and its
+bad-input errors."""
 
 from __future__ import annotations
 

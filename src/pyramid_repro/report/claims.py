@@ -139,6 +139,15 @@ def video_values(units: dict[str, np.ndarray], statistic: str) -> np.ndarray:
                    "rescore the experiment if its units predate the statistic")
 
 
+def per_video_statistics(units: dict[str, np.ndarray]) -> list[str]:
+    """The names `video_values` reads in a units file: every array with one number per video besides the index of
+    the videos (eval/score.py UNIT_INDEX), a dimension's without its `dim/` prefix (an FID backend's per-frame
+    features have none)."""
+    n = len(units["prompt_id"])
+    per_video = [k for k, v in units.items() if v.ndim == 1 and len(v) == n and v.dtype.kind in "fiub"]
+    return sorted(k.removeprefix("dim/") for k in per_video if k not in UNIT_INDEX and k != "frame_video")
+
+
 def _paired_order(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], a: str, b: str) -> tuple[np.ndarray, ...]:
     """Index arrays putting both arms' videos in one (prompt, sample) order; a ValueError when they are not the same
     prompts and samples (not a paired design)."""
