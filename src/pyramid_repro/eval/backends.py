@@ -96,30 +96,39 @@ def jump_blockiness(video: np.ndarray, latent_pixel: int, eps: float = 0.01) -> 
     """Block artifacts at a pyramid's jump points (paper Sec. 3.1, docs/method.md §2.4: the nearest-neighbour
     up-sampling of a stage's latent copies each value into a 2x2 block, whose edges corrective noise is there to
     hide). A jump only ever leaves edges on the boundaries of even latent-pixel blocks (pixel positions that are
-    multiples of 2 x `latent_pixel`; an earlier jump's 4x4 blocks share them), never on the boundaries between the
-    two latent pixels inside such a block (odd multiples of `latent_pixel`). The statistic is the log of the mean
-    squared difference of neighbouring pixels across the jump-point edges over the same across those other
-    latent-pixel edges, horizontal and vertical pairs of every frame and channel together. Both sets are
-    latent-pixel boundaries, so whatever the decoder does at every latent pixel (its own grid) cancels: about 0
-    for a clean image, for a smooth or bilinearly up-sampled one and for a model without jump points (full-sequence
-    flow matching); positive where the frames step at the jump-point edges, large for a nearest up-sampling of the
-    latent grid (`tests/test_claims.py`). `latent_pixel`: pixels per latent pixel (`vae.spatial_compression`; 1 for
-    images without a VAE). `eps` (squared pixel levels) keeps a flat image finite."""
+    multiples of 2 x `latent_pixel`; an earlier jump's 4x4 blocks share them), never on the latent-pixel boundaries
+    half-way between them (odd multiples of `latent_pixel`). With the mean squared difference of neighbouring pixels
+    across each edge position (rows and columns, every frame and channel), the statistic is
+
+        log((J + A) / (B + A))
+
+    J: the mean over the jump-point edges; B: the mean over the same edges of the two latent-pixel edges beside
+    each (`latent_pixel` before and after it), so that content that is denser in some part of the frame weighs
+    alike on both; A: the mean over every edge position (plus `eps`, squared pixel levels, for a flat image),
+    which keeps a frame with few edges from swinging to +-inf. J and B are both latent-pixel boundaries, so whatever
+    the decoder does at every latent pixel (its own grid) cancels: about 0 for a clean image, for a bilinear
+    up-sampling and for a model without jump points (full-sequence flow matching); positive where the frames step
+    at the jump-point edges, up to about log(1 + edges / jump-point edges) for a nearest up-sampling of the latent
+    grid (`tests/test_claims.py`). `latent_pixel`: pixels per latent pixel (`vae.spatial_compression`; 1 for images
+    without a VAE)."""
     v = np.asarray(video, dtype=np.float64)
     if v.ndim == 3:
         v = v[None]
     if v.ndim != 4 or v.shape[-1] not in (1, 3):
         raise ValueError(f"jump_blockiness: expected frames (T, H, W, C) or one frame (H, W, C), got {video.shape}")
     H, W = v.shape[1:3]
-    if latent_pixel < 1 or 2 * latent_pixel >= min(H, W):
-        raise ValueError(f"jump_blockiness: latent_pixel {latent_pixel} must be at least 1 and below half the frame "
-                         f"({H}x{W}), so that the frame has a jump-point edge and another latent-pixel edge")
-    dx, dy = np.diff(v, axis=2) ** 2, np.diff(v, axis=1) ** 2
-    # pair (j-1, j) straddles a jump-point edge where j % (2 lp) == 0, another latent-pixel edge where it is lp
-    px, py = np.arange(1, W) % (2 * latent_pixel), np.arange(1, H) % (2 * latent_pixel)
-    jump = np.concatenate([dx[:, :, px == 0].ravel(), dy[:, py == 0].ravel()])
-    other = np.concatenate([dx[:, :, px == latent_pixel].ravel(), dy[:, py == latent_pixel].ravel()])
-    return float(np.log((jump.mean() + eps) / (other.mean() + eps)))
+    if latent_pixel < 1 or 3 * latent_pixel >= min(H, W):
+        raise ValueError(f"jump_blockiness: latent_pixel {latent_pixel} must be at least 1 and below a third of the "
+                         f"frame ({H}x{W}), so that a jump-point edge has a latent-pixel edge on either side")
+    # energy of the pair (j-1, j) at index j-1, per column position and per row position
+    across = [((np.diff(v, axis=2) ** 2).mean(axis=(0, 1, 3)), W), ((np.diff(v, axis=1) ** 2).mean(axis=(0, 2, 3)), H)]
+    jump, beside = [], []
+    for energy, n in across:
+        for j in range(2 * latent_pixel, n - latent_pixel, 2 * latent_pixel):
+            jump.append(energy[j - 1])
+            beside.append((energy[j - latent_pixel - 1] + energy[j + latent_pixel - 1]) / 2)
+    every = float(np.concatenate([e for e, _ in across]).mean()) + eps
+    return float(np.log((np.mean(jump) + every) / (np.mean(beside) + every)))
 
 
 def latent_pixel_size(cfg: Config) -> int:

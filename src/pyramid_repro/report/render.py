@@ -467,9 +467,14 @@ def ablation_deltas(cfg: Config, m: dict, base: dict | None) -> dict[str, dict[s
                                          cfg.seed)}
         cols = {"fid": col}
     elif other_backend(m):
-        stats = per_video_statistics(ua)
-        res = {s: paired_video_statistic(ua, ub, s, experiment, "pyramid", cfg.seed) for s in stats}
-        cols = {s: f"{s} ({backend})" for s in stats}
+        shared = set(per_video_statistics(ub))
+        res = {}
+        for s in (s for s in per_video_statistics(ua) if s in shared):
+            try:
+                res[s] = paired_video_statistic(ua, ub, s, experiment, "pyramid", cfg.seed)
+            except ValueError:  # no video has a value in both arms: nothing to pair
+                continue
+        cols = {s: f"{s} ({backend})" for s in res}
     else:
         return {}
     for (s, r), p_adj in zip(res.items(), uq.holm([r.p_value for r in res.values()])):
