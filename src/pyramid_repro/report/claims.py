@@ -394,9 +394,9 @@ def _measure(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFra
     if c.kind == "blockiness":
         for r in rows:
             means = [float(np.nanmean(video_values(u, r["statistic"]))) for u in (ua, ub)]
-            r["note"] = (f"mean per video: {a} {means[0]:+.3f}, {b} {means[1]:+.3f} (log ratio of squared pixel steps "
-                         "across the jump-point edges to those across the other latent-pixel edges; 0 = no step at "
-                         "the jump points, eval/backends.py jump_blockiness)")
+            r["note"] = (f"mean per video: {a} {means[0]:+.3f}, {b} {means[1]:+.3f} (log((J + A) / (B + A)) of the "
+                         "squared pixel steps across the jump-point edges J, the latent-pixel edges beside them B and "
+                         "every edge A; 0 = no step at the jump points; eval/backends.py jump_blockiness)")
     return rows
 
 
