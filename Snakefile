@@ -30,6 +30,8 @@ expand_experiments(coerce_cli_values(config))
 validate(config, str(REPO / "replication" / "schemas" / "config.schema.yaml"))
 
 PLAN = Plan(config)
+for _line in PLAN.identical_warnings:  # two experiments that resolve to one configuration (docs/howto.md §1)
+    print(_line, file=sys.stderr)
 CFG, PROFILE, RES, REPORTS = PLAN.cfg, PLAN.profile, PLAN.res, PLAN.reports
 EXPERIMENTS, TRAINED, CURRICULUM = PLAN.experiments, PLAN.trained, PLAN.curriculum
 SUITE, BACKENDS = PLAN.suite, PLAN.backends

@@ -150,9 +150,32 @@ def test_shared_image_stage_owner_and_plan():
     assert shared.previous_stage("bidirectional", "video_highres") == [
         f"{shared.res}/bidirectional/dit/video_lowres/done.json"]
     runs = {d for e in training_experiments() for d in shared.stages_done(e)}
-    assert len(runs) == 3 * len(training_experiments()) - 3  # three ablations borrow pyramid's image stage
+    borrowers = [e for e in training_experiments() if stage_owner(e, "image", True) != e]
+    assert len(runs) == len(shared.curriculum) * len(training_experiments()) - len(borrowers)
     own = Plan({"profile": "paper"})
     assert own.previous_stage("bidirectional", "video_lowres") == [f"{own.res}/bidirectional/dit/image/done.json"]
+
+
+def test_experiments_that_resolve_to_one_configuration_are_named_when_a_run_is_planned(monkeypatch):
+    """#37: an ablation whose override is already the profile's default (uniform stage weights on tiny) would be
+    trained again and compared as if it differed: planning the run names both experiments and the profile (a
+    warning: on another profile the same entry is an arm of its own); the registry itself has no such pair."""
+    from pyramid_repro import experiments as ex
+    from pyramid_repro.workflow import Plan
+
+    for profile in PROFILES:
+        assert Plan({"profile": profile, "experiments": None}).identical_warnings == [], profile
+    known = ex.experiments()
+    default = load_config("tiny").pyramid.stage_weights
+    uniform = ex.Experiment("uniform_weights", "stage weights as tiny's default", "pyramid", True, "uniform_weights",
+                            {"pyramid": {"stage_weights": list(default)}})
+    monkeypatch.setattr(ex, "_load", lambda: {**known, "uniform_weights": uniform})
+    lines = Plan({"profile": "tiny", "experiments": ["pyramid", "fullseq", "uniform_weights"]}).identical_warnings
+    assert len(lines) == 1 and "'pyramid' and 'uniform_weights'" in lines[0] and "profile 'tiny'" in lines[0], lines
+    # where the profile's default differs, the same entry is an arm of its own
+    paper = load_config("paper").pyramid.stage_weights
+    assert paper != default
+    assert Plan({"profile": "paper", "experiments": ["pyramid", "uniform_weights"]}).identical_warnings == []
 
 
 def test_experiment_method_must_match_its_config():
@@ -178,9 +201,11 @@ def test_misspelt_backend_is_rejected_at_load_time_with_key_value_and_names():
 def test_backend_registry_facts():
     from pyramid_repro.backend_specs import BACKENDS, backend_spec, backends_filling, frame_backends
 
-    assert frame_backends() == ("synthetic", "fid-probe", "clean-fid")
-    assert backends_filling("table6") == ("evalcrafter",)
-    assert [n for n, s in BACKENDS.items() if s.needs_gpu] == ["vbench"]
+    # facts of the built-in backends, checked one by one so that adding a backend (docs/howto.md §2) breaks nothing
+    assert {"synthetic", "fid-probe", "clean-fid"} <= set(frame_backends())
+    assert not {"vbench", "evalcrafter"} & set(frame_backends())
+    assert "evalcrafter" in backends_filling("table6") and backend_spec("vbench").needs_gpu
+    assert not any(backend_spec(n).needs_gpu for n in ("synthetic", "fid-probe", "clean-fid", "evalcrafter"))
     assert all(name == spec.name for name, spec in BACKENDS.items())
     with pytest.raises(ConfigError, match="unknown backend 'vbnech'"):
         backend_spec("vbnech")

@@ -276,13 +276,22 @@ def test_prompted_motion_on_ground_truth_static_and_reversed_clips():
     clips = [render_clip(Factors.from_dict(p.factors), 32, 32, cfg.data.frames) for p in moving]
     truth = be.prompted_motion(clips, moving)
     assert truth["videos"] == len(moving)
-    assert truth["direction_accuracy"] == 1.0 and truth["displacement_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert truth["direction_accuracy"] == 1.0 and truth["travel_score"] > 0.9
     frozen = be.prompted_motion([np.repeat(c[:1], len(c), 0) for c in clips], moving)
-    assert frozen["direction_accuracy"] == 0.0 and abs(frozen["displacement_ratio"]) < 0.05
+    assert frozen["direction_accuracy"] == 0.0 and frozen["travel_score"] < 0.05
     backwards = be.prompted_motion([c[::-1] for c in clips], moving)
-    assert backwards["direction_accuracy"] == 0.0 and backwards["displacement_ratio"] == pytest.approx(-1.0, abs=0.1)
+    assert backwards["direction_accuracy"] == 0.0 and backwards["travel_score"] == 0.0
     static = [p for p in load_suite("synthetic", cfg) if p.factors["direction"] == "static"][:2]
     assert be.prompted_motion([clips[0], clips[0]], static) == {"videos": 0}
+
+
+def test_travel_score_peaks_at_the_prompted_travel_and_punishes_overshooting():
+    """The travel score is bounded and highest at exactly the prompted travel: an object that travels twice as far
+    scores no better than one that does not move (a mean ratio would have scored it twice as high)."""
+    r = np.array([1.0, 0.5, 1.5, 2.0, 3.0, 0.0, -1.0, np.nan])
+    np.testing.assert_allclose(be.travel_score(r), [1.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, np.nan])
+    assert be.motion_summary([1.0, None])["travel_score"] > be.motion_summary([2.0, None])["travel_score"]
+    np.testing.assert_array_equal(be.direction_hits(r), [1, 1, 1, 1, 1, 0, 0, np.nan])
 
 
 def test_frechet_distance_matches_theory_and_clean_fid(monkeypatch):

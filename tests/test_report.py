@@ -130,3 +130,59 @@ def test_compare_on_the_fullseq_checkpoint_uses_its_own_method(smoke_run):
     assert new["method"].startswith("fullseq: 1 stage, bidirectional attention")
     with pytest.raises(ConfigError, match=r"pyramid.stages=1.*--experiment pyramid asks for pyramid.stages=3"):
         compare(load_config("smoke", over, "pyramid"), ck, "synthetic", "wrong", experiment="pyramid")
+
+
+def _brightness(videos, prompts, cfg, video_dir):
+    """A toy backend as docs/howto.md §2 adds one: each video's mean brightness in [0, 1], neither VBench-like nor
+    an FID."""
+    b = np.array([v.mean() / 255.0 for v in videos])
+    return {"dimensions": {"brightness": float(b.mean())}, "aggregate": {}, "fid": None, "extra": {},
+            "units": {"brightness": b}}
+
+
+def test_a_backend_that_is_neither_vbench_like_nor_an_fid_is_seen_in_the_reports(tmp_path, monkeypatch):
+    """#37: a backend registered as docs/howto.md §2 says, with a per-video statistic only, is shown in the
+    ablations report with its interval and its paired difference to pyramid; Tables 1 and 5 give it no empty row
+    or column and say where it is."""
+    from pyramid_repro import backend_specs
+    from pyramid_repro.data.video_io import write_video
+    from pyramid_repro.eval import backends
+    from pyramid_repro.eval.prompts import load_suite
+    from pyramid_repro.eval.score import score_experiment
+    from pyramid_repro.report.render import render_ablations, render_table5
+
+    spec = backend_specs.BackendSpec("toy-brightness", "mean brightness (toy)", "frames")
+    monkeypatch.setitem(backend_specs.BACKENDS, spec.name, spec)
+    monkeypatch.setitem(backends.SCORERS, spec.name, _brightness)
+    cfg = load_config("smoke", {"results": str(tmp_path / "results"), "experiments": ["pyramid", "fullseq"],
+                                "eval": {"backends": ["synthetic", spec.name]}})
+    prompts = load_suite(cfg.eval.suite, cfg, limit=True)
+    rng = np.random.default_rng(0)
+    for experiment, level in (("pyramid", 100), ("fullseq", 160)):  # fullseq's videos are brighter
+        folder = cfg.layout.samples(experiment, cfg.eval.suite)
+        folder.mkdir(parents=True)
+        samples = []
+        for i, p in enumerate(prompts * 3):
+            name = f"{p.id}-{i}.mp4"
+            write_video(folder / name, rng.integers(level - 20, level + 20, (3, 16, 16, 3), dtype=np.uint8), fps=8)
+            samples.append({"prompt_id": p.id, "sample_index": i, "path": name})
+        (folder / "samples.json").write_text(json.dumps({"samples": samples}))
+        doc = score_experiment(cfg, experiment, spec.name)
+        assert doc["label"] == spec.label and doc["units_file"]
+    out = tmp_path / "reports"
+    out.mkdir()
+    render_table1(cfg, out)
+    render_table5(cfg, out)
+    render_ablations(cfg, out)
+    col = f"brightness ({spec.name})"
+    abl = pd.read_csv(out / "ablations.csv").set_index("experiment")
+    assert abl.loc["fullseq", col] == pytest.approx(160 / 255, abs=0.02)
+    assert abl.loc["fullseq", f"{col} lo"] < abl.loc["fullseq", col] < abl.loc["fullseq", f"{col} hi"]
+    assert abl.loc["fullseq", f"Δ {col}"] == pytest.approx(60 / 255, abs=0.02)
+    assert abl.loc["fullseq", f"Δ {col} paired"] and abl.loc["fullseq", f"Δ {col} separated"]
+    assert 0 < abl.loc["fullseq", f"Δ {col} lo"] < abl.loc["fullseq", f"Δ {col} hi"]
+    # no all-empty row in Table 1, no empty column in Table 5; both say where the backend's numbers are
+    assert spec.name not in set(pd.read_csv(out / "table1.csv")["backend"])
+    assert not any(spec.name in c for c in pd.read_csv(out / "table5.csv").columns)
+    assert f"{spec.name} ({spec.label})" in (out / "table1.md").read_text()
+    assert "ablations report" in (out / "table1.md").read_text()

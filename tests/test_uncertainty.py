@@ -155,7 +155,7 @@ def test_reports_show_the_intervals(tmp_path):
         noise = 0.0 if name == "pyramid" else rng.normal(0, 0.05, 24)
         write_units(cfg.layout.metrics_units(name, "synthetic"),
                     {"dim/dynamic_degree": np.clip(base + shift + noise, 0, 1), "motion_ratio": np.full(24, np.nan),
-                     "blockiness": np.zeros(24)},
+                     "jump_blockiness": np.zeros(24)},
                     [{"prompt_id": p, "sample_index": 0, "path": f"{p}.mp4"} for p in prompts])
     render.render_ablations(cfg, out)
     ab = pd.read_csv(out / "ablations.csv").set_index("experiment")

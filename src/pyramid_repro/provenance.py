@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pyramid_repro.base import repo_root
+from pyramid_repro.config import for_experiment
 from pyramid_repro.tree import Config
 
 
@@ -67,6 +68,31 @@ MEASURED_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", 
 def measured_hash(cfg: Config) -> str:
     """Hash of the config sections that change what was measured (MEASURED_SECTIONS)."""
     return cfg.config_hash(MEASURED_SECTIONS)
+
+
+def identical_experiments(cfg: Config, names: list[str]) -> list[tuple[str, str, str]]:
+    """(earlier, later, measured hash) for each experiment of `names` whose config, resolved for `cfg`'s profile
+    and user overrides, equals an earlier one's in every section that changes what a run measures
+    (MEASURED_SECTIONS: training and sampling alike): such an arm would be trained (or sampled) a second time and
+    compared as if it were different, e.g. an ablation whose override is already the profile's default. Each
+    later experiment is paired with the first of `names` it equals."""
+    first: dict[str, str] = {}
+    out = []
+    for name in names:
+        h = measured_hash(for_experiment(cfg, name))
+        if h in first:
+            out.append((first[h], name, h))
+        else:
+            first[h] = name
+    return out
+
+
+def identical_experiments_warning(profile: str, pairs: list[tuple[str, str, str]]) -> list[str]:
+    """One line per pair of `identical_experiments`, naming both experiments and the profile."""
+    return [f"warning: experiments {a!r} and {b!r} resolve to the same configuration on profile {profile!r} "
+            f"(measured hash {h}: {', '.join(MEASURED_SECTIONS)}); {b!r} would be trained and compared as if it "
+            f"differed from {a!r}. Change its overrides (replication/experiments.yaml) or leave one out of the "
+            "run's `experiments` (docs/howto.md §1)" for a, b, h in pairs]
 
 
 def provenance(cfg: Config, backend: str | None = None, experiment: str | None = None) -> dict[str, Any]:

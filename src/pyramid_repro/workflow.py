@@ -20,6 +20,7 @@ from pyramid_repro.config import load_config, load_yaml
 from pyramid_repro.experiments import experiments, selected_experiments, stage_owner, training_experiments
 from pyramid_repro.launch import launch_prefix
 from pyramid_repro.layout import EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout
+from pyramid_repro.provenance import identical_experiments, identical_experiments_warning
 
 # files save_pretrained writes into a model folder (diffusers ModelMixin) and the resolved config saved beside them
 MODEL_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "train_config.yaml")
@@ -83,6 +84,10 @@ class Plan:
         self.backends = list(self.cfg["eval"]["backends"])
         # handed to every `pyramid-repro` job (environment variable cliutil.OVERRIDES_ENV)
         self.overrides_json = json.dumps(self.overrides, sort_keys=True)
+        # arms that are not what they claim to be: the Snakefile prints these lines when it plans a run (a warning,
+        # not a refusal: docs/howto.md §1)
+        self.identical_warnings = identical_experiments_warning(
+            self.profile, identical_experiments(config_obj, self.experiments))
 
     def section(self, *keys: str) -> str:
         """JSON of a config section, for `params`."""

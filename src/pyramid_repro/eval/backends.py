@@ -92,32 +92,49 @@ def flicker_score(video: np.ndarray) -> float:
     return float((255.0 - d) / 255.0)
 
 
-def blockiness(video: np.ndarray, block: int, eps: float = 0.01) -> float:
-    """Block artifacts at a pyramid's jump points (paper Sec. 3.1: nearest-neighbour up-sampling of a stage's
-    latent leaves 2x2 blocks that corrective noise is there to break up): log of the mean squared difference of
-    neighbouring pixels across the edges of a `block`-pixel grid over the same inside the blocks, horizontal and
-    vertical pairs of every frame and channel together. About 0 for an image without a grid (a smooth image, or
-    one up-sampled bilinearly), large where blocks are flat inside and step at their edges. `eps` (squared pixel
-    levels) keeps a flat image finite."""
+def jump_blockiness(video: np.ndarray, latent_pixel: int, eps: float = 0.01) -> float:
+    """Block artifacts at a pyramid's jump points (paper Sec. 3.1, docs/method.md §2.4: the nearest-neighbour
+    up-sampling of a stage's latent copies each value into a 2x2 block, whose edges corrective noise is there to
+    hide). A jump only ever leaves edges on the boundaries of even latent-pixel blocks (pixel positions that are
+    multiples of 2 x `latent_pixel`; an earlier jump's 4x4 blocks share them), never on the latent-pixel boundaries
+    half-way between them (odd multiples of `latent_pixel`). With the mean squared difference of neighbouring pixels
+    across each edge position (rows and columns, every frame and channel), the statistic is
+
+        log((J + A) / (B + A))
+
+    J: the mean over the jump-point edges; B: the mean over the same edges of the two latent-pixel edges beside
+    each (`latent_pixel` before and after it), so that content that is denser in some part of the frame weighs
+    alike on both; A: the mean over every edge position (plus `eps`, squared pixel levels, for a flat image),
+    which keeps a frame with few edges from swinging to +-inf. J and B are both latent-pixel boundaries, so whatever
+    the decoder does at every latent pixel (its own grid) cancels: about 0 for a clean image, for a bilinear
+    up-sampling and for a model without jump points (full-sequence flow matching); positive where the frames step
+    at the jump-point edges, up to about log(1 + edges / jump-point edges) for a nearest up-sampling of the latent
+    grid (`tests/test_claims.py`). `latent_pixel`: pixels per latent pixel (`vae.spatial_compression`; 1 for images
+    without a VAE)."""
     v = np.asarray(video, dtype=np.float64)
     if v.ndim == 3:
         v = v[None]
     if v.ndim != 4 or v.shape[-1] not in (1, 3):
-        raise ValueError(f"blockiness: expected frames (T, H, W, C) or one frame (H, W, C), got {video.shape}")
+        raise ValueError(f"jump_blockiness: expected frames (T, H, W, C) or one frame (H, W, C), got {video.shape}")
     H, W = v.shape[1:3]
-    if block < 2 or block >= min(H, W):
-        raise ValueError(f"blockiness: block {block} must be at least 2 and smaller than the frame ({H}x{W})")
-    dx, dy = np.diff(v, axis=2) ** 2, np.diff(v, axis=1) ** 2
-    ex, ey = (np.arange(1, W) % block) == 0, (np.arange(1, H) % block) == 0  # pair (j-1, j) straddles an edge
-    edge = np.concatenate([dx[:, :, ex].ravel(), dy[:, ey].ravel()])
-    inside = np.concatenate([dx[:, :, ~ex].ravel(), dy[:, ~ey].ravel()])
-    return float(np.log((edge.mean() + eps) / (inside.mean() + eps)))
+    if latent_pixel < 1 or 3 * latent_pixel >= min(H, W):
+        raise ValueError(f"jump_blockiness: latent_pixel {latent_pixel} must be at least 1 and below a third of the "
+                         f"frame ({H}x{W}), so that a jump-point edge has a latent-pixel edge on either side")
+    # energy of the pair (j-1, j) at index j-1, per column position and per row position
+    across = [((np.diff(v, axis=2) ** 2).mean(axis=(0, 1, 3)), W), ((np.diff(v, axis=1) ** 2).mean(axis=(0, 2, 3)), H)]
+    jump, beside = [], []
+    for energy, n in across:
+        for j in range(2 * latent_pixel, n - latent_pixel, 2 * latent_pixel):
+            jump.append(energy[j - 1])
+            beside.append((energy[j - latent_pixel - 1] + energy[j + latent_pixel - 1]) / 2)
+    every = float(np.concatenate([e for e, _ in across]).mean()) + eps
+    return float(np.log((np.mean(jump) + every) / (np.mean(beside) + every)))
 
 
-def jump_block(cfg: Config) -> int:
-    """Pixels per side of the blocks the last jump point's 2x nearest up-sampling makes in a decoded frame: two
-    latent pixels, each `vae.spatial_compression` pixels (the earlier jumps' blocks are multiples of it)."""
-    return 2 * cfg.vae.spatial_compression
+def latent_pixel_size(cfg: Config) -> int:
+    """Pixels per side of one latent pixel in a decoded frame (`vae.spatial_compression`): the grid on which
+    `jump_blockiness` looks for the jump points' blocks."""
+    return cfg.vae.spatial_compression
 
 
 def motion_smoothness_score(video: np.ndarray) -> float:
@@ -188,13 +205,33 @@ def motion_ratios(videos: list[np.ndarray], prompts: list) -> list[float | None]
     return ratios
 
 
+DIRECTION_THRESHOLD = 0.5  # a video moves the prompted way when it covers at least half the prompted travel
+
+
+def direction_hits(ratios: np.ndarray) -> np.ndarray:
+    """Per video: 1.0 where the prompted object covers at least DIRECTION_THRESHOLD of the prompted travel the
+    prompted way (`motion_ratios`), 0.0 where not, NaN for static prompts (NaN ratios)."""
+    r = np.asarray(ratios, dtype=float)
+    return np.where(np.isnan(r), np.nan, (r >= DIRECTION_THRESHOLD).astype(float))
+
+
+def travel_score(ratios: np.ndarray) -> np.ndarray:
+    """Per video: how close the prompted object's travel comes to the prompted one, 1 - |ratio - 1| clipped to
+    [0, 1] (`motion_ratios`): 1 for exactly the prompted travel the prompted way, 0 for none (or backwards) and for
+    twice the prompted travel; an overshoot counts as much against a video as an undershoot of the same size.
+    NaN for static prompts (NaN ratios)."""
+    r = np.asarray(ratios, dtype=float)
+    return np.clip(1.0 - np.abs(r - 1.0), 0.0, 1.0)
+
+
 def motion_summary(ratios: list[float | None]) -> dict[str, float | int]:
-    """`direction_accuracy`: the share of moving-prompt videos with a ratio (`motion_ratios`) of at least 0.5;
-    `displacement_ratio`: the mean ratio."""
+    """`direction_accuracy`: the share of moving-prompt videos that move the prompted way (`direction_hits`);
+    `travel_score`: the mean `travel_score` (bounded, highest at the prompted travel)."""
     r = np.array([x for x in ratios if x is not None], dtype=float)
     if not len(r):
         return {"videos": 0}
-    return {"videos": len(r), "direction_accuracy": float((r >= 0.5).mean()), "displacement_ratio": float(r.mean())}
+    return {"videos": len(r), "direction_accuracy": float(direction_hits(r).mean()),
+            "travel_score": float(travel_score(r).mean())}
 
 
 def prompted_motion(videos: list[np.ndarray], prompts: list) -> dict[str, float | int]:
@@ -280,7 +317,7 @@ def synthetic_intervals(per_video: list[dict[str, float]], ratios: list[float | 
         agg = vb.aggregate(dims) if set(dims) == full else {}
         out.update({f"aggregate/{k}": agg.get(k) for k in ("total", "quality", "semantic")})
         motion = motion_summary([ratios[i] for i in idx])
-        out.update({f"prompted_motion/{k}": motion.get(k) for k in ("direction_accuracy", "displacement_ratio")})
+        out.update({f"prompted_motion/{k}": motion.get(k) for k in ("direction_accuracy", "travel_score")})
         return out
 
     nested: dict[str, dict[str, list[float]]] = {}
@@ -484,12 +521,12 @@ def synthetic_units(per_video: list[dict[str, float]], ratios: list[float | None
                     ) -> dict[str, np.ndarray]:
     """The synthetic proxy's per-video data, one entry per video (NaN where a video's prompt does not serve a
     dimension): every dimension's score (`dim/<name>`), the prompted-motion ratio (`motion_ratio`, NaN for static
-    prompts) and `blockiness`. Saved beside the metrics so comparisons can be recomputed and paired
+    prompts) and `jump_blockiness`. Saved beside the metrics so comparisons can be recomputed and paired
     (report/claims.py)."""
     names = sorted({d for scores in per_video for d in scores})
     out = {f"dim/{d}": np.array([scores.get(d, np.nan) for scores in per_video], dtype=float) for d in names}
     out["motion_ratio"] = np.array([np.nan if r is None else r for r in ratios], dtype=float)
-    out["blockiness"] = np.asarray(blocks, dtype=float)
+    out["jump_blockiness"] = np.asarray(blocks, dtype=float)
     return out
 
 
@@ -508,12 +545,12 @@ def _score_synthetic(videos: list[np.ndarray], prompts: list, cfg: Config, video
     dims = dimension_means(per_video)
     agg = vb.aggregate(dims)
     intervals = synthetic_intervals(per_video, ratios, [p.id for p in prompts], cfg.seed)
-    block = jump_block(cfg)
-    blocks = np.array([blockiness(v, block) for v in videos])
+    lp = latent_pixel_size(cfg)
+    blocks = np.array([jump_blockiness(v, lp) for v in videos])
     return {"dimensions": dims, "aggregate": {k: agg[k] for k in ("total", "quality", "semantic")},
             "fid": None, "extra": {"missing_vbench_dimensions": agg["missing"],
                                    "prompted_motion": motion_summary(ratios),
-                                   "blockiness": {"mean": float(blocks.mean()), "block_pixels": block}},
+                                   "jump_blockiness": {"mean": float(blocks.mean()), "latent_pixel": lp}},
             "intervals": intervals,
             "interval": uq.metadata("percentile", "videos", len(videos), len({p.id for p in prompts})),
             "units": synthetic_units(per_video, ratios, blocks)}

@@ -56,6 +56,10 @@ def score_experiment(cfg: Config, experiment: str, backend: str, videos: Path | 
     return doc
 
 
+# the entries `write_units` adds to a backend's units: which video each entry is, not a value of it
+UNIT_INDEX = ("prompt_id", "sample", "path")
+
+
 def write_units(path: Path, units: dict[str, np.ndarray], samples: list[dict]) -> None:
     """The per-video data of a scoring run (`units` from the backend, one entry per video or, for features, per
     frame with `frame_video`), with each video's prompt id, sample index and file: the units that paired

@@ -37,8 +37,8 @@ import pandas as pd
 from pyramid_repro.config import Config, ConfigError, load_config, load_yaml, replication_dir
 from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval import vbench as vb
-from pyramid_repro.eval.backends import FrechetToFixed, real_probe_stats
-from pyramid_repro.eval.score import read_units
+from pyramid_repro.eval.backends import FrechetToFixed, direction_hits, real_probe_stats, travel_score
+from pyramid_repro.eval.score import UNIT_INDEX, read_units
 from pyramid_repro.experiments import experiments, selected_experiments
 from pyramid_repro.flow.cost import token_report
 from pyramid_repro.layout import units_path
@@ -48,7 +48,6 @@ from pyramid_repro.report.style import _plt, footer
 
 ALPHA = 0.05
 KINDS = ("fid_speedup", "motion", "blockiness", "dimension", "tokens")
-MOTION_THRESHOLD = 0.5  # eval/backends.py motion_summary: a video moves the prompted way at half the travel
 SUPPORTED, CONTRADICTED, UNDECIDED = "supported", "contradicted", "undecided"
 NO_VERDICT, NOT_RUN = "measured, no verdict", "not run by this profile"
 SIZE_CONSISTENT, SIZE_EXCLUDED = "consistent", "excluded"
@@ -170,18 +169,28 @@ def experiment_units(cfg: Config, experiment: str, backend: str = "synthetic") -
 
 
 def video_values(units: dict[str, np.ndarray], statistic: str) -> np.ndarray:
-    """Per-video values of a per-video statistic (NaN where the video's prompt does not serve it)."""
+    """Per-video values of a per-video statistic (NaN where the video's prompt does not serve it): the prompted
+    motion's `direction_accuracy` and `travel_score` (eval/backends.py, from the units' `motion_ratio`), a
+    dimension (`dim/<statistic>`) or any other per-video array the backend saved under that name (e.g. the
+    synthetic proxy's `jump_blockiness`)."""
     if statistic == "direction_accuracy":
-        r = units["motion_ratio"]
-        return np.where(np.isnan(r), np.nan, (r >= MOTION_THRESHOLD).astype(float))
-    if statistic == "displacement_ratio":
-        return units["motion_ratio"]
-    if statistic == "blockiness":
-        return units["blockiness"]
-    key = f"dim/{statistic}"
-    if key not in units:
-        raise KeyError(f"the units have no per-video {statistic!r} (have {sorted(units)})")
-    return units[key]
+        return direction_hits(units["motion_ratio"])
+    if statistic == "travel_score":
+        return travel_score(units["motion_ratio"])
+    for key in (f"dim/{statistic}", statistic):
+        if key in units and key not in UNIT_INDEX:
+            return np.asarray(units[key], dtype=float)
+    raise KeyError(f"the units have no per-video {statistic!r} (have {sorted(set(units) - set(UNIT_INDEX))}); "
+                   "rescore the experiment if its units predate the statistic")
+
+
+def per_video_statistics(units: dict[str, np.ndarray]) -> list[str]:
+    """The names `video_values` reads in a units file: every array with one number per video besides the index of
+    the videos (eval/score.py UNIT_INDEX), a dimension's without its `dim/` prefix (an FID backend's per-frame
+    features have none)."""
+    n = len(units["prompt_id"])
+    per_video = [k for k, v in units.items() if v.ndim == 1 and len(v) == n and v.dtype.kind in "fiub"]
+    return sorted(k.removeprefix("dim/") for k in per_video if k not in UNIT_INDEX and k != "frame_video")
 
 
 def _paired_order(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], a: str, b: str) -> tuple[np.ndarray, ...]:
@@ -454,6 +463,8 @@ def claims_frame(cfg: Config, curves: dict[str, pd.DataFrame] | None = None) -> 
                                                      "error (docs/method.md §11), a longer baseline run would "
                                                      "decide it")
             r["display"] = r["display"] or _display(r)
+            if c.kind == "blockiness":
+                r["note"] = jump_point_decision(r)
         rows += claim_rows
     df = pd.DataFrame(rows)
     return df.reindex(columns=COLUMNS)
@@ -483,8 +494,27 @@ def _measure(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFra
         return [_row(c, a, b, s, "prompts", verdict=UNDECIDED,
                      note=f"{old}'s per-video units were not saved (scored before paired comparisons): rescore it "
                           f"(pyramid-repro score --experiment {old} --backend synthetic)") for s in c.statistics]
-    return [_from_paired(_row(c, a, b, s, "prompts"), paired_video_statistic(ua, ub, s, a, b, cfg.seed))
+    rows = [_from_paired(_row(c, a, b, s, "prompts"), paired_video_statistic(ua, ub, s, a, b, cfg.seed))
             for s in c.statistics]
+    if c.kind == "blockiness":
+        for r in rows:
+            means = [float(np.nanmean(video_values(u, r["statistic"]))) for u in (ua, ub)]
+            r["note"] = (f"mean per video: {a} {means[0]:+.3f}, {b} {means[1]:+.3f} (log((J + A) / (B + A)) of the "
+                         "squared pixel steps across the jump-point edges J, the latent-pixel edges beside them B and "
+                         "every edge A; 0 = no step at the jump points; eval/backends.py jump_blockiness)")
+    return rows
+
+
+def jump_point_decision(row: dict) -> str:
+    """The note of a jump-point blockiness row, led by what its verdict decided in words (the claim: arm A, without
+    corrective noise, shows more block structure at the jump points than arm B)."""
+    a, b, verdict = row["arm_a"], row["arm_b"], row["verdict"]
+    said = {SUPPORTED: f"decided: {a} has more block artifacts at the jump points than {b}",
+            CONTRADICTED: f"decided: {a} has fewer block artifacts at the jump points than {b}",
+            UNDECIDED: f"not decided: no difference in block artifacts at the jump points between {a} and {b} can be "
+                       "told at this sample size"}.get(verdict)
+    note = row.get("note") or ""
+    return f"{said}; {note}" if said and note else said or note
 
 
 def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame]) -> list[dict]:

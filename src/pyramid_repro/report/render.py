@@ -35,7 +35,8 @@ from pyramid_repro.provenance import measured_hash
 from pyramid_repro.report.convergence import PAPER_SPEEDUP, describe, speedup_table
 from pyramid_repro.report.audit import render_gpu_hours
 from pyramid_repro.report.claims import (claims_frame, load_claims, paired_feature_fid, paired_video_statistic,
-                                         plug_in_curves, render_claims, verdict_text)
+                                         per_video_statistics, plug_in_curves, render_claims, verdict_text,
+                                         video_values)
 from pyramid_repro.report.paper import load_paper_table
 from pyramid_repro.report.style import _plt, footer
 
@@ -64,14 +65,31 @@ def load_metrics(cfg: Config, files: list[Path] | None = None) -> list[dict]:
     return out
 
 
+def other_backend(m: dict) -> bool:
+    """Whether a metrics JSON is of a backend that is neither VBench-like (an aggregate) nor an FID and fills no
+    paper table of its own (backend_specs `paper_table`), e.g. a per-video brightness: Tables 1 and 5 have no
+    column for it, and the ablations report shows its per-video statistics (`other_statistics`)."""
+    filled = m["backend"] in backends_filling("table6")
+    return not (m.get("aggregate") or m.get("fid") is not None or filled)
+
+
+def other_backends_note(metrics: list[dict]) -> str:
+    """Where the tables that have no column for them show the other backends' numbers (`other_backend`)."""
+    other = sorted({f"{m['backend']} ({m['label']})" for m in metrics if other_backend(m)})
+    return (f" Backends with no column here: {'; '.join(other)}; their per-video statistics, each with its "
+            "interval and its paired difference to pyramid, are in the ablations report (ablations.pdf/.csv)."
+            if other else "")
+
+
 def table1_frame(cfg: Config, metrics: list[dict]) -> pd.DataFrame:
-    """Paper rows then ours (one per experiment and backend with an aggregate or FID)."""
+    """Paper rows then ours (one per experiment and backend with an aggregate or FID; the other backends are in
+    the ablations report, `other_backend`)."""
     paper = load_paper_table("table1")
     rows = [{"section": "paper (VBench)", "model": r.model, "backend": "vbench (paper)", "total": r.total,
              "quality": r.quality, "semantic": r.semantic, "motion_smoothness": r.motion_smoothness,
              "dynamic_degree": r.dynamic_degree, "fid": np.nan, "n_videos": np.nan, "source": r.source}
             for r in paper.itertuples()]
-    for m in metrics:
+    for m in (m for m in metrics if not other_backend(m)):
         agg, dims = m.get("aggregate") or {}, m.get("dimensions") or {}
         pct = lambda k: 100.0 * dims[k] if k in dims else np.nan  # noqa: E731
         row = {"section": f"this run: {m['label']}", "model": m["experiment"], "backend": m["backend"],
@@ -181,6 +199,7 @@ def render_table1(cfg: Config, out: Path, metrics: list[dict] | None = None) -> 
     if any(m.get("intervals") for m in metrics):
         note += (f" Intervals [lo, hi]: {LEVEL:.0%} bootstrap intervals over the generated videos, resampled prompt "
                  "by prompt (percentile for the proxy scores, basic for FID); see the metrics JSONs' `interval`.")
+    note += other_backends_note(metrics)
     prov = metrics_provenance(metrics, cfg)
     note += (" " + prov) if prov else ""
     md = [f"# Table 1 — {footer(cfg)}", "", note, "", df.drop(columns=["source"]).to_markdown(index=False)
@@ -203,15 +222,18 @@ def _has_tabulate() -> bool:
 
 
 def render_table5(cfg: Config, out: Path, metrics: list[dict] | None = None) -> Path:
+    """Table 5: the paper's VBench dimensions and one column per metrics JSON of this run that measured at least
+    one of them (a backend with other dimensions only is named in the note: `other_backends_note`)."""
     t5 = load_paper_table("table5").rename(columns={"score": "paper"})
-    for m in load_metrics(cfg) if metrics is None else metrics:
-        if m.get("dimensions"):
+    metrics = load_metrics(cfg) if metrics is None else metrics
+    for m in metrics:
+        if set(m.get("dimensions") or {}) & set(t5["dimension"]):
             t5[f"{m['experiment']} ({m['backend']})"] = t5["dimension"].map(
                 lambda d: 100.0 * m["dimensions"][d] if d in m["dimensions"] else np.nan)
     t5.drop(columns=["source"]).to_csv(out / "table5.csv", index=False)
     _draw_table(t5.drop(columns=["source"]), "Table 5: VBench dimensions, paper vs this run (percent)",
-                out / "table5.pdf", "Columns of this run name experiment and backend; 'synthetic' = proxy, not VBench.",
-                footer(cfg))
+                out / "table5.pdf", "Columns of this run name experiment and backend; 'synthetic' = proxy, not VBench."
+                + other_backends_note(metrics), footer(cfg))
     return out / "table5.pdf"
 
 
@@ -402,10 +424,34 @@ def metrics_units(m: dict) -> dict[str, np.ndarray] | None:
     return read_units(path) if path.is_file() else None
 
 
+def other_statistics(cfg: Config, m: dict) -> dict[str, tuple[float, list[float]]]:
+    """An other backend's numbers (`other_backend`) for the ablations table: {column: (mean, [lo, hi])}, one per
+    per-video statistic of its units (`claims.per_video_statistics`), the mean over the videos with a value and
+    its percentile-bootstrap interval over them resampled prompt by prompt (eval/uncertainty.py); without units its
+    `dimensions`, without an interval. Empty for the other kinds of backend."""
+    if not other_backend(m):
+        return {}
+    units = metrics_units(m)
+    if units is None:
+        return {f"{k} ({m['backend']})": (float(v), [np.nan, np.nan]) for k, v in (m.get("dimensions") or {}).items()
+                if isinstance(v, (int, float))}
+    out = {}
+    for s in per_video_statistics(units):
+        values = video_values(units, s)
+        keep = np.isfinite(values)
+        if not keep.any():
+            continue
+        v, clusters = values[keep], units["prompt_id"][keep]
+        ci = uq.bootstrap(lambda idx, v=v: {"mean": float(v[idx].mean())}, clusters, seed=cfg.seed)["mean"]
+        out[f"{s} ({m['backend']})"] = (float(v.mean()), ci)
+    return out
+
+
 def ablation_deltas(cfg: Config, m: dict, base: dict | None) -> dict[str, dict[str, float | bool]]:
     """The paired differences of one experiment's metrics `m` to pyramid's on the same backend (`base`;
     report/claims.py): {column: {"": Δ, " lo", " hi", " p", " p_holm", " paired", " separated"}}. Synthetic: the
-    Total and every dimension, Holm-adjusted over them; FID backends: the FID. Without units on either side (a run
+    Total and every dimension, Holm-adjusted over them; FID backends: the FID; any other backend (`other_backend`):
+    each of its per-video statistics, Holm-adjusted over them. Without units on either side (a run
     scored before they were saved) the marginal difference, not marked as decided."""
     if base is None or m is base:
         return {}
@@ -427,6 +473,15 @@ def ablation_deltas(cfg: Config, m: dict, base: dict | None) -> dict[str, dict[s
         res = {"fid": paired_feature_fid(ua, ub, FrechetToFixed(*real_probe_stats(cfg)), experiment, "pyramid",
                                          cfg.seed)}
         cols = {"fid": col}
+    elif other_backend(m):
+        shared = set(per_video_statistics(ub))
+        res = {}
+        for s in (s for s in per_video_statistics(ua) if s in shared):
+            try:
+                res[s] = paired_video_statistic(ua, ub, s, experiment, "pyramid", cfg.seed)
+            except ValueError:  # no video has a value in both arms: nothing to pair
+                continue
+        cols = {s: f"{s} ({backend})" for s in res}
     else:
         return {}
     for (s, r), p_adj in zip(res.items(), uq.holm([r.p_value for r in res.values()])):
@@ -452,6 +507,8 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
         if m.get("fid") is not None:
             r[f"FID ({m['backend']})"] = m["fid"]
             cis[(m["experiment"], f"FID ({m['backend']})")] = [iv["fid_lo"], iv["fid_hi"]]
+        for c, (value, ci) in other_statistics(cfg, m).items():
+            r[c], cis[(m["experiment"], c)] = value, ci
     df = pd.DataFrame(list(rows.values()))
     values = [c for c in df.columns if c != "experiment"]
     for c in values:  # each number's own bootstrap interval (eval/uncertainty.py): it describes the model
@@ -507,7 +564,9 @@ def render_ablations(cfg: Config, out: Path, metrics: list[dict] | None = None) 
     fig.text(0.01, 0.005, f"[lo, hi] beside a number: its {LEVEL:.0%} bootstrap interval over the generated videos "
              "(prompt by prompt). Δ [lo, hi]: the paired difference to pyramid (same prompts and seeds resampled "
              "jointly); * = its interval excludes 0 and its label-swap p-value, Holm-adjusted over the backend's "
-             "dimensions, is below 0.05. (marginal): scored before per-video units were saved, no paired test.\n"
+             "dimensions, is below 0.05. (marginal): scored before per-video units were saved, no paired test. "
+             "'<statistic> (<backend>)' of a backend that is neither VBench-like nor an FID: the mean of its per-video "
+             "statistic (its paired Δ Holm-adjusted over the backend's statistics).\n"
              + (f"Not run by this profile (its `experiments` key): {', '.join(left_out)}; "
                 "`snakemake --cores all --config experiments=all -- <report>` runs every experiment.\n"
                 if left_out else "")
