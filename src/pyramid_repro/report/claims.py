@@ -416,7 +416,8 @@ def add_scope(cfg: Config, c: Claim, rows: list[dict], curves: dict[str, pd.Data
         if r["verdict"] == NOT_RUN:
             r["scope"] = "not run"
             continue
-        r["scope"] = SCOPE_ANALYTIC if r["unit"] == "arithmetic" else scope_of(runs)
+        r["scope"] = (SCOPE_ANALYTIC if r["unit"] == "arithmetic" else
+                      "for training run 0 (its ledger)" if r["unit"] == "ledger" and runs > 1 else scope_of(runs))
         if paired is None or r["estimate"] is None or not np.isfinite(r["estimate"]):
             continue
         source, where = paired, "this report's runs"
