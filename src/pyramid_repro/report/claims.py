@@ -627,7 +627,8 @@ def render_claims(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None
     md.append("|---|---|---|---|---|---|---|---|---|")
     for r in df.itertuples():
         md.append(f"| {r.claim} ({r.where}) | {r.arm_a} vs {r.arm_b} | {r.statistic} | {r.display or ''} | "
-                  f"{_p(r.p_holm)} | **{r.verdict}** {_s(r.scope)} | {_needed(r.needed_for_power)} | "
+                  f"{_p(r.p_holm)} | **{r.verdict}** {_s(r.scope) if r.verdict != NOT_RUN else ''} | "
+                  f"{_needed(r.needed_for_power)} | "
                   f"{_needed(r.seeds_needed)} | {_s(r.note)} |")
     (out / "claims.md").write_text("\n".join(md) + "\n")
     plt = _plt()
@@ -640,7 +641,7 @@ def render_claims(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None
         "statistic": ["\n".join(textwrap.wrap(str(x), 26)) for x in df["statistic"]],
         "effect [95%]": ["\n".join(textwrap.wrap(_s(x), 34)) for x in df["display"]],
         "p (Holm)": [_p(v) for v in df["p_holm"]],
-        "verdict": ["\n".join(textwrap.wrap(f"{v} ({_s(sc)})" if _s(sc) else str(v), 24))
+        "verdict": ["\n".join(textwrap.wrap(f"{v} ({_s(sc)})" if _s(sc) and v != NOT_RUN else str(v), 24))
                     for v, sc in zip(df["verdict"], df["scope"])],
         "needed": [_needed(v) for v in df["needed_for_power"]],
         "seeds": [_needed(v) for v in df["seeds_needed"]]})
