@@ -16,6 +16,7 @@ from pyramid_repro.eval import uncertainty as uq
 from pyramid_repro.eval.score import write_units
 from pyramid_repro.experiments import experiments, training_experiments
 from pyramid_repro.layout import run_name, split_run_name
+from pyramid_repro.provenance import measured_hash
 from pyramid_repro.report import claims as cl
 from pyramid_repro.train.dit import stage_fingerprint
 from pyramid_repro.workflow import Plan, expand_train_seeds
@@ -32,6 +33,8 @@ def test_run_zero_keeps_the_seed_and_folders_and_later_runs_get_their_own(tmp_pa
     # run 0 of a multi-seed run trains exactly what the one-seed run trains (its checkpoints resume)
     stage = one.train.curriculum[0]
     assert stage_fingerprint(one, stage) == stage_fingerprint(zero, stage) != stage_fingerprint(runs[1], stage)
+    # ... and measures the same: a multi-seed report does not call the one-seed run's metrics stale
+    assert measured_hash(one) == measured_hash(zero) == measured_hash(runs[0]) != measured_hash(runs[1])
     assert one.layout.stage("pyramid", "image") == runs[0].layout.stage("pyramid", "image")
     seed_2 = one.layout.results / "fullseq" / "seed_2"
     assert runs[2].layout.metrics("fullseq", "synthetic") == seed_2 / "metrics" / "synthetic.json"

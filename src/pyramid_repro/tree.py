@@ -313,6 +313,13 @@ class Config:
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+    def run_keys_to_drop(self) -> tuple[tuple[str, ...], ...]:
+        """The train.seeds / train.run keys a hash of what was trained or measured leaves out: train.seeds always
+        (how many runs there are is nothing one run computes), train.run for run 0, so a one-seed run and run 0 of a
+        multi-seed run hash as runs did before the keys existed (checkpoints resume, metrics are not stale); run
+        k >= 1 keeps it (its own training seed)."""
+        return (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ())
+
     @property
     def training_seed(self) -> int:
         """The seed of this training run's initial weights, data order and noise (docs/method.md §11): `seed` for

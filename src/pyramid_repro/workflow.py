@@ -136,10 +136,6 @@ class Plan:
         An inference-only experiment has as many as the experiment whose checkpoints it samples."""
         return [run_name(experiment, k) for k in range(self.seeds)]
 
-    def run_names(self, names: list[str]) -> list[str]:
-        """Every run of every experiment in `names`, run by run."""
-        return [r for e in names for r in self.runs(e)]
-
     @staticmethod
     def run_pattern(names: list[str]) -> str:
         """The `{experiment}` wildcard constraint of rules over `names`: an experiment or one of its seed runs."""

@@ -45,10 +45,6 @@ FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "
 SNAPSHOT_INFO = "fid_point.json"  # beside the EMA weights of a FID snapshot: what its fid.csv row needs
 # settings that only the FID-point job reads: not part of a stage's checkpoint fingerprint
 FID_JOB_ONLY: tuple[tuple[str, ...], ...] = (("train", "fid_guidance"),)
-# how many training runs the workflow makes: no one run reads it (its own index, train.run, it does; run 0 hashes
-# without it, as before the setting existed, so its checkpoints resume)
-RUN_COUNT: tuple[tuple[str, ...], ...] = (("train", "seeds"),)
-RUN_ZERO: tuple[tuple[str, ...], ...] = (("train", "run"),)
 
 
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
@@ -130,7 +126,7 @@ def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
     """Hash of the settings a stage's training reads (an image stage ignores IMAGE_STAGE_UNUSED), so the
     experiments that share an image stage agree on its checkpoints."""
     return cfg.config_hash(DIT_SECTIONS, (IMAGE_STAGE_UNUSED if stage.kind == "image" else ()) + FID_JOB_ONLY
-                           + RUN_COUNT + (RUN_ZERO if cfg.train.run == 0 else ()))
+                           + cfg.run_keys_to_drop())
 
 
 @dataclass
