@@ -1,6 +1,7 @@
 # Pyramid Flow replication workflow.
 #   snakemake --cores all reports/table1.pdf                      # embedded default profile (tiny, CPU)
 #   snakemake --cores all --config profile=smoke -- reports/smoke/table1.pdf
+#   snakemake --cores all --config train_seeds=3 -- reports/seeds_3/claims.pdf   # claims across 3 training runs each
 #   snakemake -n --profile workflows/profiles/slurm --config profile=paper -- reports/paper/table1.pdf
 # After a run, Snakemake's own HTML report with captioned tables and figures: snakemake --report report.html
 # From another working directory (results/ and reports/ go there): snakemake -s <checkout>/Snakefile --directory DIR

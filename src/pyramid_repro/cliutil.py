@@ -7,6 +7,7 @@ import json
 import os
 
 from pyramid_repro.config import Config, ConfigError, deep_merge, load_config, parse_override
+from pyramid_repro.layout import split_run_name
 
 
 # JSON of config overrides applied before --set: how the Snakemake workflow hands its --config to every job
@@ -16,7 +17,8 @@ OVERRIDES_ENV = "PYRAMID_REPRO_OVERRIDES"
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("configuration")
     g.add_argument("--profile", help="smoke | tiny | small | paper (default: replication/config.yaml)")
-    g.add_argument("--experiment", help="an experiment of replication/experiments.yaml (e.g. pyramid, fullseq)")
+    g.add_argument("--experiment", help="an experiment of replication/experiments.yaml (e.g. pyramid, fullseq), or "
+                   "one of its training runs, e.g. pyramid/seed_1 (train.seeds; the same as --set train.run=1)")
     g.add_argument(
         "--set",
         dest="overrides",
@@ -53,6 +55,14 @@ def config_from_args(args: argparse.Namespace, require_experiment: bool = False)
             over = json.loads(env)
         except json.JSONDecodeError as e:
             raise ConfigError(f"environment variable {OVERRIDES_ENV}: not valid JSON ({e})") from None
+    if getattr(args, "experiment", None):
+        # a run name (layout.run_name): the experiment, and the training run as train.run
+        try:
+            args.experiment, run = split_run_name(args.experiment)
+        except ValueError as e:
+            raise ConfigError(f"--experiment: {e}") from None
+        if run:
+            over = deep_merge(over, {"train": {"run": run}})
     for item in args.overrides or []:
         over = deep_merge(over, parse_override(item))
     return load_config(args.profile, over, getattr(args, "experiment", None))

@@ -12,7 +12,8 @@ for another's (Snakemake would otherwise see ``reports/table1.pdf`` and plan not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyramid_repro.base import default_profile
@@ -34,6 +35,30 @@ def user_study_report_files(study: str) -> tuple[str, ...]:
     return tuple(f.format(study=study) for f in USER_STUDY_REPORT_FILES)
 
 
+SEED_DIR = "seed_{run}"  # folder of training run k >= 1 inside its experiment's folder
+_RUN_NAME = re.compile(r"^(?P<experiment>[^/]+)(?:/seed_(?P<run>[1-9][0-9]*))?$")
+
+
+def run_name(experiment: str, run: int = 0) -> str:
+    """The folder of an experiment's training run `run` relative to the profile's results: the experiment's own
+    for run 0 (a one-seed run's paths do not change), <experiment>/seed_<k> for k >= 1."""
+    return experiment if run == 0 else f"{experiment}/{SEED_DIR.format(run=run)}"
+
+
+def split_run_name(name: str) -> tuple[str, int]:
+    """(experiment, run) of a run name (`run_name`); a ValueError naming the expected form otherwise."""
+    m = _RUN_NAME.match(name)
+    if not m:
+        raise ValueError(f"run name {name!r}: expected <experiment> or <experiment>/seed_<k> with k >= 1")
+    return m.group("experiment"), int(m.group("run") or 0)
+
+
+def run_name_pattern(experiments: list[str]) -> str:
+    """Regular expression of every run name of `experiments` (a Snakemake wildcard constraint)."""
+    names = "|".join(re.escape(e) for e in experiments)
+    return f"(?:{names})(?:/seed_[1-9][0-9]*)?"
+
+
 def units_path(metrics_json: Path) -> Path:
     """The per-video data file beside a metrics JSON: metrics/<backend>.json -> metrics/<backend>.units.npz."""
     return Path(metrics_json).with_suffix(".units.npz")
@@ -45,14 +70,25 @@ class Layout:
 
     results: Path
     reports: Path
+    run: int = 0  # the training run whose experiment folders the methods below name (train.run)
 
     @staticmethod
     def of(cfg) -> "Layout":
-        """The layout of a resolved Config (its `results`, `reports` and `profile`)."""
+        """The layout of a resolved Config (its `results`, `reports`, `profile`, train.seeds and train.run)."""
         reports = Path(cfg.reports)
         if cfg.profile != default_profile():
             reports = reports / cfg.profile
-        return Layout(Path(cfg.results) / cfg.profile, reports)
+        if cfg.train.seeds > 1:
+            reports = reports / f"seeds_{cfg.train.seeds}"
+        return Layout(Path(cfg.results) / cfg.profile, reports, cfg.train.run)
+
+    def for_run(self, run: int) -> "Layout":
+        """The same run's layout with the folders of training run `run` (0: the experiments' own)."""
+        return replace(self, run=run)
+
+    def experiment(self, experiment: str) -> Path:
+        """Folder of an experiment's training run (this layout's `run`; `experiment` may also be a run name)."""
+        return self.results / run_name(experiment, self.run)
 
     # -- data and the VAE -------------------------------------------------------------------------------------
     def data(self) -> Path:
@@ -110,7 +146,7 @@ class Layout:
     def stage(self, experiment: str, stage: str) -> Path:
         """Folder of one experiment's run of one curriculum stage: checkpoints/, final/, done.json, ledger.csv,
         train_log.csv, fid_snapshots/ (train-dit) and fid.csv, fid_points/ (fid-points)."""
-        return self.results / experiment / "dit" / stage
+        return self.experiment(experiment) / "dit" / stage
 
     def fid_snapshots(self, experiment: str, stage: str) -> Path:
         """EMA weights at the stage's FID-point steps, step_<global step>/ each (train-dit writes them)."""
@@ -128,17 +164,17 @@ class Layout:
         return self.stage(experiment, stage) / "final"
 
     def fid_curve(self, experiment: str) -> Path:
-        return self.results / experiment / "fid_curve.csv"
+        return self.experiment(experiment) / "fid_curve.csv"
 
     # -- sampling and scoring --------------------------------------------------------------------------------
     def samples(self, experiment: str, suite: str) -> Path:
-        return self.results / experiment / "samples" / suite
+        return self.experiment(experiment) / "samples" / suite
 
     def samples_index(self, experiment: str, suite: str) -> Path:
         return self.samples(experiment, suite) / "samples.json"
 
     def metrics(self, experiment: str, backend: str) -> Path:
-        return self.results / experiment / "metrics" / f"{backend}.json"
+        return self.experiment(experiment) / "metrics" / f"{backend}.json"
 
     def metrics_units(self, experiment: str, backend: str) -> Path:
         """Per-video data behind a metrics JSON (eval/score.py: `units_path`)."""

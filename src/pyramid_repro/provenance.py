@@ -66,8 +66,9 @@ MEASURED_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", 
 
 
 def measured_hash(cfg: Config) -> str:
-    """Hash of the config sections that change what was measured (MEASURED_SECTIONS)."""
-    return cfg.config_hash(MEASURED_SECTIONS)
+    """Hash of the config sections that change what was measured (MEASURED_SECTIONS; not train.seeds, nor train.run
+    of run 0: `Config.run_keys_to_drop`)."""
+    return cfg.config_hash(MEASURED_SECTIONS, cfg.run_keys_to_drop())
 
 
 def identical_experiments(cfg: Config, names: list[str]) -> list[tuple[str, str, str]]:

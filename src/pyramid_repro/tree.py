@@ -223,6 +223,14 @@ class DiTTrainConfig:
     # activation checkpointing: the share of the DiT's blocks whose activations are recomputed in backward instead
     # of kept (non-reentrant); 0 = off. The authors use 0.75 at 768p. Same loss and gradients, less memory
     activation_checkpointing: float = 0.0
+    # independent training runs per trained experiment (docs/method.md §11: the claims are decided across them
+    # when there are two or more). Run 0 trains with `seed` in the experiment's own folders; run k >= 1 with
+    # `Config.training_seed` in <experiment>/seed_<k>/ (layout.py). Data, VAE, latents, probe and sampling seeds are
+    # shared by every run
+    seeds: int = 1
+    # which of the `seeds` runs this job trains, samples or scores (set per job by the workflow: --experiment
+    # pyramid/seed_1 means run 1 of pyramid)
+    run: int = 0
 
 
 @dataclass
@@ -304,6 +312,22 @@ class Config:
             node.pop(path[-1], None)
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+    def run_keys_to_drop(self) -> tuple[tuple[str, ...], ...]:
+        """The train.seeds / train.run keys a hash of what was trained or measured leaves out: train.seeds always
+        (how many runs there are is nothing one run computes), train.run for run 0, so a one-seed run and run 0 of a
+        multi-seed run hash as runs did before the keys existed (checkpoints resume, metrics are not stale); run
+        k >= 1 keeps it (its own training seed)."""
+        return (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ())
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of this training run's initial weights, data order and noise (docs/method.md §11): `seed` for
+        run 0 (train.run), so a one-seed run trains as before; for run k >= 1 a hash of (seed, k), so no two runs
+        share a random stream (a plain seed + k would make run 1 of seed 0 the same as run 0 of seed 1)."""
+        if self.train.run == 0:
+            return self.seed
+        return int.from_bytes(hashlib.sha256(f"{self.seed}/run/{self.train.run}".encode()).digest()[:4], "little")
 
     @property
     def layout(self) -> Layout:
@@ -426,6 +450,10 @@ def check_consistency(cfg: Config) -> None:
     if not 0.0 <= cfg.train.activation_checkpointing <= 1.0:
         errs.append(f"train.activation_checkpointing={cfg.train.activation_checkpointing}: the share of blocks "
                     "to checkpoint must lie in [0, 1]")
+    if cfg.train.seeds < 1:
+        errs.append(f"train.seeds={cfg.train.seeds}: the number of training runs per experiment must be >= 1")
+    if not 0 <= cfg.train.run < max(1, cfg.train.seeds):
+        errs.append(f"train.run={cfg.train.run}: a run index must lie in [0, train.seeds={cfg.train.seeds})")
     if m.hidden_size % m.num_heads:
         errs.append(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
     if cfg.experiments is not None:

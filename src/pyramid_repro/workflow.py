@@ -19,7 +19,8 @@ from pyramid_repro.backend_specs import backend_spec, backends_filling
 from pyramid_repro.config import load_config, load_yaml
 from pyramid_repro.experiments import experiments, selected_experiments, stage_owner, training_experiments
 from pyramid_repro.launch import launch_prefix
-from pyramid_repro.layout import EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout
+from pyramid_repro.layout import (EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout, run_name, run_name_pattern,
+                                   split_run_name)
 from pyramid_repro.provenance import identical_experiments, identical_experiments_warning
 
 # files save_pretrained writes into a model folder (diffusers ModelMixin) and the resolved config saved beside them
@@ -58,9 +59,23 @@ def coerce_cli_values(node: Any) -> Any:
 
 
 def expand_experiments(config: dict[str, Any]) -> dict[str, Any]:
-    """`--config experiments=all` means every experiment of replication/experiments.yaml (the key's null)."""
+    """`--config experiments=all` means every experiment of replication/experiments.yaml (the key's null);
+    `--config train_seeds=3` means train.seeds: 3 (`expand_train_seeds`)."""
     if config.get("experiments") == "all":
         config["experiments"] = None
+    return expand_train_seeds(config)
+
+
+def expand_train_seeds(config: dict[str, Any]) -> dict[str, Any]:
+    """The shorthand `--config train_seeds=N` for `--config train="{seeds: N}"`: N independent training runs per
+    trained experiment, the claims decided across them (docs/method.md §11)."""
+    if "train_seeds" in config:
+        n = config.pop("train_seeds")
+        if isinstance(n, str) and n.strip().isdigit():
+            n = int(n)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"--config train_seeds={n!r}: expected a whole number of training runs >= 1")
+        config["train"] = {**(config.get("train") or {}), "seeds": n}
     return config
 
 
@@ -80,6 +95,7 @@ class Plan:
         self.trained = [e for e in training_experiments() if e in self.experiments]
         self.all_trained = training_experiments()
         self.curriculum = [s["name"] for s in self.cfg["train"]["curriculum"]]
+        self.seeds = int(self.cfg["train"]["seeds"])  # training runs per trained experiment (layout.run_name)
         self.suite = self.cfg["eval"]["suite"]
         self.backends = list(self.cfg["eval"]["backends"])
         # handed to every `pyramid-repro` job (environment variable cliutil.OVERRIDES_ENV)
@@ -105,8 +121,8 @@ class Plan:
     def train_cfg(self) -> str:
         """The train section without the curriculum (the stage's own entry is a separate param) and without what
         only the FID-point job reads (fid_cfg)."""
-        return json.dumps({k: v for k, v in self.cfg["train"].items() if k not in ("curriculum", "fid_guidance")},
-                          sort_keys=True)
+        return json.dumps({k: v for k, v in self.cfg["train"].items()
+                           if k not in ("curriculum", "fid_guidance", "seeds", "run")}, sort_keys=True)
 
     def fid_cfg(self) -> str:
         """What the FID-point job's generation and scoring read (params of `fid_points`)."""
@@ -116,12 +132,33 @@ class Plan:
                           sort_keys=True)
 
     def experiment_overrides(self, name: str) -> str:
-        return json.dumps(experiments()[name].overrides, sort_keys=True)
+        """The overrides of the experiment of run name `name` (pyramid or pyramid/seed_1: the same)."""
+        return json.dumps(experiments()[split_run_name(name)[0]].overrides, sort_keys=True)
+
+    # -- training runs (train.seeds; layout.run_name) ---------------------------------------------------------
+    def runs(self, experiment: str) -> list[str]:
+        """The run names of an experiment's training runs: `experiment` itself (run 0), then <experiment>/seed_<k>.
+        An inference-only experiment has as many as the experiment whose checkpoints it samples."""
+        return [run_name(experiment, k) for k in range(self.seeds)]
+
+    @staticmethod
+    def run_pattern(names: list[str]) -> str:
+        """The `{experiment}` wildcard constraint of rules over `names`: an experiment or one of its seed runs."""
+        return run_name_pattern(names)
+
+    def seed_run_inputs(self) -> list[str]:
+        """What the claims read besides the tables' inputs (run 0): the metrics and FID curves of the runs k >= 1."""
+        extra = [r for e in self.experiments for r in self.runs(e)[1:]]
+        trained = [r for e in self.trained for r in self.runs(e)[1:]]
+        return [self.paths.metrics(r, b) for r in extra for b in self.backends] + [self.paths.fid_curve(r)
+                                                                                   for r in trained]
 
     def stage_run_owner(self, experiment: str, stage: str) -> str:
-        """The experiment whose folder holds `experiment`'s run of `stage` (train.share_image_stage)."""
+        """The run (name) whose folder holds run `experiment`'s training of `stage` (train.share_image_stage): the
+        owner experiment's run of the same index."""
+        name, run = split_run_name(experiment)
         kind = self.cfg["train"]["curriculum"][self.curriculum.index(stage)]["kind"]
-        return stage_owner(experiment, kind, self.cfg["train"]["share_image_stage"])
+        return run_name(stage_owner(name, kind, self.cfg["train"]["share_image_stage"]), run)
 
     def stage_done(self, experiment: str, stage: str) -> str:
         """done.json of `experiment`'s run of `stage`: its own, or the shared one (train.share_image_stage)."""
@@ -150,9 +187,10 @@ class Plan:
         return [] if i == 0 else [self.stage_done(experiment, self.curriculum[i - 1])]
 
     def final_checkpoint(self, experiment: str) -> str:
-        """done.json of the last stage of the experiment whose weights `experiment` samples."""
-        source = experiments()[experiment].checkpoint_from
-        return self.paths.stage_done(source, self.curriculum[-1])
+        """done.json of the last stage of the run whose weights run `experiment` samples: the same run index of its
+        `checkpoint_from` experiment (no_corrective_noise/seed_1 samples pyramid/seed_1)."""
+        name, run = split_run_name(experiment)
+        return self.paths.stage_done(run_name(experiments()[name].checkpoint_from, run), self.curriculum[-1])
 
     # -- what a job writes (declared outputs) -----------------------------------------------------------------
     def synthetic_data(self) -> bool:
@@ -219,7 +257,7 @@ class Plan:
         """Scheduling priority of a DiT stage job (Snakemake runs ready jobs of higher priority first): training
         before sampling and scoring, which gate nothing long; `pyramid`'s stages first among them, since its image
         stage starts three ablations and its final weights feed two sample jobs (the end of the run waits on it)."""
-        return 8 if experiment == "pyramid" else 5
+        return 8 if split_run_name(experiment)[0] == "pyramid" else 5
 
     def vae_cpus(self) -> int:
         """CPUs of the VAE training job: `compute.vae_cpus`, else `compute.cpus_per_job`."""

@@ -27,7 +27,7 @@ rule train_dit:
         launch=lambda wc, resources: PLAN.launcher(resources),
         proc_threads=lambda wc, resources: PLAN.process_threads(resources),
     wildcard_constraints:
-        experiment="|".join(PLAN.all_trained),
+        experiment=PLAN.run_pattern(PLAN.all_trained),
         stage="|".join(CURRICULUM),
     threads: PLAN.compute("cpus_per_job")
     priority: lambda wc: PLAN.training_priority(wc.experiment)
@@ -55,7 +55,7 @@ rule fid_points:
     params:
         fid=PLAN.fid_cfg(),
     wildcard_constraints:
-        experiment="|".join(PLAN.all_trained),
+        experiment=PLAN.run_pattern(PLAN.all_trained),
         stage="|".join(CURRICULUM),
     threads: PLAN.compute("cpus_per_job")
     resources:
@@ -78,7 +78,7 @@ rule fid_curve:
     output:
         PLAN.paths.fid_curve("{experiment}"),
     wildcard_constraints:
-        experiment="|".join(PLAN.all_trained),
+        experiment=PLAN.run_pattern(PLAN.all_trained),
     threads: 1
     resources:
         **PLAN.resources(cpus=1, mem_mb=1000, runtime=5),

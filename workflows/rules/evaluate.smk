@@ -42,7 +42,7 @@ rule score:
     params:
         eval=PLAN.section("eval"),
     wildcard_constraints:
-        experiment="|".join(PLAN.all_experiments),
+        experiment=PLAN.run_pattern(PLAN.all_experiments),
         backend="|".join(BACKENDS),
     threads: PLAN.compute("cpus_per_job")
     resources:

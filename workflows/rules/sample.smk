@@ -18,7 +18,7 @@ rule sample:
         eval=PLAN.section("eval"),
         experiment=lambda wc: PLAN.experiment_overrides(wc.experiment),
     wildcard_constraints:
-        experiment="|".join(PLAN.all_experiments),
+        experiment=PLAN.run_pattern(PLAN.all_experiments),
     threads: PLAN.compute("cpus_per_job")
     resources:
         **PLAN.gpu_resources(),

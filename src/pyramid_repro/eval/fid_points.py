@@ -182,6 +182,6 @@ def fid_points(cfg: Config, experiment: str, stage_name: str, out: Path | None =
                 vae = vae or load_vae(cfg.layout.vae_final(), device=dev)
                 point = score_point(cfg, found[step], bank, val_captions, vae, dev)
                 write_npz(path, point)
-            rows.append(fid_row(point, os.path.relpath(path, cfg.layout.results / experiment)))
+            rows.append(fid_row(point, os.path.relpath(path, cfg.layout.experiment(experiment))))
     write_csv(stage_dir / "fid.csv", FID_COLUMNS, rows)
     return stage_dir / "fid.csv"

@@ -18,11 +18,13 @@ and reads the interval off the resampled values (Efron & Tibshirani 1993, ch. 13
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import stdtr, stdtrit  # Student's t distribution function and its inverse
 from scipy.stats import norm
 
 LEVEL = 0.95
@@ -148,12 +150,20 @@ class Paired:
     permutations: int
     level: float = LEVEL
     censored: float = 0.0
+    # what the p-value comes from, and (several training runs per arm, `two_level_difference`) the runs per arm,
+    # the per-run variance of each arm's statistic and the prompt-level variance of the effect
+    test: str = "label-swap permutation"
+    runs: tuple[int, int] = (1, 1)
+    run_variance: tuple[float, float] | None = None
+    prompt_variance: float | None = None
+    df: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"estimate": self.estimate, "interval": list(self.interval), "p_value": self.p_value,
                 "plug_in": self.plug_in, "se": self.se, "clusters": self.clusters, "units": list(self.units),
-                "method": f"paired {self.method} bootstrap + label-swap permutation", "resamples": self.resamples,
-                "permutations": self.permutations, "level": self.level, "censored": self.censored}
+                "method": f"paired {self.method} bootstrap + {self.test}", "resamples": self.resamples,
+                "permutations": self.permutations, "level": self.level, "censored": self.censored,
+                "runs": list(self.runs)}
 
 
 def _groups(clusters: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -237,6 +247,100 @@ def resampled_spread(boot: np.ndarray, level: float = LEVEL) -> tuple[float, flo
     if censored > (1.0 - level) / 2 or len(finite) < 2:
         return float("nan"), censored
     return float(finite.std(ddof=1)), censored
+
+
+def two_level_difference(effect: Callable[[np.ndarray, np.ndarray], float], clusters: Sequence[Any],
+                         runs: tuple[int, int], n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+                         method: str = "percentile", seed: int = 0) -> Paired:
+    """Compare two methods each trained `runs` = (R_A, R_B) >= 2 times, every run measured on the same units
+    (docs/method.md §11, "several training runs"). The pooled units are run by run: unit i of A's run r is
+    r * n + i, of B's run s R_A * n + s * n + i (n = len(clusters), the same cluster order in every run), and
+    `effect(ia, ib)` is the statistic of A's pooled units `ia` against B's `ib`, as in `paired_difference`.
+
+    * Two-level bootstrap: each resample draws the clusters (prompts) with replacement, one draw shared by both arms
+      and every run (the pairing is kept), and, within each arm, R runs from its R runs with replacement.
+    * Standard error: the resamples' variance misses a share 1/R of each arm's run-to-run variance (a bootstrap over
+      R runs sees (R-1)/R of it); each arm's run variance V = s^2 / R comes from the jackknife over its runs
+      (exact for a mean), and se^2 = var(resamples) + V_A / R_A + V_B / R_B.
+    * Test and interval at the level of the method: t = estimate / se against Student's t with the
+      Welch-Satterthwaite degrees of freedom of the three parts (V_A with R_A - 1, V_B with R_B - 1, the prompt
+      part with clusters - 1); the interval is estimate +- t_df x se. A label swap over runs would test the same
+      null but with 3 runs per arm has 20 relabellings, so p >= 0.1; swaps of prompts or videos test "these two
+      training runs are alike", not the methods.
+    `method` "basic" centres the estimate on 2 x plug-in - median of the resamples (bias-corrected FID)."""
+    ra, rb = (int(r) for r in runs)
+    if ra < 2 or rb < 2:
+        raise ValueError(f"two-level comparison: each arm needs two or more training runs, got {ra} and {rb}")
+    groups = list(_groups(clusters).values())
+    if not groups:
+        raise ValueError("paired comparison: no units")
+    n = len(clusters)
+
+    def pooled(offset: int, run_ids: Sequence[int], within: np.ndarray) -> np.ndarray:
+        return (offset + n * np.asarray(run_ids)[:, None] + within[None, :]).ravel()
+
+    all_groups = np.concatenate(groups)
+    a_all, b_all = pooled(0, range(ra), all_groups), pooled(ra * n, range(rb), all_groups)
+    plug_in = float(effect(a_all, b_all))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(groups), size=(n_resamples, len(groups)))
+    runs_a, runs_b = rng.integers(0, ra, size=(n_resamples, ra)), rng.integers(0, rb, size=(n_resamples, rb))
+    boot = np.empty(n_resamples)
+    for i, row in enumerate(draws):
+        within = np.concatenate([groups[g] for g in row])
+        boot[i] = effect(pooled(0, runs_a[i], within), pooled(ra * n, runs_b[i], within))
+
+    def jackknife(k: int, leave_out) -> float:
+        vals = np.array([leave_out(r) for r in range(k)], dtype=float)
+        return float((k - 1) / k * np.sum((vals - vals.mean()) ** 2))
+
+    v_a = jackknife(ra, lambda r: effect(pooled(0, [q for q in range(ra) if q != r], all_groups), b_all))
+    v_b = jackknife(rb, lambda r: effect(a_all, pooled(ra * n, [q for q in range(rb) if q != r], all_groups)))
+    finite = boot[np.isfinite(boot)]
+    var_boot = float(finite.var(ddof=1)) if len(finite) > 1 else math.nan
+    se2 = var_boot + v_a / ra + v_b / rb
+    v_p = max(se2 - v_a - v_b, 0.0)
+    parts = [(v_a, ra - 1), (v_b, rb - 1)] + ([(v_p, len(groups) - 1)] if len(groups) > 1 else [])
+    denominator = sum(v * v / d for v, d in parts)
+    df = se2 * se2 / denominator if denominator > 0 else math.inf
+    estimate = 2 * plug_in - order_quantiles(boot, [0.5])[0] if method == "basic" else plug_in
+    se = math.sqrt(se2) if np.isfinite(se2) else math.nan
+    if np.isfinite(estimate) and np.isfinite(se) and se > 0:
+        q = float(stdtrit(df, 1 - (1 - level) / 2))
+        interval = (estimate - q * se, estimate + q * se)
+        p = float(2 * stdtr(df, -abs(estimate) / se))
+    else:  # censored (infinite) effects or no spread: the resamples' order-statistic interval, no test
+        lo, hi = interval_from(plug_in, boot, level, method, keep_infinite=True)
+        interval, p = (lo, hi), math.nan
+    return Paired(estimate=float(estimate), interval=(float(interval[0]), float(interval[1])), p_value=p,
+                  plug_in=plug_in, se=se, clusters=len(groups), units=(ra * n, rb * n),
+                  method=f"two-level ({method}: runs within arm, prompts shared)", resamples=n_resamples,
+                  permutations=0, level=level, test="run-level Welch-Satterthwaite t", runs=(ra, rb),
+                  run_variance=(v_a * ra, v_b * rb), prompt_variance=v_p, df=float(df))
+
+
+def runs_for_power(effect: float, run_variance: tuple[float, float], prompt_variance: float, clusters: int,
+                   level: float = LEVEL, power: float = POWER, max_runs: int = 100) -> float:
+    """How many training runs per arm the two-level test (`two_level_difference`) needs to detect `effect` with
+    `power`, at the measured per-run variances (s_A^2, s_B^2) and prompt-level variance: the smallest R with
+    |effect| / se(R) >= t_(1-a/2, df) + t_(power, df), se(R)^2 = prompt_variance + (s_A^2 + s_B^2) / R and df the
+    Welch-Satterthwaite degrees of freedom at R. inf when the effect is 0 or `max_runs` do not reach it (the prompt
+    part alone is too wide: more prompts, not more runs); NaN when a part is not a number."""
+    sa, sb = run_variance
+    if not all(np.isfinite(v) for v in (effect, sa, sb, prompt_variance)):
+        return float("nan")
+    for r in range(2, max_runs + 1):
+        va, vb = sa / r, sb / r
+        se2 = prompt_variance + va + vb
+        if se2 <= 0:
+            return float(r) if effect != 0 else float("inf")
+        parts = [(va, r - 1), (vb, r - 1)] + ([(prompt_variance, clusters - 1)] if clusters > 1 else [])
+        den = sum(v * v / d for v, d in parts)
+        df = se2 * se2 / den if den > 0 else math.inf
+        need = stdtrit(df, 1 - (1 - level) / 2) + stdtrit(df, power)
+        if abs(effect) >= need * math.sqrt(se2):
+            return float(r)
+    return float("inf")
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

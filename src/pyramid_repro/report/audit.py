@@ -74,13 +74,15 @@ def measured_throughput(summary: pd.DataFrame) -> dict:
 
 def benchmark_summary(cfg: Config) -> pd.DataFrame:
     """Snakemake benchmark files (results/<profile>/benchmarks/*.tsv: s, h:m:s, max_rss, ...): one row per rule
-    job with its wall seconds, CPU seconds and peak memory."""
+    job with its wall seconds, CPU seconds and peak memory. A training run k >= 1 (train.seeds) names its files
+    after its run name (train_dit_pyramid/seed_1_image.tsv), one folder down: the job is the path below benchmarks/."""
     rows = []
-    for f in sorted(glob.glob(str(cfg.layout.benchmarks("*.tsv")))):
+    root = cfg.layout.benchmarks()
+    for f in sorted(glob.glob(str(cfg.layout.benchmarks("**", "*.tsv")), recursive=True)):
         b = pd.read_csv(f, sep="\t")
         if "s" not in b.columns:
             raise ValueError(f"{f}: not a Snakemake benchmark file (no 's' column; columns {list(b.columns)})")
-        rows.append({"job": Path(f).stem, "seconds": float(b["s"].sum()),
+        rows.append({"job": Path(f).relative_to(root).with_suffix("").as_posix(), "seconds": float(b["s"].sum()),
                      "cpu_seconds": float(pd.to_numeric(b.get("cpu_time", 0), errors="coerce").fillna(0).sum()),
                      "max_rss_mb": float(pd.to_numeric(b.get("max_rss", 0), errors="coerce").fillna(0).max())})
     return pd.DataFrame(rows, columns=["job", "seconds", "cpu_seconds", "max_rss_mb"])

@@ -20,6 +20,11 @@ row that measures it, in `size_verdict` (`size_verdict`): "3x consistent" when t
 number, "3x excluded" when not (or, for `size_test: above`, when the interval does not lie above it); the tables
 print both, "supported in direction; 3x excluded (1.78x [1.48, 2.55])". A censored speed-up (the baseline never
 reaches the target) states its censored share and gives no power number (`censored_interval`, docs/method.md §11).
+
+Every verdict carries its scope (column ``scope``): with one training run per experiment (train.seeds 1) it is
+about that run ("for this training run"), and the row says how many runs per arm a test across runs would need
+(``seeds_needed``, from the seed variance of any extra runs on disk); with train.seeds >= 2 the runs and the prompts
+are resampled together and the test is at the level of the method (`compare_arms`, docs/method.md §11).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from pyramid_repro.eval.backends import FrechetToFixed, direction_hits, real_pro
 from pyramid_repro.eval.score import UNIT_INDEX, read_units
 from pyramid_repro.experiments import experiments, selected_experiments
 from pyramid_repro.flow.cost import token_report
-from pyramid_repro.layout import units_path
+from pyramid_repro.layout import run_name, units_path
 from pyramid_repro.report.audit import ledger_summary
 from pyramid_repro.report.convergence import convergence_speedup, smooth
 from pyramid_repro.report.style import _plt, footer
@@ -53,7 +58,8 @@ NO_VERDICT, NOT_RUN = "measured, no verdict", "not run by this profile"
 SIZE_CONSISTENT, SIZE_EXCLUDED = "consistent", "excluded"
 SIZE_TESTS = ("about", "above")  # docs/method.md §11: the stated size inside the interval / the interval above it
 COLUMNS = ["claim_id", "claim", "where", "arm_a", "arm_b", "statistic", "unit", "n", "estimate", "lo", "hi", "se",
-           "p_value", "p_holm", "verdict", "size_verdict", "needed_for_power", "paper", "display", "method", "note"]
+           "p_value", "p_holm", "verdict", "size_verdict", "scope", "needed_for_power", "seeds_needed", "paper",
+           "display", "method", "note"]
 
 
 @dataclass(frozen=True)
@@ -161,10 +167,11 @@ def verdict_text(verdict: Any, size: Any) -> str:
 
 
 # -- per-video units (prompts) ------------------------------------------------------------------------------------
-def experiment_units(cfg: Config, experiment: str, backend: str = "synthetic") -> dict[str, np.ndarray] | None:
-    """The per-video units of an experiment's metrics (metrics/<backend>.units.npz), None when its scoring run
-    predates them."""
-    path = units_path(cfg.layout.metrics(experiment, backend))
+def experiment_units(cfg: Config, experiment: str, backend: str = "synthetic", run: int = 0
+                     ) -> dict[str, np.ndarray] | None:
+    """The per-video units of an experiment's metrics (metrics/<backend>.units.npz) of training run `run`
+    (train.seeds; 0 = the experiment's own folder), None when its scoring run predates them."""
+    path = units_path(cfg.layout.for_run(run).metrics(experiment, backend))
     return read_units(path) if path.is_file() else None
 
 
@@ -205,14 +212,30 @@ def _paired_order(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], a: str, 
     return np.array(oa), np.array(ob)
 
 
-def paired_video_statistic(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], statistic: str, a: str = "A",
+Units = dict[str, np.ndarray]
+
+
+def _run_orders(ua: Units | list[Units], ub: Units | list[Units], a: str, b: str
+                ) -> tuple[list[Units], list[Units], list[np.ndarray], list[np.ndarray]]:
+    """Each arm's training runs (one units dict, or a list of them: train.seeds) with the index arrays that put
+    every run's videos in one (prompt, sample) order; a ValueError when a run has other prompts or samples."""
+    runs_a, runs_b = (list(u) if isinstance(u, list) else [u] for u in (ua, ub))
+    names = [f"{a} run {k}" for k in range(len(runs_a))] + [f"{b} run {k}" for k in range(len(runs_b))]
+    orders = [_paired_order(runs_a[0], u, names[0], name) for u, name in zip(runs_a + runs_b, names)]
+    return runs_a, runs_b, [o for _, o in orders[:len(runs_a)]], [o for _, o in orders[len(runs_a):]]
+
+
+def paired_video_statistic(ua: Units | list[Units], ub: Units | list[Units], statistic: str, a: str = "A",
                            b: str = "B", seed: int = 0) -> uq.Paired:
     """Paired comparison of a per-video statistic between two arms (effect: mean A - mean B over the videos whose
-    prompt serves it), prompts resampled jointly; `total` is VBench's Total aggregate of every dimension's mean."""
-    oa, ob = _paired_order(ua, ub, a, b)
+    prompt serves it), prompts resampled jointly; `total` is VBench's Total aggregate of every dimension's mean.
+    An arm given as a list of units (one per training run, train.seeds) is compared across its runs
+    (`compare_arms`); its videos are pooled over the runs."""
+    runs_a, runs_b, oas, obs = _run_orders(ua, ub, a, b)
+    ua, oa = runs_a[0], oas[0]
     if statistic == "total":
         dims = sorted(k for k in ua if k.startswith("dim/"))
-        pool = {d: np.concatenate([ua[d][oa], ub[d][ob]]) for d in dims}
+        pool = {d: np.concatenate([u[d][o] for u, o in zip(runs_a + runs_b, oas + obs)]) for d in dims}
 
         def effect(ia: np.ndarray, ib: np.ndarray) -> float:
             def total(idx: np.ndarray) -> float:
@@ -222,34 +245,49 @@ def paired_video_statistic(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray],
 
         keep = np.arange(len(oa))
     else:
-        va, vb_ = video_values(ua, statistic)[oa], video_values(ub, statistic)[ob]
-        keep = np.nonzero(np.isfinite(va) & np.isfinite(vb_))[0]
+        values = [video_values(u, statistic)[o] for u, o in zip(runs_a + runs_b, oas + obs)]
+        keep = np.nonzero(np.logical_and.reduce([np.isfinite(v) for v in values]))[0]
         if not len(keep):
             raise ValueError(f"no video of {a} and {b} has a value of {statistic!r}")
-        pool_v = np.concatenate([va[keep], vb_[keep]])
+        pool_v = np.concatenate([v[keep] for v in values])
 
         def effect(ia: np.ndarray, ib: np.ndarray) -> float:
             return float(pool_v[ia].mean() - pool_v[ib].mean())
 
     clusters = ua["prompt_id"][oa][keep]
     # videos i of A and B share prompt and seed: a pair, swapped on its own in the permutation test
-    return uq.paired_difference(effect, clusters, clusters, seed=seed, swap="unit")
+    return compare_arms(effect, clusters, (len(runs_a), len(runs_b)), seed=seed, swap="unit")
 
 
-def paired_feature_fid(ua: dict[str, np.ndarray], ub: dict[str, np.ndarray], to_real: FrechetToFixed,
+def paired_feature_fid(ua: Units | list[Units], ub: Units | list[Units], to_real: FrechetToFixed,
                        a: str = "A", b: str = "B", seed: int = 0) -> uq.Paired:
     """Paired difference FID(A) - FID(B) of two arms' generated frames (an FID backend's units: every frame's
-    features and its video), prompts resampled jointly; bias-corrected estimate with its basic interval."""
-    oa, ob = _paired_order(ua, ub, a, b)
-    fa = [ua["features"][ua["frame_video"] == i].astype(np.float64) for i in oa]
-    fb = [ub["features"][ub["frame_video"] == i].astype(np.float64) for i in ob]
-    pool = fa + fb
+    features and its video), prompts resampled jointly; bias-corrected estimate with its basic interval. Arms given
+    as lists of units (training runs) are compared across runs (`compare_arms`): an arm's FID is that of its runs'
+    frames together."""
+    runs_a, runs_b, oas, obs = _run_orders(ua, ub, a, b)
+    ua, oa = runs_a[0], oas[0]
+    pool = [u["features"][u["frame_video"] == i].astype(np.float64)
+            for u, o in zip(runs_a + runs_b, oas + obs) for i in o]
 
     def effect(ia: np.ndarray, ib: np.ndarray) -> float:
         return to_real(np.concatenate([pool[i] for i in ia])) - to_real(np.concatenate([pool[i] for i in ib]))
 
     clusters = ua["prompt_id"][oa]
-    return uq.paired_difference(effect, clusters, clusters, method="basic", seed=seed, swap="unit")
+    return compare_arms(effect, clusters, (len(runs_a), len(runs_b)), method="basic", seed=seed, swap="unit")
+
+
+def compare_arms(effect, clusters: np.ndarray | list, runs: tuple[int, int], method: str = "percentile",
+                 seed: int = 0, swap: str = "cluster", n_permutations: int = uq.N_PERMUTATIONS) -> uq.Paired:
+    """The paired comparison at the level the design allows (docs/method.md §11): one training run per arm ->
+    prompts (captions) resampled jointly and the label-swap test (`uncertainty.paired_difference`), a verdict about
+    these two runs; two or more -> the two-level bootstrap over runs and prompts with the run-level t test
+    (`uncertainty.two_level_difference`), a verdict about the methods. `effect` indexes the units pooled run by run
+    (A's runs, then B's)."""
+    if tuple(runs) == (1, 1):
+        return uq.paired_difference(effect, clusters, clusters, method=method, seed=seed, swap=swap,
+                                    n_permutations=n_permutations)
+    return uq.two_level_difference(effect, clusters, runs, method=method, seed=seed)
 
 
 # -- FID curves (captions) ----------------------------------------------------------------------------------------
@@ -260,20 +298,23 @@ class FidArm:
     x: np.ndarray
     features: list[np.ndarray]
     units: np.ndarray
+    runs: int = 1  # training runs pooled in `features` (run r's caption i at r * len(units) + i)
 
 
-def fid_arm(cfg: Config, curve: pd.DataFrame | None, experiment: str, stage: str, axis: str) -> FidArm | str:
-    """The FID points of `stage` in an experiment's fid_curve.csv with the features they were scored on
-    (`units_file`), or a string saying what is missing."""
+def fid_arm(cfg: Config, curve: pd.DataFrame | None, experiment: str, stage: str, axis: str, run: int = 0
+            ) -> FidArm | str:
+    """The FID points of `stage` in an experiment's fid_curve.csv (of training run `run`) with the features they
+    were scored on (`units_file`), or a string saying what is missing."""
+    layout = cfg.layout.for_run(run)
     if curve is None or curve.empty:
-        return f"{experiment} has no FID curve ({cfg.layout.fid_curve(experiment)})"
+        return f"{experiment} has no FID curve ({layout.fid_curve(experiment)})"
     pts = curve[curve["stage"] == stage] if "stage" in curve.columns else curve
     if pts.empty:
         return f"{experiment}'s FID curve has no point in stage {stage!r}"
     if "units_file" not in pts.columns or pts["units_file"].isna().any():
         return (f"{experiment}'s FID points of stage {stage!r} were scored before their features were saved "
                 "(no units_file): rerun its FID points to decide this claim")
-    base = cfg.layout.fid_curve(experiment).parent
+    base = layout.fid_curve(experiment).parent
     feats, units = [], None
     for f in pts["units_file"]:
         path = base / str(f)
@@ -350,6 +391,7 @@ def speedup_statistic(pyr: FidArm, base: FidArm, to_real: FrechetToFixed, seed: 
     fid_a = np.array([to_real(f) for f in pyr.features])
     fid_b = np.array([to_real(f) for f in base.features])
     clusters = [str(u) for u in pyr.units]
+    runs = (pyr.runs, base.runs)
 
     def log_speedup(fa: np.ndarray, fb: np.ndarray, kind: str) -> tuple[float, dict]:
         r = convergence_speedup(base.x, fb, pyr.x, fa, curve_target(fa, fb, kind, k), k)
@@ -377,8 +419,8 @@ def speedup_statistic(pyr: FidArm, base: FidArm, to_real: FrechetToFixed, seed: 
     speedups = {}
     for kind in kinds:
         observed, r = log_speedup(fid_a, fid_b, kind)
-        paired = uq.paired_difference(lambda ia, ib, kind=kind: log_speedup(*curves(ia, ib), kind)[0], clusters,
-                                      clusters, n_permutations=1000, seed=seed)
+        paired = compare_arms(lambda ia, ib, kind=kind: log_speedup(*curves(ia, ib), kind)[0], clusters, runs,
+                              n_permutations=1000, seed=seed)
         lb = r["lower_bound"] if r["reason"] == "not reached by baseline" else None
         interval = censored_interval(paired, lb, lambda kind=kind: uq.paired_difference(
             lambda ia, ib: log_bound(ia, ib, kind), clusters, clusters, n_permutations=0, seed=seed).interval)
@@ -388,7 +430,7 @@ def speedup_statistic(pyr: FidArm, base: FidArm, to_real: FrechetToFixed, seed: 
     def final(ia: np.ndarray, ib: np.ndarray) -> float:
         return to_real(pooled[-1][ia]) - to_real(pooled[-1][ib])
 
-    final_fid = uq.paired_difference(final, clusters, clusters, method="basic", seed=seed)
+    final_fid = compare_arms(final, clusters, runs, method="basic", seed=seed)
     return {"speedup": speedups, "final_fid": final_fid}
 
 
@@ -409,6 +451,124 @@ def censored_interval(paired: uq.Paired, lower_bound: float | None,
     return float(min(low, observed) if math.isfinite(observed) else low), math.inf
 
 
+# -- training runs as a level of the design (train.seeds; docs/method.md §11) -------------------------------------
+SCOPE_RUN = "for this training run"
+SCOPE_ANALYTIC = "paper-scale arithmetic (no training run)"
+SEEDS_FOR_COMMAND = 3  # the runs per arm the command in a one-seed row's note asks for
+
+
+def scope_of(runs: int) -> str:
+    """What a verdict measured on `runs` training runs per arm is about."""
+    return SCOPE_RUN if runs == 1 else f"across {runs} training runs per arm"
+
+
+def arm_units(cfg: Config, experiment: str, runs: int, backend: str = "synthetic") -> Units | list[Units] | str:
+    """An arm's per-video units: run 0's (one run) or every run's (a list), or the run name of the first run whose
+    units are missing."""
+    units = []
+    for k in range(runs):
+        u = experiment_units(cfg, experiment, backend, k)
+        if u is None:
+            return run_name(experiment, k)
+        units.append(u)
+    return units[0] if runs == 1 else units
+
+
+def arm_fid_runs(cfg: Config, curves: dict[str, pd.DataFrame], experiment: str, stage: str, axis: str,
+                 runs: int) -> FidArm | str:
+    """An arm's FID points of `stage` over `runs` training runs: run 0's curve (the report's input) and, for the
+    runs k >= 1, their fid_curve.csv; the runs' features pooled point by point (FidArm.runs), or a string saying what
+    is missing. Every run must have the same points (x) and captions."""
+    arms = []
+    for k in range(runs):
+        path = cfg.layout.for_run(k).fid_curve(experiment)
+        curve = curves.get(experiment) if k == 0 else (pd.read_csv(path) if path.is_file() else None)
+        arm = fid_arm(cfg, curve, experiment, stage, axis, k)
+        if isinstance(arm, str):
+            return arm
+        if arms and not (np.array_equal(arm.units, arms[0].units) and len(arm.features) == len(arms[0].features)):
+            return f"{run_name(experiment, k)}'s FID points differ from run 0's in number or captions"
+        arms.append(arm)
+    if runs == 1:
+        return arms[0]
+    return FidArm(x=arms[0].x, features=[np.concatenate([a.features[i] for a in arms])
+                                         for i in range(len(arms[0].features))], units=arms[0].units, runs=runs)
+
+
+def runs_on_disk(cfg: Config, c: Claim, a: str, b: str, limit: int = 100) -> int:
+    """How many training runs of both arms a claim could read (run 0 and the seed_<k> runs of an earlier
+    multi-seed run in the same results): the seed variance a one-seed report can borrow."""
+    k = 1
+    while k < limit:
+        layout = cfg.layout.for_run(k)
+        files = ([layout.fid_curve(e) for e in (a, b)] if c.kind == "fid_speedup" else
+                 [units_path(layout.metrics(e, "synthetic")) for e in (a, b)])
+        if not all(f.is_file() for f in files):
+            break
+        k += 1
+    return k
+
+
+def seeds_command(cfg: Config, seeds: int = SEEDS_FOR_COMMAND) -> str:
+    """The command that decides the claims across `seeds` training runs per arm (README: the multi-seed run)."""
+    target = cfg.layout.for_run(0).reports / f"seeds_{seeds}" / "claims.pdf"
+    prof = "" if cfg.profile == load_config(None).profile else f"profile={cfg.profile} "
+    return f"snakemake --cores all --config {prof}train_seeds={seeds} -- {target}"
+
+
+def add_scope(cfg: Config, c: Claim, rows: list[dict], curves: dict[str, pd.DataFrame]) -> None:
+    """Label every row of one claim with its scope and, for each tested row, the training runs per arm an 80%-power
+    test across runs would need (`uncertainty.runs_for_power`): from the row's own run variances when the report
+    has several runs, else from the runs of an earlier multi-seed run on disk, else a note that one run cannot
+    tell (its seed variance is unmeasured) with the command that measures it."""
+    runs = cfg.train.seeds
+    borrowed: dict[tuple[str, str], dict[str, uq.Paired] | None] = {}
+    for r in rows:
+        paired: uq.Paired | None = r.pop("_paired", None)
+        if r["verdict"] == NOT_RUN:
+            r["scope"] = "not run"
+            continue
+        r["scope"] = (SCOPE_ANALYTIC if r["unit"] == "arithmetic" else
+                      "for training run 0 (its ledger)" if r["unit"] == "ledger" and runs > 1 else scope_of(runs))
+        if paired is None or r["estimate"] is None or not np.isfinite(r["estimate"]):
+            continue
+        source, where = paired, "this report's runs"
+        if runs == 1:
+            key = (r["arm_a"], r["arm_b"])
+            if key not in borrowed:
+                borrowed[key] = _seed_variance(cfg, c, *key, curves)
+            found = borrowed[key]
+            source = (found or {}).get(r["statistic"])
+            if source is None:
+                r["note"] = _join(r["note"], "seeds needed: not estimable from one training run (the seed variance "
+                                  f"is unmeasured); measure it with {seeds_command(cfg)}")
+                continue
+            where = f"the seed variance of {source.runs[0]} runs per arm on disk"
+        if source.run_variance is None:
+            continue
+        r["seeds_needed"] = uq.runs_for_power(r["estimate"], source.run_variance, source.prompt_variance or 0.0,
+                                              source.clusters)
+        r["note"] = _join(r["note"], f"seeds needed for 80% power: from {where}")
+
+
+def _seed_variance(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame]
+                   ) -> dict[str, uq.Paired] | None:
+    """The comparison across every run of both arms on disk (two or more), by statistic; None when there is only
+    run 0 or the runs cannot be compared."""
+    found = runs_on_disk(cfg, c, a, b)
+    if found < 2:
+        return None
+    try:
+        rows = _measure(cfg, c, a, b, curves, found)
+    except (ValueError, KeyError, FileNotFoundError):
+        return None
+    return {r["statistic"]: r["_paired"] for r in rows if r.get("_paired") is not None}
+
+
+def _join(note: str | None, more: str) -> str:
+    return f"{note}; {more}" if note else more
+
+
 # -- the report ---------------------------------------------------------------------------------------------------
 def _row(c: Claim, a: str, b: str, statistic: str, unit: str, **kw: Any) -> dict[str, Any]:
     base = {k: None for k in COLUMNS}
@@ -417,8 +577,9 @@ def _row(c: Claim, a: str, b: str, statistic: str, unit: str, **kw: Any) -> dict
 
 
 def _from_paired(row: dict, p: uq.Paired) -> dict:
+    # _paired: the comparison itself, for the seeds-needed arithmetic (`add_scope`; not a column)
     return row | {"n": p.clusters, "estimate": p.estimate, "lo": p.interval[0], "hi": p.interval[1],
-                  "p_value": p.p_value, "method": p.to_dict()["method"], "se": p.se}
+                  "p_value": p.p_value, "method": p.to_dict()["method"], "se": p.se, "_paired": p}
 
 
 def run_command(cfg: Config, missing: list[str]) -> str:
@@ -444,7 +605,7 @@ def claims_frame(cfg: Config, curves: dict[str, pd.DataFrame] | None = None) -> 
                                for s in c.statistics]
                 continue
             try:
-                claim_rows += _measure(cfg, c, a, b, curves)
+                claim_rows += _measure(cfg, c, a, b, curves, cfg.train.seeds)
             except (ValueError, KeyError, FileNotFoundError) as e:
                 claim_rows += [_row(c, a, b, s, "", verdict=UNDECIDED, note=f"not measurable: {e}")
                                for s in c.statistics]
@@ -465,6 +626,7 @@ def claims_frame(cfg: Config, curves: dict[str, pd.DataFrame] | None = None) -> 
             r["display"] = r["display"] or _display(r)
             if c.kind == "blockiness":
                 r["note"] = jump_point_decision(r)
+        add_scope(cfg, c, claim_rows, curves)
         rows += claim_rows
     df = pd.DataFrame(rows)
     return df.reindex(columns=COLUMNS)
@@ -482,23 +644,27 @@ def _num(v: float) -> str:
     return "inf" if v == math.inf else "-inf" if v == -math.inf else f"{v:+.3g}"
 
 
-def _measure(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame]) -> list[dict]:
-    """The rows of one comparison of one claim (p-values not yet adjusted, verdict not yet decided)."""
+def _measure(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame], runs: int = 1) -> list[dict]:
+    """The rows of one comparison of one claim over `runs` training runs per arm (p-values not yet adjusted,
+    verdict not yet decided)."""
     if c.kind == "tokens":
         return _token_rows(cfg, c, a, b)
     if c.kind == "fid_speedup":
-        return _fid_rows(cfg, c, a, b, curves)
-    ua, ub = experiment_units(cfg, a), experiment_units(cfg, b)
-    if ua is None or ub is None:
-        old = a if ua is None else b
+        return _fid_rows(cfg, c, a, b, curves, runs)
+    ua, ub = arm_units(cfg, a, runs), arm_units(cfg, b, runs)
+    if isinstance(ua, str) or isinstance(ub, str):
+        old = ua if isinstance(ua, str) else ub
         return [_row(c, a, b, s, "prompts", verdict=UNDECIDED,
-                     note=f"{old}'s per-video units were not saved (scored before paired comparisons): rescore it "
-                          f"(pyramid-repro score --experiment {old} --backend synthetic)") for s in c.statistics]
+                     note=f"{old}'s per-video units were not saved (scored before paired comparisons, or not yet "
+                          f"scored): score it (pyramid-repro score --experiment {old} --backend synthetic)")
+                for s in c.statistics]
     rows = [_from_paired(_row(c, a, b, s, "prompts"), paired_video_statistic(ua, ub, s, a, b, cfg.seed))
             for s in c.statistics]
     if c.kind == "blockiness":
         for r in rows:
-            means = [float(np.nanmean(video_values(u, r["statistic"]))) for u in (ua, ub)]
+            means = [float(np.nanmean(np.concatenate([video_values(x, r["statistic"])
+                                                      for x in (u if isinstance(u, list) else [u])])))
+                     for u in (ua, ub)]
             r["note"] = (f"mean per video: {a} {means[0]:+.3f}, {b} {means[1]:+.3f} (log((J + A) / (B + A)) of the "
                          "squared pixel steps across the jump-point edges J, the latent-pixel edges beside them B and "
                          "every edge A; 0 = no step at the jump points; eval/backends.py jump_blockiness)")
@@ -517,16 +683,16 @@ def jump_point_decision(row: dict) -> str:
     return f"{said}; {note}" if said and note else said or note
 
 
-def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame]) -> list[dict]:
+def _fid_rows(cfg: Config, c: Claim, a: str, b: str, curves: dict[str, pd.DataFrame], runs: int = 1) -> list[dict]:
     """The rows of a fid_speedup claim: each speed-up on the claim's axis (direction and size verdicts), the same
     speed-up on `also_axis` beside it (the step axis, samples seen: measured, no verdict, outside the Holm family)
-    and the FID difference at the stage's last point."""
+    and the FID difference at the stage's last point, over `runs` training runs per arm."""
     axes = [c.axis] + ([c.also_axis] if c.also_axis and c.also_axis != c.axis else [])
     to_real = None
     stats: dict[str, dict] = {}
     cache: dict = {}  # every axis reads the same curves of the same resamples
     for axis in axes:
-        arms = [fid_arm(cfg, curves.get(e), e, c.stage, axis) for e in (a, b)]
+        arms = [arm_fid_runs(cfg, curves, e, c.stage, axis, runs) for e in (a, b)]
         bad = [m for m in arms if isinstance(m, str)]
         if bad:
             return [_row(c, a, b, s, "captions", verdict=UNDECIDED, note="; ".join(bad)) for s in c.statistics]
@@ -638,15 +804,17 @@ def render_claims(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None
     df.to_csv(out / "claims.csv", index=False)
     md = [f"# Claims of the paper, decided by paired tests — {footer(cfg)}", "",
           "Effect: arm A against arm B on shared units (prompts or captions), with its paired 95% interval and "
-          "Holm-adjusted label-swap p-value (docs/method.md §11). `needed` = prompts (captions) an 80%-power paired "
-          "test would need at the measured effect and spread. A claim with a stated size (\"about 3x\") has a "
-          "size verdict beside the direction one: consistent when the interval contains the size.", ""]
-    md.append("| claim | arms | statistic | effect [95%] | p (Holm) | verdict | needed | note |")
-    md.append("|---|---|---|---|---|---|---|---|")
+          "Holm-adjusted p-value (docs/method.md §11). `needed` = prompts (captions) an 80%-power paired "
+          "test would need at the measured effect and spread; `seeds` = training runs per arm a test across runs "
+          "would need. A claim with a stated size (\"about 3x\") has a size verdict beside the direction one: "
+          "consistent when the interval contains the size. " + _scope_sentence(cfg), ""]
+    md.append("| claim | arms | statistic | effect [95%] | p (Holm) | verdict | needed | seeds | note |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
     for r in df.itertuples():
         md.append(f"| {r.claim} ({r.where}) | {r.arm_a} vs {r.arm_b} | {r.statistic} | {r.display or ''} | "
-                  f"{_p(r.p_holm)} | **{verdict_text(r.verdict, r.size_verdict)}** | "
-                  f"{_needed(r.needed_for_power)} | {_s(r.note)} |")
+                  f"{_p(r.p_holm)} | **{verdict_text(r.verdict, r.size_verdict)}** "
+                  f"{_s(r.scope) if r.verdict != NOT_RUN else ''} | {_needed(r.needed_for_power)} | "
+                  f"{_needed(r.seeds_needed)} | {_s(r.note)} |")
     (out / "claims.md").write_text("\n".join(md) + "\n")
     plt = _plt()
 
@@ -658,9 +826,11 @@ def render_claims(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None
         "statistic": ["\n".join(textwrap.wrap(str(x), 26)) for x in df["statistic"]],
         "effect [95%]": ["\n".join(textwrap.wrap(_s(x), 34)) for x in df["display"]],
         "p (Holm)": [_p(v) for v in df["p_holm"]],
-        "verdict": ["\n".join(textwrap.wrap(verdict_text(v, z), 24))
-                    for v, z in zip(df["verdict"], df["size_verdict"])],
-        "needed": [_needed(v) for v in df["needed_for_power"]]})
+        "verdict": ["\n".join(textwrap.wrap(f"{verdict_text(v, z)} ({_s(sc)})" if _s(sc) and v != NOT_RUN
+                                             else verdict_text(v, z), 24))
+                    for v, z, sc in zip(df["verdict"], df["size_verdict"], df["scope"])],
+        "needed": [_needed(v) for v in df["needed_for_power"]],
+        "seeds": [_needed(v) for v in df["seeds_needed"]]})
     heights = [max(str(v).count("\n") + 1 for v in row) for row in shown.values]
     lines = sum(heights) + 1
     table_h = 0.6 + 0.17 * lines
@@ -669,7 +839,7 @@ def render_claims(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None
     ax = fig.add_subplot(gs[0])
     ax.axis("off")
     t = ax.table(cellText=shown.values, colLabels=list(shown.columns), cellLoc="center", bbox=[0, 0, 1, 1],
-                 colWidths=[0.25, 0.14, 0.13, 0.2, 0.06, 0.13, 0.06])
+                 colWidths=[0.23, 0.13, 0.12, 0.19, 0.06, 0.15, 0.06, 0.06])
     t.auto_set_font_size(False)
     t.set_fontsize(7)
     for j in range(len(shown.columns)):
@@ -680,13 +850,14 @@ def render_claims(cfg: Config, out: Path, curves: dict[str, pd.DataFrame] | None
             cell = t[i, j]
             cell.set_height(h / lines)
             cell.set_facecolor(colours.get(df["verdict"].iloc[i - 1], "white"))
-    ax.set_title("Claims of the paper, decided by paired tests (this run)", fontsize=11)
+    ax.set_title(f"Claims of the paper, decided by paired tests ({scope_of(cfg.train.seeds)})", fontsize=11)
     ax2 = fig.add_subplot(gs[1])
     _forest(ax2, df)
     note = ("Green: supported (paired 95% interval on the side the paper predicts, Holm-adjusted permutation p < 0.05);"
             " red: contradicted; yellow: undecided ('needed' = prompts or captions for 80% power at the measured "
             "effect); grey: measured, no effect stated; white: not run by this profile (the CSV/MD give the "
-            "command). Offline proxies (synthetic world, probe features), not VBench or Inception FID.")
+            "command). Offline proxies (synthetic world, probe features), not VBench or Inception FID. "
+            + _scope_sentence(cfg))
     fig.text(0.01, 0.005, "\n".join(textwrap.wrap(note, 200) + [footer(cfg)]), fontsize=7)
     fig.savefig(out / "claims.pdf", bbox_inches="tight")
     plt.close(fig)
@@ -716,10 +887,20 @@ def _forest(ax, df: pd.DataFrame) -> None:
     for v in (-1.96, 1.96):
         ax.axvline(v, color="grey", lw=0.8, ls="--")
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r.claim_id}: {r.arm_a} vs {r.arm_b}, {r.statistic}" for r in rows], fontsize=7)
+    ax.set_yticklabels([f"{r.claim_id}: {r.arm_a} vs {r.arm_b}, {r.statistic} [{_s(r.scope)}]" for r in rows],
+                       fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(-8, 8)
     ax.set_xlabel("paired effect / its standard error (the paper's prediction is > 0; clipped at +-8)", fontsize=8)
+
+
+def _scope_sentence(cfg: Config) -> str:
+    """What the verdicts are about (the report's footnote)."""
+    if cfg.train.seeds == 1:
+        return ("Every verdict is about this training run of each experiment (train.seeds 1): another seed may "
+                "decide otherwise; `seeds` says how many runs per arm a test across runs would need.")
+    return (f"Verdicts across {cfg.train.seeds} training runs per experiment: runs and prompts resampled together, "
+            "run-level t test (docs/method.md §11).")
 
 
 def _s(v: Any) -> str:

@@ -125,7 +125,8 @@ def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
 def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
     """Hash of the settings a stage's training reads (an image stage ignores IMAGE_STAGE_UNUSED), so the
     experiments that share an image stage agree on its checkpoints."""
-    return cfg.config_hash(DIT_SECTIONS, (IMAGE_STAGE_UNUSED if stage.kind == "image" else ()) + FID_JOB_ONLY)
+    return cfg.config_hash(DIT_SECTIONS, (IMAGE_STAGE_UNUSED if stage.kind == "image" else ()) + FID_JOB_ONLY
+                           + cfg.run_keys_to_drop())
 
 
 @dataclass
@@ -203,7 +204,7 @@ def training_owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tupl
 
 def _initial_model(cfg: Config, experiment: str, idx: int, encoder):
     """A fresh MM-DiT for the first stage; the previous stage's final weights for the later ones (curriculum)."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.training_seed)  # train.run's seed (cfg.seed for run 0)
     model = build_dit(cfg, encoder.token_dim, encoder.pooled_dim)
     if idx > 0:
         prev = owned_stage_dir(cfg, experiment, cfg.train.curriculum[idx - 1]) / "final"
@@ -254,7 +255,7 @@ class StageLoop(TrainLoop):
         micro-batches of `micro` samples, each weighted 1 / their count, or token-packed ones (micro_batch_tokens)
         weighted by their share of the process's samples, so the loss is the mean over samples either way."""
         cfg, st, data, dev, mine = self.cfg, self.st, self.data, self.job.device, self.mine
-        key = step_key(cfg.seed, self.idx, step)
+        key = step_key(cfg.training_seed, self.idx, step)
         if not st.micro_batch_tokens:
             for j, mb in enumerate(mine):
                 yield (data.micro_batch(self.micro, self.schedule, cfg, micro_batch_generator(key, mb, dev)),
@@ -444,9 +445,9 @@ def collect_fid_curve(cfg: Config, experiment: str, out: Path) -> Path:
         if f.exists():
             for row in csv.DictReader(f.open()):
                 if row.get("units_file"):
-                    target = cfg.layout.results / stage_owner(experiment, s.kind, cfg.train.share_image_stage)
+                    target = cfg.layout.experiment(stage_owner(experiment, s.kind, cfg.train.share_image_stage))
                     row["units_file"] = os.path.relpath(target / row["units_file"],
-                                                        cfg.layout.results / experiment)
+                                                        cfg.layout.experiment(experiment))
                 rows.append(row)
     write_csv(out, FID_COLUMNS, rows)
     return out

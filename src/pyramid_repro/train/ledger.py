@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pyramid_repro.config import Config
+from pyramid_repro.layout import run_name
 from pyramid_repro.provenance import append_csv_row, device_name, git_commit, utc_now
 
 LEDGER_FIELDS = [
@@ -46,8 +47,10 @@ class LedgerRecorder:
         # enabled: the main process of a job; processes: data-parallel processes (one device each) on `device`
         self.path, self.cfg, self.enabled, self.processes = Path(path), cfg, enabled, processes
         self.device = device
-        self.row: dict[str, Any] = {"experiment": experiment, "stage": stage, "resumed_from_step": resumed_from_step,
-                                    "steps": 0, "samples": 0, "tokens": 0, "flops": 0.0}
+        # a training run k >= 1 (train.run) books under its run name, pyramid/seed_1, so the audit counts it apart
+        self.row: dict[str, Any] = {"experiment": run_name(experiment, cfg.train.run), "stage": stage,
+                                    "resumed_from_step": resumed_from_step, "steps": 0, "samples": 0, "tokens": 0,
+                                    "flops": 0.0}
 
     def update(self, **counts: Any) -> None:
         self.row.update(counts)
