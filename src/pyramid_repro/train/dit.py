@@ -320,6 +320,9 @@ class StageLoop(TrainLoop):
     def work(self) -> dict:
         return {k: self.stats[k] - self.job0[k] for k in ("samples", "tokens", "flops")}
 
+    def counts(self) -> dict:
+        return dict(self.stats)  # already summed over the processes (step)
+
     def finish(self, final: torch.nn.Module) -> None:
         trace, stats, job = self.trace, self.stats, self.job
         write_json(self.out / "done.json", {"experiment": self.experiment, "stage": self.stage, "steps": self.steps,
