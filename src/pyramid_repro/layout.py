@@ -101,8 +101,12 @@ class Layout:
         return self.data() / "dataset.json"
 
     def vae(self) -> Path:
-        """Training folder of the VAE: checkpoints/, final/, train_log.csv, ledger.csv, eval.json."""
+        """Training folder of the VAE: checkpoints/, final/, train_log.csv, tensorboard/, ledger.csv, eval.json."""
         return self.results / "vae"
+
+    def vae_curves(self) -> Path:
+        """The VAE's live training curves (TensorBoard event files; `curves`)."""
+        return self.curves(self.vae())
 
     def vae_final(self) -> Path:
         return self.vae() / "final"
@@ -145,8 +149,12 @@ class Layout:
     # -- DiT training --------------------------------------------------------------------------------------
     def stage(self, experiment: str, stage: str) -> Path:
         """Folder of one experiment's run of one curriculum stage: checkpoints/, final/, done.json, ledger.csv,
-        train_log.csv, fid_snapshots/ (train-dit) and fid.csv, fid_points/ (fid-points)."""
+        train_log.csv, tensorboard/, fid_snapshots/ (train-dit) and fid.csv, fid_points/ (fid-points)."""
         return self.experiment(experiment) / "dit" / stage
+
+    def stage_curves(self, experiment: str, stage: str) -> Path:
+        """The stage's live training curves (TensorBoard event files; `curves`)."""
+        return self.curves(self.stage(experiment, stage))
 
     def fid_snapshots(self, experiment: str, stage: str) -> Path:
         """EMA weights at the stage's FID-point steps, step_<global step>/ each (train-dit writes them)."""
@@ -201,6 +209,13 @@ class Layout:
         return self.study(name) / "videos"
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
+    @staticmethod
+    def curves(training_folder: Path) -> Path:
+        """The live training curves of a training job's folder (a DiT stage's or the VAE's, `--out` included):
+        TensorBoard event files, one scalar per optimizer step (train/curves.py). `tensorboard --logdir
+        results/<profile>` shows every job's."""
+        return Path(training_folder) / "tensorboard"
+
     def ledger_glob(self) -> str:
         """Every GPU-hour ledger of the run (the VAE's and one per DiT stage)."""
         return str(self.results / "**" / "ledger*.csv")

@@ -122,7 +122,7 @@ def score_point(cfg: Config, snapshot: Path, bank: CaptionBank, val_captions: li
     """Generate and score one snapshot: its npz arrays (features float64 (n, D), units (n,) captions, fid, fid_lo,
     fid_hi, step, guidance, the snapshot's compute, key)."""
     info = json.loads((snapshot / SNAPSHOT_INFO).read_text())
-    model = load_dit(snapshot, device)
+    model = load_dit(snapshot, device, cfg.model.attention_kernel)
     caps = fid_captions(val_captions, cfg.train.fid_samples)
     frames = generate_first_frames(model, cfg, bank, caps, info["latent_size"], cfg.seed, vae)
     feats = fid_probe_features(frames, cfg)

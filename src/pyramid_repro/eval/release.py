@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from pyramid_repro.config import Config, ConfigError, PyramidConfig, SamplerConfig
+from pyramid_repro.models.attention import DEFAULT_KERNEL, set_kernel
 from pyramid_repro.models.miniflux import is_miniflux_config, load_miniflux_layout
 from pyramid_repro.models.official import load_sd3_layout
 from pyramid_repro.models.text import ClipLT5Encoder, ClipT5Encoder
@@ -335,12 +336,13 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
     return ReleaseRun(rel.root, res, preset, n, hw, image, rel.model)
 
 
-def load_release(run: ReleaseRun, device, bf16: bool = True):
-    """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder."""
+def load_release(run: ReleaseRun, device, bf16: bool = True, kernel: str = DEFAULT_KERNEL):
+    """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder; the DiT with the
+    attention kernel `kernel` (the config's model.attention_kernel)."""
     rel = Release(run.root)
     flux = run.model == "miniflux"
     folder = rel.transformer(run.resolution)
-    model = (load_miniflux_layout(folder) if flux else load_sd3_layout(folder)).to(device)
+    model = set_kernel((load_miniflux_layout(folder) if flux else load_sd3_layout(folder)).to(device), kernel)
     # the encoders in bf16 on a GPU as the authors run them (T5-XXL alone is about 19 GB in float32)
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" and bf16 else torch.float32
     encoder = (ClipLT5Encoder if flux else ClipT5Encoder).from_release(rel.root, dtype=dtype).to(device)

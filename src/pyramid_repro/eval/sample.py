@@ -199,7 +199,7 @@ def run(cfg: Config, experiment: str | None, suite: str, out: Path | None = None
     out = out or cfg.layout.samples(name, suite)
     cfg, method = resolve_method(cfg, ckpt, experiment, override_method)
     dev = config_device(cfg)
-    model = load_dit(ckpt, dev)
+    model = load_dit(ckpt, dev, cfg.model.attention_kernel)
     encoder = build_text_encoder(cfg, dev)
     vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, dev)
     prompts = suite_prompts(cfg, suite)
@@ -225,7 +225,8 @@ def sample_release(cfg: Config, release_run: release.ReleaseRun, suite: str, out
     needs CUDA)."""
     rr = release_run
     c = release.release_config(cfg, rr.preset)
-    model, encoder, vae = release.load_release(rr, config_device(c), c.train.precision == "bf16")
+    model, encoder, vae = release.load_release(rr, config_device(c), c.train.precision == "bf16",
+                                               c.model.attention_kernel)
     prompts = suite_prompts(c, suite)
     s = c.vae.spatial_compression
     records = sample_videos(model, encoder, vae, c, prompts, out, rr.latent_frames,

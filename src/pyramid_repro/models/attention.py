@@ -7,11 +7,17 @@
   H200 at 15,488 tokens (stage 3, last frame): dense-mask SDPA 20.5 ms, unmasked SDPA 10.6 ms, FlexAttention
   10.5 ms forward + backward.
 
-`auto` (the model's default) takes `flex` on CUDA when this PyTorch has FlexAttention, `sdpa` elsewhere. If the
-compiled kernel fails on a GPU (an unsupported head size, a compiler error), the call warns once, falls back to the
-dense mask, and `auto` stays on `sdpa` for the rest of the process. Both kernels see the same mask:
+`auto` (`DEFAULT_KERNEL`, what every model class starts with: `base.DiTModel.attention_kernel`) takes `flex` on
+CUDA when this PyTorch has FlexAttention, `sdpa` elsewhere. If the compiled kernel fails on a GPU (an unsupported
+head size, a compiler error), the call warns once, falls back to the dense mask, and `auto` stays on `sdpa` for the
+rest of the process. Both kernels see the same mask:
 tests/test_attention.py checks the block mask against the dense one and the model's outputs under both kernels on
 the CPU, where FlexAttention runs uncompiled and forward only (PyTorch has no CPU backward for it).
+
+The kernel is the config's `model.attention_kernel`, applied by whatever builds or loads a DiT for a config
+(`dit.build_dit`, `registry.load_dit(..., kernel=)`, eval/release.py `load_release(..., kernel=)`) through
+`set_kernel`. It is a runtime choice: not saved in a checkpoint's config.json (a folder loads the same whichever
+kernel wrote it) and not part of a stage's checkpoint fingerprint (train/dit.py `RUNTIME_ONLY`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 from pyramid_repro.models.positions import attention_mask
 
 KERNELS = ("auto", "sdpa", "flex")
+DEFAULT_KERNEL = "auto"  # every model class's kernel until a config sets another (base.DiTModel.attention_kernel)
 
 try:  # PyTorch >= 2.5
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -47,6 +54,15 @@ def resolve_kernel(kernel: str, device: torch.device | str) -> str:
         usable = flex_attention is not None and not _FLEX_FAILED
         return "flex" if torch.device(device).type == "cuda" and usable else "sdpa"
     return kernel
+
+
+def set_kernel(model, kernel: str):
+    """`model` (a DiT, models/base.py) with its attention kernel set to `kernel` (one of KERNELS); returns it."""
+    if kernel not in KERNELS:
+        raise ValueError(f"attention kernel {kernel!r}: expected one of {', '.join(KERNELS)} "
+                         "(model.attention_kernel)")
+    model.attention_kernel = kernel
+    return model
 
 
 @dataclass(frozen=True)

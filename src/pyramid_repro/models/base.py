@@ -25,6 +25,8 @@ import torch
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
 
+from pyramid_repro.models.attention import DEFAULT_KERNEL
+
 
 class DiTModel(ModelMixin, ConfigMixin):
     """Base of the suite's velocity models (see the module docstring for the contract)."""
@@ -32,6 +34,11 @@ class DiTModel(ModelMixin, ConfigMixin):
     #: config.json keys an earlier version of the class wrote and that configure nothing now; dropped when a
     #: checkpoint is loaded, so that folders written before the key went away load as they did (and silently)
     legacy_config_keys: tuple[str, ...] = ()
+
+    #: the attention kernel of the forward passes (models/attention.py: auto, sdpa or flex), the one default of
+    #: every model class; whatever builds or loads a model for a config sets the config's (attention.set_kernel).
+    #: A runtime choice, not saved in config.json: both kernels compute the same attention
+    attention_kernel: str = DEFAULT_KERNEL
 
     @property
     def kv_cache_exact(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from diffusers.configuration_utils import register_to_config
 
+from pyramid_repro.models.attention import set_kernel
 from pyramid_repro.models.mmdit import MMDiT
 from pyramid_repro.models.positions import spatial_embedding
 
@@ -70,8 +71,9 @@ class PyramidDiT(MMDiT):
 
 
 def build_dit(cfg, text_dim: int, pooled_dim: int) -> PyramidDiT:
-    """The profile's MM-DiT (cfg.model; latent channels from cfg.vae)."""
+    """The profile's MM-DiT (cfg.model, its attention kernel included; latent channels from cfg.vae)."""
     m = cfg.model
-    return PyramidDiT(in_channels=cfg.vae.latent_channels, patch_size=m.patch_size, hidden_size=m.hidden_size,
-                      depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm,
-                      text_dim=text_dim, pooled_dim=pooled_dim, causal=m.attention == "causal")
+    model = PyramidDiT(in_channels=cfg.vae.latent_channels, patch_size=m.patch_size, hidden_size=m.hidden_size,
+                       depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, qk_norm=m.qk_norm,
+                       text_dim=text_dim, pooled_dim=pooled_dim, causal=m.attention == "causal")
+    return set_kernel(model, m.attention_kernel)

@@ -130,7 +130,6 @@ class MiniFluxDiT(DiTModel):
         self.final_norm = nn.LayerNorm(H, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(H, 2 * H))  # (scale, shift), the release's order
         self.final = nn.Linear(H, in_channels * p * p)
-        self.attention_kernel = "auto"  # models/attention.py; a runtime choice, not saved
 
     @property
     def causal(self) -> bool:

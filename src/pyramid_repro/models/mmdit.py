@@ -199,9 +199,6 @@ class MMDiT(DiTModel):
         for m in (self.final_ada[-1], self.final):  # zero output: the untrained model predicts 0 velocity
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
-        # attention kernel (models/attention.py): auto = FlexAttention block mask on CUDA, dense-mask SDPA else.
-        # A runtime choice, not part of the saved config: both compute the same attention
-        self.attention_kernel = "auto"
 
     # --- hooks: what a subclass decides ------------------------------------------------------------------------
 

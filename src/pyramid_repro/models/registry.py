@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from pyramid_repro.models.attention import DEFAULT_KERNEL, set_kernel
 from pyramid_repro.models.base import DiTModel
 from pyramid_repro.models.dit import PyramidDiT
 from pyramid_repro.models.miniflux import MiniFluxDiT
@@ -31,11 +32,12 @@ def dit_class(config: dict) -> type[DiTModel]:
     return DIT_CLASSES[name]
 
 
-def load_dit(folder, device: torch.device | str = "cpu") -> DiTModel:
-    """A trained DiT from a folder written by save_pretrained (config.json + weights), in eval mode on `device`."""
+def load_dit(folder, device: torch.device | str = "cpu", kernel: str = DEFAULT_KERNEL) -> DiTModel:
+    """A trained DiT from a folder written by save_pretrained (config.json + weights), in eval mode on `device`,
+    with the attention kernel `kernel` (a config's model.attention_kernel; not saved in the folder)."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder}: not a DiT checkpoint folder (no config.json); train the experiment "
                                 "first (snakemake ... train_dit) or pass --checkpoint <folder with config.json>")
     cls = dit_class(json.loads((folder / "config.json").read_text()))
-    return cls.from_pretrained(folder).eval().to(device)
+    return set_kernel(cls.from_pretrained(folder).eval().to(device), kernel)

@@ -45,6 +45,9 @@ FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "
 SNAPSHOT_INFO = "fid_point.json"  # beside the EMA weights of a FID snapshot: what its fid.csv row needs
 # settings that only the FID-point job reads: not part of a stage's checkpoint fingerprint
 FID_JOB_ONLY: tuple[tuple[str, ...], ...] = (("train", "fid_guidance"),)
+# runtime choices that compute the same training: not part of a stage's checkpoint fingerprint either (the attention
+# kernel: models/attention.py)
+RUNTIME_ONLY: tuple[tuple[str, ...], ...] = (("model", "attention_kernel"),)
 
 
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
@@ -126,7 +129,7 @@ def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
     """Hash of the settings a stage's training reads (an image stage ignores IMAGE_STAGE_UNUSED), so the
     experiments that share an image stage agree on its checkpoints."""
     return cfg.config_hash(DIT_SECTIONS, (IMAGE_STAGE_UNUSED if stage.kind == "image" else ()) + FID_JOB_ONLY
-                           + cfg.run_keys_to_drop())
+                           + cfg.run_keys_to_drop() + RUNTIME_ONLY)
 
 
 @dataclass
@@ -316,6 +319,9 @@ class StageLoop(TrainLoop):
 
     def work(self) -> dict:
         return {k: self.stats[k] - self.job0[k] for k in ("samples", "tokens", "flops")}
+
+    def counts(self) -> dict:
+        return dict(self.stats)  # already summed over the processes (step)
 
     def finish(self, final: torch.nn.Module) -> None:
         trace, stats, job = self.trace, self.stats, self.job

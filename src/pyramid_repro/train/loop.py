@@ -15,8 +15,9 @@ weights; a NaN/inf guard; atomic checkpoints with resume; a loss log. What is co
 * :func:`lr_lambda` / :func:`lr_scheduler` — the learning-rate schedule of both trainers: linear warm-up, then
   constant (DiT) or a cosine decay (VAE).
 * :class:`TrainLoop` — the loop itself around a trainer's optimizer step: resume, the ledger row, the progress bar,
-  NaN/inf guard, clipping, optimizer/lr/EMA steps, checkpoints, the loss log and the final (EMA) weights. The DiT
-  trainer (train/dit.py) and the VAE trainer (train/vae.py) subclass it and fill in their micro-batches.
+  NaN/inf guard, clipping, optimizer/lr/EMA steps, checkpoints, the loss log, the live curves (train/curves.py) and
+  the final (EMA) weights. The DiT trainer (train/dit.py) and the VAE trainer (train/vae.py) subclass it and fill
+  in their micro-batches.
 
 Data parallel: gradients are averaged by DDP across processes, each process divides its loss by its number of
 micro-batches, so the update is the mean over the global batch whatever the process count. With an explicit
@@ -38,7 +39,9 @@ from tqdm import tqdm
 
 from pyramid_repro.config import Config, ConfigError, save_config
 from pyramid_repro.device import generator as device_generator
+from pyramid_repro.layout import Layout
 from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, resume_point, save_checkpoint
+from pyramid_repro.train.curves import Curves
 from pyramid_repro.train.ledger import LedgerRecorder
 
 
@@ -269,6 +272,11 @@ class TrainLoop:
         """This job's samples, tokens and FLOPs for its ledger row (every process calls it)."""
         return {}
 
+    def counts(self) -> dict[str, float]:
+        """Samples, tokens and FLOPs spent so far, over every process, without a collective (the live curves'
+        throughput and MFU take the difference between steps); {} when the trainer does not count them."""
+        return {}
+
     def finish(self, final: torch.nn.Module) -> None:
         """Main process, end of the schedule: after final/ holds `final` (the unwrapped model with the EMA
         weights, in eval mode) and its train_config.yaml."""
@@ -296,14 +304,19 @@ class TrainLoop:
                             resumed_from_step=self.step0, enabled=job.main, processes=job.world,
                             device=job.device) as ledger:
             self.t_start = time.time()
+            curves = Curves(job, Layout.curves(self.out), self.step0, self.counts())
             bar = tqdm(range(self.step0, self.stop), initial=self.step0, total=self.steps, desc=self.desc,
                        disable=not job.main)
             for step in bar:
+                t0 = time.perf_counter()
                 self.model.train()
                 loss = self.step(step)
                 check_finite(loss, step, self.out / "checkpoints")
+                lr = self.lr.get_last_lr()[0]  # the rate of this step's update
                 if self.grad_clip:
-                    job.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                    norm = job.accelerator.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                else:
+                    norm = curves.grad_norm(self.model.parameters())  # for the curve only: gradients untouched
                 self.optimizer.step()
                 self.lr.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -311,15 +324,18 @@ class TrainLoop:
                     self.ema.update(job.unwrap(self.model))
                 self.trace.append(self.trace_entry(step, loss))
                 done = step + 1
+                curves.record(done, loss, lr, norm, time.perf_counter() - t0, self.counts(), self.trace[-1])
                 postfix = self.postfix(done, loss)
                 if postfix:
                     bar.set_postfix(**postfix)
                 self.stepped(done)
                 if done % self.ckpt_every == 0 or done == self.stop:
+                    curves.flush()  # the curves up to a checkpoint are on disk before it is
                     job.save(done, self.models, self.optimizers,
                              {"trace": self.trace, **self.extra_state(),
                               "ema": self.ema.state_dict() if self.ema is not None else None,
                               "lr": self.lr.state_dict()})
+            curves.close()
             ledger.update(steps=self.stop - self.step0, **self.work())
         job.accelerator.wait_for_everyone()
         if not job.main:

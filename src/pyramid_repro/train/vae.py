@@ -99,6 +99,9 @@ class VAELoop(TrainLoop):
     def work(self) -> dict:
         return {"samples": int(self.job.sum_over_processes([self.samples])[0]), "tokens": 0, "flops": 0.0}
 
+    def counts(self) -> dict:
+        return {"samples": self.samples * self.job.world}  # every process computes as many micro-batches
+
     def finish(self, final: torch.nn.Module) -> None:
         norm = compute_normalization(final, self.bank, self.cfg)
         write_json(self.out / "final" / "normalization.json", {**norm.to_dict(), "provenance": provenance(self.cfg)})
