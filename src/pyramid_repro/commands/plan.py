@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Memory per GPU of every training job of a profile (each experiment's curriculum stages and "
         "the VAE), measured on the meta device before anything runs: states after sharding, activations at each "
         "stage's worst draw (with and without activation checkpointing), total, fits or not, largest micro-batch "
-        "that fits. Example: pyramid-repro plan --profile paper --gpu-memory 80 --processes 128",
+        "that fits (at most the global batch). Example: pyramid-repro plan --profile paper --gpu-memory 80 "
+        "--processes 128",
     )
     add_config_args(ap)
     ap.add_argument("--gpu-memory", type=float, help="memory per GPU in GB (10^9 bytes); default: "

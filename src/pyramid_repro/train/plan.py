@@ -487,7 +487,7 @@ class _TargetEmulation(TorchFunctionMode):
                 key = storage_key(mask)
                 if key not in self.tables:
                     B, nq, nk = mask.shape[0], -(-q.shape[-2] // FLEX_BLOCK), -(-k.shape[-2] // FLEX_BLOCK)
-                    self.tables[key] = q.new_empty(4 * B * (nq * nk + nq + nk), dtype=torch.int32)
+                    self.tables[key] = q.new_empty(B * (4 * nq * nk + 2 * nq + 2 * nk), dtype=torch.int32)
                 tables = self.tables[key]
             else:
                 tables = q.new_empty(0, dtype=torch.int32)
@@ -853,6 +853,8 @@ def plan_dit_stage(cfg: Config, experiment: str, stage: CurriculumStage, process
         if stage.batch_size % micro or (stage.batch_size // micro) % max(1, processes):
             notes.append(f"batch_size {stage.batch_size} / micro-batch {micro} is not a multiple of "
                          f"{processes} processes (train/loop.py)")
+    elif stage.batch_size % max(1, processes):
+        notes.append(f"batch_size {stage.batch_size} cannot be split among {processes} processes (train/dit.py)")
     fits = None if memory is None else total <= memory
     best = None if memory is None else max_micro_batch(p.total, memory, stage.batch_size)
     suggestion = ""
