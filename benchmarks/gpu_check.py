@@ -3,6 +3,7 @@
     python benchmarks/gpu_check.py                 # everything below
     python benchmarks/gpu_check.py --only model    # the paper-size model checks only
     python benchmarks/gpu_check.py --only smoke    # the smoke workflow only
+    python benchmarks/gpu_check.py --only memory   # measured peak memory of each paper stage vs the memory plan
 
 1. smoke: the whole smoke workflow (snakemake, every job) on the GPU, the DiT and VAE under bf16 autocast;
    checks the exit code and that every ledger row names the GPU.
@@ -12,6 +13,12 @@
    flow/cost.py over the GPU's dense bf16 peak).
 3. generate: a 384p generation with the paper-size model (CFG, 20/20/20 Euler steps for the first latent frame and
    10/10/10 for later ones): pyramid with and without the history KV cache, and the 60-step full sequence.
+4. memory (`--only memory`, also in the default run): for each curriculum stage of the paper profile's `pyramid`
+   experiment at its planned setting, as far as one GPU goes (the memory plan for one process with the profile's
+   micro-batch and activation checkpointing, or the largest micro-batch the plan fits on this GPU), a few
+   training steps as the trainer takes them (fp32 weights, bf16 autocast, fused AdamW, EMA, gradient clipping) at
+   the stage's worst draw: torch.cuda.max_memory_allocated beside the plan's figure (train/plan.py) and their
+   ratio, and the model states actually allocated beside the plan's.
 
 Prints one JSON line per figure (and writes them to --out/gpu_check.jsonl). Runs on the CPU too (--device cpu
 --model smoke) so its code is tested without a GPU; the figures only mean something on a GPU.
@@ -36,6 +43,9 @@ from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.models import build_dit
 from pyramid_repro.train.dit import flow_matching_loss
 from pyramid_repro.train.ledger import read_ledgers
+from pyramid_repro.train.loop import EMA, adamw
+from pyramid_repro.train.plan import (GB, block_lists, checkpointed_count, dit_batch, plan_dit_stage, stage_plan,
+                                      text_dims)
 from pyramid_repro.train.sequences import make_batch
 from pyramid_repro.vae.model import build_vae
 
@@ -233,6 +243,109 @@ def _dit_step_seconds(cfg, stage, device: torch.device, repeats: int) -> float:
     return _seconds_per_call(step, device, repeats) * max(1, stage.batch_size // micro)
 
 
+def enable_checkpointing(model: torch.nn.Module, ratio: float) -> int:
+    """Activation checkpointing as train.activation_checkpointing specifies it (the memory plan's contract): the
+    first round(ratio * n) blocks of each block list run under non-reentrant torch.utils.checkpoint (a block keeps
+    its inputs and recomputes its activations once in backward). Returns the number of blocks wrapped."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    def run(blk, *args, **kwargs):
+        return checkpoint(type(blk).forward, blk, *args, use_reentrant=False, **kwargs)
+
+    n = 0
+    for blocks in block_lists(model):
+        for blk in list(blocks)[:checkpointed_count(len(blocks), ratio)]:
+            blk.forward = functools.partial(run, blk)
+            n += 1
+    return n
+
+
+def memory_steps(model_size: str, device: torch.device, steps: int, sink: list[dict]) -> None:
+    """Peak memory of a few training steps of each paper stage (pyramid experiment) at its planned setting on one
+    process, beside the memory plan's figure (train/plan.py): the check that the plan measures what a step holds."""
+    over = None
+    if model_size == "smoke":  # CPU test of this script: a small model, small frames
+        over = {"model": {"depth": 2, "hidden_size": 64, "num_heads": 2},
+                "train": {"curriculum": [
+                    {"name": "image", "kind": "image", "height": 64, "width": 64, "frames": 1, "steps": 1,
+                     "batch_size": 4, "micro_batch_size": 4},
+                    {"name": "video_highres", "kind": "video", "height": 64, "width": 64, "frames": 17,
+                     "steps": 1, "batch_size": 2, "micro_batch_tokens": 400}]}}
+    cfg = load_config("paper", over, "pyramid")
+    target = "cuda" if device.type == "cuda" else "cpu"
+    memory = float(torch.cuda.get_device_properties(device).total_memory) if device.type == "cuda" else None
+    D, P = text_dims(cfg)
+    for st in cfg.train.curriculum:
+        row = plan_dit_stage(cfg, "pyramid", st, 1, memory, target)
+        plan = stage_plan(cfg, "pyramid", st, 1, target)
+        micro = row.micro_batch if row.fits is not False else (row.max_micro_batch or 0)
+        record = {"check": "memory", "stage": st.name, "device": str(device), "checkpointing": row.checkpointing,
+                  "kernel": row.kernel, "planned_micro_batch": row.micro_batch, "micro_batch": micro,
+                  "tokens": micro * plan.sample_tokens}
+        if micro == 0:
+            emit({**record, "error": f"the plan fits no micro-batch on this device ({row.total_gb} GB at "
+                                     f"{row.micro_batch})"}, sink)
+            continue
+        planned = plan.total(micro, measure=True)
+        planned_states = sum(plan.states().values()) - plan.states()["compute_copies"]
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = build_dit(cfg_without_checkpointing(cfg), D, P).train()
+        enable_checkpointing(model, cfg.train.activation_checkpointing)
+        opt = adamw(model.parameters(), device, lr=1e-4, betas=(0.9, 0.999))
+        ema = EMA(model, cfg.train.ema_decay)
+        b, text, full = dit_batch(cfg, st, micro, plan.draw, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        held = 0
+        try:
+            for _ in range(steps):
+                with autocast(device, cfg.train.precision):
+                    loss = flow_matching_loss(model, b, text, full)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                opt.step()
+                held = _state_bytes(model, opt, ema)  # weights, gradients, AdamW state, EMA
+                opt.zero_grad(set_to_none=True)
+                ema.update(model)
+        except torch.OutOfMemoryError as e:
+            emit({**record, "plan_gb": round(planned / GB, 4), "error": f"out of memory: {str(e)[:200]}"}, sink)
+        else:
+            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+            emit({**record, "plan_gb": round(planned / GB, 4),
+                  "measured_gb": None if peak is None else round(peak / GB, 4),
+                  "ratio": None if peak is None else round(peak / planned, 3),
+                  "plan_states_gb": round(planned_states / GB, 4), "measured_states_gb": round(held / GB, 4)}, sink)
+        del model, opt, ema, b, text
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def cfg_without_checkpointing(cfg):
+    """`cfg` with train.activation_checkpointing 0: this script wraps the blocks itself (enable_checkpointing)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, activation_checkpointing=0.0))
+
+
+def _state_bytes(model: torch.nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> int:
+    """Bytes of the model states a training process holds at its optimizer step: weights, gradients, optimizer
+    state, EMA."""
+    tensors = list(model.parameters()) + [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    tensors += list(ema.state_dict().values())
+    seen, total = set(), 0
+    for t in tensors:
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
 def profile_cost(profile: str, device: torch.device, repeats: int, sink: list[dict]) -> None:
     """Measured seconds per optimizer step of the profile's VAE and of each DiT curriculum stage (the profile's
     batch sizes and precision, random data, pyramid experiment, MiniLM text dimensions) and the training hours
@@ -253,7 +366,8 @@ def profile_cost(profile: str, device: torch.device, repeats: int, sink: list[di
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["smoke", "model", "cost"], help="run one part (default: smoke and model)")
+    ap.add_argument("--only", choices=["smoke", "model", "cost", "memory"],
+                    help="run one part (default: smoke, model and memory)")
     ap.add_argument("--profile", default="small", help="--only cost: the profile whose step times are measured")
     ap.add_argument("--device", default="auto", help="auto | cuda | cpu (default auto)")
     ap.add_argument("--model", default="paper", choices=["paper", "smoke"],
@@ -279,6 +393,8 @@ def main() -> int:
                 emit({"check": "train_step", "config": label, "error": f"out of memory: {str(e)[:200]}"}, sink)
                 torch.cuda.empty_cache()
         generation(args.model, device, args.frames, sink)
+    if args.only in (None, "memory"):
+        memory_steps(args.model, device, min(args.steps, 3), sink)
     if args.only == "cost":
         profile_cost(args.profile, device, args.steps, sink)
     if args.only in (None, "smoke"):

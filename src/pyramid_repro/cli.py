@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("pyramid_repro.commands.compare", "sample, score and compare a new checkpoint with the paper"),
     "study": ("pyramid_repro.commands.study", "the paper's user study: create pairs and rater links, serve, report"),
     "tokens": ("pyramid_repro.commands.tokens", "token arithmetic of the pyramid vs full sequence"),
+    "plan": ("pyramid_repro.commands.plan", "memory per GPU of every training job of a profile, before launch"),
     "launch": ("pyramid_repro.commands.launch",
                "run a training command with data-parallel processes (one or several nodes)"),
 }

@@ -273,6 +273,11 @@ class ComputeConfig:
     # optimizer state (DDP); grads_optimizer = gradients and optimizer state sharded (ZeRO-2); full = weights too
     # (ZeRO-3)
     sharding: Literal["none", "grads_optimizer", "full"] = "none"
+    # memory per device for the memory plan (train/plan.py), in GB (10^9 bytes): 0 = the device's own where known
+    # (a CUDA device's total memory), no check on a CPU. A training job whose plan needs more stops before it
+    # allocates anything, unless memory_check is false (or the command's --ignore-memory-plan)
+    gpu_memory_gb: float = 0.0
+    memory_check: bool = True
 
 
 @dataclass
@@ -447,6 +452,9 @@ def check_consistency(cfg: Config) -> None:
     lo, hi = (p.history_corruption + [0, 0])[:2]
     if len(p.history_corruption) != 2 or not 0 <= lo <= hi < 1:
         errs.append("pyramid.history_corruption must be [low, high] with 0 <= low <= high < 1")
+    if cfg.compute.gpu_memory_gb < 0:
+        errs.append(f"compute.gpu_memory_gb={cfg.compute.gpu_memory_gb}: memory per device in GB, 0 = the "
+                    "device's own")
     if not 0.0 <= cfg.train.activation_checkpointing <= 1.0:
         errs.append(f"train.activation_checkpointing={cfg.train.activation_checkpointing}: the share of blocks "
                     "to checkpoint must lie in [0, 1]")

@@ -351,6 +351,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     encoder = build_text_encoder(cfg, dev)
     data = StageData.load(cfg, stage_name, encoder, dev)
     model = _initial_model(cfg, experiment, idx, encoder)
+    del encoder  # frozen; only the caption embeddings are needed from here (the paper's T5-XXL is 19 GB in fp32)
     opt = adamw(model.parameters(), dev, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
     sched_lr = lr_scheduler(opt, tc.warmup_steps)
     models, opts = job.prepare({"model": model}, {"optimizer": opt})

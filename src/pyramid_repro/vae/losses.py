@@ -48,15 +48,19 @@ class LPIPS(nn.Module):
 
     LAYERS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path | None):
+        """`path`: the weights file; None builds the network without weights (the memory plan, on meta)."""
         super().__init__()
         from torchvision.models import vgg16
 
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"vae.loss.lpips_path={str(path)!r}: file not found. LPIPS needs local VGG16/LPIPS "
-                              "weights (never downloaded); set vae.loss.lpips_weight=0 to train without it")
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state: dict[str, torch.Tensor] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"vae.loss.lpips_path={str(path)!r}: file not found. LPIPS needs local "
+                                  "VGG16/LPIPS weights (never downloaded); set vae.loss.lpips_weight=0 to train "
+                                  "without it")
+            state = torch.load(p, map_location="cpu", weights_only=True)
         self.vgg = vgg16(weights=None).features[: self.LAYERS[-1] + 1].eval()
         self.vgg.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
                                   if k.startswith("features.")}, strict=False)
