@@ -13,14 +13,23 @@ once per stage) and, where `kv_cache_exact` is True, `encode_context(...)` (the 
 
 A new model is a subclass in its own file, listed in `registry.DIT_CLASSES` so that `models.load_dit` finds it by
 its config's `_class_name`.
+
+Activation checkpointing (`train.activation_checkpointing`, a training-time setting the trainer switches on with
+`set_activation_checkpointing`; not saved in config.json): the first `checkpointed_blocks(n, ratio)` blocks of each
+of the model's block lists (`block_lists`) run under non-reentrant `torch.utils.checkpoint`, so their activations
+are recomputed in backward instead of kept. The same arithmetic, so the same loss and gradients
+(tests/test_activation_checkpointing.py). `checkpointed_blocks` is the one rule, shared with the memory plan.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
@@ -28,8 +37,21 @@ from diffusers.models.modeling_utils import ModelMixin
 from pyramid_repro.models.attention import DEFAULT_KERNEL
 
 
+def checkpointed_blocks(n_blocks: int, ratio: float) -> int:
+    """How many of a block list's `n_blocks` transformer blocks activation checkpointing recomputes at `ratio` (the
+    share of blocks, train.activation_checkpointing): the first round(ratio * n_blocks), rounded half up (0.75 of
+    24 blocks: 18; 0.5 of 3: 2). The rule of the models (DiTModel.run_block) and of the memory plan."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"activation checkpointing ratio {ratio}: the share of blocks must lie in [0, 1]")
+    return min(n_blocks, math.floor(ratio * n_blocks + 0.5))
+
+
 class DiTModel(ModelMixin, ConfigMixin):
     """Base of the suite's velocity models (see the module docstring for the contract)."""
+
+    #: share of each block list's blocks run under activation checkpointing (module docstring); a training-time
+    #: setting (`set_activation_checkpointing`), not part of the saved config
+    activation_checkpointing: float = 0.0
 
     #: config.json keys an earlier version of the class wrote and that configure nothing now; dropped when a
     #: checkpoint is loaded, so that folders written before the key went away load as they did (and silently)
@@ -45,6 +67,24 @@ class DiTModel(ModelMixin, ConfigMixin):
         """Whether the history KV cache (`encode_context`, then forward with `context=`) gives this model's own
         result to float tolerance. False unless a model says otherwise."""
         return False
+
+    def block_lists(self) -> list[nn.ModuleList]:
+        """The model's lists of transformer blocks (what activation checkpointing and sharding act on, one list
+        at a time): `blocks` by default; a model with more (miniFLUX's single-stream blocks) lists them all."""
+        return [self.blocks]
+
+    def set_activation_checkpointing(self, ratio: float) -> None:
+        """Checkpoint the first `checkpointed_blocks(len(list), ratio)` blocks of each block list (0 = off)."""
+        checkpointed_blocks(0, ratio)  # the range check
+        self.activation_checkpointing = float(ratio)
+
+    def run_block(self, block: nn.Module, index: int, n_blocks: int, *args):
+        """`block(*args)`, the `index`-th of a list of `n_blocks`: under non-reentrant activation checkpointing
+        when it is among the list's checkpointed blocks and autograd records (training); plainly otherwise."""
+        ratio = self.activation_checkpointing
+        if ratio and torch.is_grad_enabled() and index < checkpointed_blocks(n_blocks, ratio):
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     @classmethod
     def check_legacy_config(cls, config: dict) -> None:

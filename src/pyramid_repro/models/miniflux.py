@@ -135,6 +135,10 @@ class MiniFluxDiT(DiTModel):
     def causal(self) -> bool:
         return True
 
+    def block_lists(self) -> list[nn.ModuleList]:
+        """The double-stream blocks, then the single-stream ones."""
+        return [self.blocks, self.single_blocks]
+
     def _conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         p = self.pooled_emb(pooled)
         return self.time_emb(self.time_proj(timestep).to(p.dtype)) + p
@@ -180,11 +184,12 @@ class MiniFluxDiT(DiTModel):
                         dim=1)
         txt = self.text_proj(tokens)
         c = self._conditioning(timestep, pooled)
-        for blk in self.blocks:
-            txt, vid = blk(txt, vid, c, c, 0, mask, (cos, sin))
+        # the first blocks of each list under activation checkpointing (DiTModel.run_block)
+        for i, blk in enumerate(self.blocks):
+            txt, vid = self.run_block(blk, i, len(self.blocks), txt, vid, c, c, 0, mask, (cos, sin))
         x = torch.cat([txt, vid], dim=1)
-        for blk in self.single_blocks:
-            x = blk(x, c, L, mask, (cos, sin))
+        for i, blk in enumerate(self.single_blocks):
+            x = self.run_block(blk, i, len(self.single_blocks), x, c, L, mask, (cos, sin))
         n_cur = T * cur_grid[0] * cur_grid[1]
         vid = x[:, x.shape[1] - n_cur:]
         scale, shift = self.final_ada(c).chunk(2, dim=1)

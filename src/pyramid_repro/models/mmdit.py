@@ -320,9 +320,9 @@ class MMDiT(DiTModel):
             vid = torch.cat(parts + [cur], dim=1)
             txt = self.text_proj(tokens)
             n_hist = plan.n_hist
-            for blk in self.blocks:
-                txt, vid = blk(txt, vid, c_ctx, c_cur, n_hist, plan.mask,
-                               (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype)))
+            rope = (cos.to(dev, txt.dtype), sin.to(dev, txt.dtype))
+            for i, blk in enumerate(self.blocks):  # the first blocks under activation checkpointing (DiTModel)
+                txt, vid = self.run_block(blk, i, len(self.blocks), txt, vid, c_ctx, c_cur, n_hist, plan.mask, rope)
             vid = vid[:, n_hist:]
         else:
             self._check_cache()

@@ -95,10 +95,11 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module | dict[str, 
 
 def load_checkpoint(path: Path, model: torch.nn.Module | dict[str, torch.nn.Module],
                     optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer] | None = None,
-                    restore_rng: bool = True) -> dict[str, Any]:
-    """Restore models/optimizers in place from `path`; returns {"step", "extra"}."""
+                    restore_rng: bool = True, mmap: bool = False) -> dict[str, Any]:
+    """Restore models/optimizers in place from `path`; returns {"step", "extra"}. `mmap`: map the file instead of
+    reading it (every process of a sharded job reads the whole file: mapped, they share one copy in memory)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - name the file in the error
         raise RuntimeError(f"checkpoint {path} cannot be read ({e}); delete it to resume from an older one") from e
     models = model if isinstance(model, dict) else {"model": model}

@@ -48,6 +48,10 @@ FID_JOB_ONLY: tuple[tuple[str, ...], ...] = (("train", "fid_guidance"),)
 # runtime choices that compute the same training: not part of a stage's checkpoint fingerprint either (the attention
 # kernel: models/attention.py)
 RUNTIME_ONLY: tuple[tuple[str, ...], ...] = (("model", "attention_kernel"),)
+# settings that change what a training step keeps in memory, not what it computes (activation checkpointing:
+# the same loss and gradients): toggling them resumes a stage's checkpoints. (compute.sharding is outside
+# DIT_SECTIONS, and a checkpoint holds full state dicts whatever the sharding: train/sharding.py)
+MEMORY_ONLY: tuple[tuple[str, ...], ...] = (("train", "activation_checkpointing"),)
 
 
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
@@ -129,7 +133,7 @@ def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
     """Hash of the settings a stage's training reads (an image stage ignores IMAGE_STAGE_UNUSED), so the
     experiments that share an image stage agree on its checkpoints."""
     return cfg.config_hash(DIT_SECTIONS, (IMAGE_STAGE_UNUSED if stage.kind == "image" else ()) + FID_JOB_ONLY
-                           + cfg.run_keys_to_drop() + RUNTIME_ONLY)
+                           + cfg.run_keys_to_drop() + RUNTIME_ONLY + MEMORY_ONLY)
 
 
 @dataclass
@@ -314,8 +318,11 @@ class StageLoop(TrainLoop):
         return None
 
     def stepped(self, done: int) -> None:
-        if self.job.main and done in self.fid_steps:
-            self.snapshots.save(self.job.unwrap(self.model), self.ema, done, self.stats, time.time() - self.t_start)
+        if done in self.fid_steps:
+            weights = self.ema.state_dict()  # every process: sharded, the EMA is gathered to the main process
+            if self.job.main:
+                with self.job.holding(self.model, weights) as model:
+                    self.snapshots.save(model, done, self.stats, time.time() - self.t_start)
 
     def work(self) -> dict:
         return {k: self.stats[k] - self.job0[k] for k in ("samples", "tokens", "flops")}
@@ -344,7 +351,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     job = TrainingJob(config_device(cfg), tc.precision, out / "checkpoints", stage_fingerprint(cfg, st),
-                      unused_parameters=True)
+                      unused_parameters=True, sharding=cfg.compute.sharding)
     dev = job.device
 
     # 2. data, model, optimizer, EMA, on the device
@@ -352,6 +359,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     data = StageData.load(cfg, stage_name, encoder, dev)
     model = _initial_model(cfg, experiment, idx, encoder)
     del encoder  # frozen; only the caption embeddings are needed from here (the paper's T5-XXL is 19 GB in fp32)
+    model.set_activation_checkpointing(tc.activation_checkpointing)  # the first blocks recompute in backward
     opt = adamw(model.parameters(), dev, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
     sched_lr = lr_scheduler(opt, tc.warmup_steps)
     models, opts = job.prepare({"model": model}, {"optimizer": opt})
@@ -421,20 +429,16 @@ class FidSnapshots:
                 "tokens_seen": prev["tokens"] + stats["tokens"], "flops": prev["flops"] + stats["flops"],
                 "device_hours": prev["device_hours"] + seconds / 3600.0, "latent_size": self.latent_size}
 
-    def save(self, model: torch.nn.Module, ema, step: int, stats: dict, seconds: float) -> Path:
-        """Save `ema`'s weights (through `model`, whose own weights are restored) as the snapshot of `step`."""
+    def save(self, model: torch.nn.Module, step: int, stats: dict, seconds: float) -> Path:
+        """Save `model` (an unsharded module holding the EMA weights: TrainingJob.holding) as the snapshot of
+        `step`."""
         info = self.info(step, stats, seconds)
         dest = snapshot_dir(self.folder, info["step"])
         if (dest / SNAPSHOT_INFO).is_file():
             return dest
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{dest.name}-"))
-        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(ema.state_dict())
-        try:
-            model.save_pretrained(tmp)
-        finally:
-            model.load_state_dict(live)
+        model.save_pretrained(tmp)
         write_json(tmp / SNAPSHOT_INFO, info)
         shutil.rmtree(dest, ignore_errors=True)  # an incomplete one (no SNAPSHOT_INFO) of a killed job
         os.replace(tmp, dest)

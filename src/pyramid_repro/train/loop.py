@@ -24,6 +24,11 @@ micro-batches, so the update is the mean over the global batch whatever the proc
 micro_batch_size the micro-batches (and so the loss trace) are the same for any process count; with 0 each process
 takes one micro-batch of batch_size / processes samples. Only the main process
 writes checkpoints, logs, ledger rows and FID points; counts in the ledger are summed across processes once.
+
+Sharded data parallel (`compute.sharding`, the DiT trainer; train/sharding.py): instead of DDP the model is
+sharded with FSDP2 over the processes, the optimizer and the EMA hold only this process's shards, and gradients are
+reduce-scattered after every micro-batch. Checkpoints still hold full state dicts (gathered to the main process),
+so a job resumes on any number of processes, sharded or not, and final/ is still one save_pretrained folder.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ from pyramid_repro.layout import Layout
 from pyramid_repro.train.checkpoint import latest_checkpoint, load_checkpoint, resume_point, save_checkpoint
 from pyramid_repro.train.curves import Curves
 from pyramid_repro.train.ledger import LedgerRecorder
+from pyramid_repro.train.sharding import (full_model_state, full_optimizer_state, full_tensors, is_sharded,
+                                          load_model_state, load_optimizer_state, local, plain_copy, remap_optimizer,
+                                          shard_like, shard_model)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -108,7 +116,8 @@ def micro_batch_generator(step_key: int, micro_batch: int, device: torch.device 
 
 
 class EMA:
-    """Exponential moving average of a model's state dict (kept on the model's device, in its dtypes)."""
+    """Exponential moving average of a model's state dict (kept on the model's device, in its dtypes). Of a sharded
+    model (train/sharding.py) it is sharded like the weights: each process averages its own shards."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
@@ -119,29 +128,59 @@ class EMA:
         """shadow <- decay * shadow + (1 - decay) * weights, for all tensors in two multi-tensor calls (one call
         per tensor and op was a tenth of a tiny CPU training step)."""
         state = model.state_dict()
-        shadow = list(self.shadow.values())
-        current = [state[k].detach().to(v.dtype) for k, v in self.shadow.items()]
+        shadow = [local(v) for v in self.shadow.values()]
+        current = [local(state[k].detach().to(v.dtype)) for k, v in self.shadow.items()]
         torch._foreach_mul_(shadow, self.decay)
         torch._foreach_add_(shadow, current, alpha=1 - self.decay)
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore from a checkpoint's copy (stored on the CPU) onto the shadow's device."""
-        self.shadow = {k: v.to(self.shadow[k].device) for k, v in state.items()}
+        """Restore from a checkpoint's copy (full tensors on the CPU) onto the shadow's device (this process's
+        shards when sharded)."""
+        self.shadow = {k: shard_like(v, self.shadow[k]) for k, v in state.items()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.shadow
+        """The EMA weights: the shadow itself, or when sharded its full tensors gathered to the main process's
+        CPU ({} on the others; then every process must call it)."""
+        if not any(is_sharded(v) for v in self.shadow.values()):
+            return self.shadow
+        main = torch.distributed.get_rank() == 0
+        full = full_tensors(self.shadow, main)
+        return full if main else {}
+
+
+class _FullState:
+    """A sharded model or optimizer as train/checkpoint.py sees it: `state_dict()` gives the full state gathered
+    beforehand, `load_state_dict(full)` shards a full state into it."""
+
+    def __init__(self, state: dict | None = None, load: Callable[[dict], None] | None = None):
+        self._state, self._load = state, load
+
+    def state_dict(self) -> dict:
+        return self._state
+
+    def load_state_dict(self, full: dict) -> None:
+        self._load(full)
 
 
 class TrainingJob:
     """One training job's accelerator, process share and checkpoints (see the module docstring)."""
 
     def __init__(self, device: torch.device | str, precision: str, checkpoints: Path, fingerprint: str,
-                 unused_parameters: bool = False):
+                 unused_parameters: bool = False, sharding: str = "none"):
         self.accelerator = make_accelerator(device, precision, unused_parameters)
         self.device = self.accelerator.device
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.main = self.accelerator.is_main_process
         self.checkpoints, self.fingerprint = Path(checkpoints), fingerprint
+        # compute.sharding (train/sharding.py); one process has nothing to shard over
+        self.sharding = sharding if self.world > 1 else "none"
+        if sharding != "none" and self.world == 1:
+            print(f"compute.sharding={sharding}: one process holds all the state; training unsharded")
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the models are sharded over the processes (FSDP2) rather than replicated (DDP)."""
+        return self.sharding != "none"
 
     # -- data parallel -----------------------------------------------------------------------------------------
     def micro_batch_size(self, batch_size: int, micro_batch_size: int, where: str) -> int:
@@ -166,15 +205,26 @@ class TrainingJob:
     def prepare(self, models: dict[str, torch.nn.Module],
                 optimizers: dict[str, Any]) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
         """The models and optimizers wrapped by accelerate (device placement, DDP), in one prepare call, under the
-        same names."""
+        same names. Sharded: the models are sharded in place (train/sharding.py) and the optimizers pointed at
+        their sharded parameters, then only the optimizers go through accelerate."""
+        if self.sharded:
+            for model in models.values():
+                before = dict(model.named_parameters())
+                shard_model(model, self.world, self.device, self.sharding, self.accelerator.mixed_precision == "bf16")
+                for opt in optimizers.values():
+                    remap_optimizer(opt, before, dict(model.named_parameters()))
+            prepared = self.accelerator.prepare(*optimizers.values())
+            prepared = (prepared,) if len(optimizers) == 1 else prepared
+            return dict(models), dict(zip(optimizers, prepared))
         prepared = self.accelerator.prepare(*models.values(), *optimizers.values())
         if len(models) + len(optimizers) == 1:
             prepared = (prepared,)
         return dict(zip(models, prepared[:len(models)])), dict(zip(optimizers, prepared[len(models):]))
 
     def accumulate(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        """No gradient all-reduce on the micro-batches before the last one of a step (DDP no_sync)."""
-        return contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+        """No gradient all-reduce on the micro-batches before the last one of a step (DDP no_sync). Sharded, every
+        micro-batch's gradients are reduce-scattered (accumulating them unsharded would cost ZeRO-2's saving)."""
+        return contextlib.nullcontext() if last or self.sharded else self.accelerator.no_sync(model)
 
     def sum_over_processes(self, values: list[float]) -> list[float]:
         """Element-wise sum of `values` over every process (unchanged with one process)."""
@@ -185,6 +235,33 @@ class TrainingJob:
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)
+
+    def full_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The model's full state dict: gathered to the main process's CPU when sharded (every process calls it;
+        {} on the others), else the unwrapped model's own."""
+        return full_model_state(model, self.main) if self.sharded else self.unwrap(model).state_dict()
+
+    def with_weights(self, model: torch.nn.Module, weights: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+        """Main process: an unsharded module holding `weights` (None: the model's own, unsharded only) for
+        save_pretrained: the unwrapped model itself with them loaded, or when sharded a plain copy."""
+        if self.sharded:
+            return plain_copy(model, weights)
+        final = self.unwrap(model)
+        if weights is not None:
+            final.load_state_dict(weights)
+        return final
+
+    @contextlib.contextmanager
+    def holding(self, model: torch.nn.Module, weights: dict[str, torch.Tensor]):
+        """Main process: `with_weights` for a moment; the live model gets its own weights back afterwards."""
+        if self.sharded:
+            yield plain_copy(model, weights)
+            return
+        live = {k: v.detach().clone() for k, v in self.unwrap(model).state_dict().items()}
+        try:
+            yield self.with_weights(model, weights)
+        finally:
+            self.unwrap(model).load_state_dict(live)
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def resume(self, models: dict[str, torch.nn.Module], optimizers: dict[str, Any]) -> dict | None:
@@ -197,16 +274,25 @@ class TrainingJob:
         ck = latest_checkpoint(self.checkpoints)
         if ck is None:
             return None
-        state = load_checkpoint(ck, models, optimizers)
+        if self.sharded:  # the checkpoint's full states, each process keeping its shards
+            models = {k: _FullState(load=lambda full, m=m: load_model_state(m, full)) for k, m in models.items()}
+            optimizers = {k: _FullState(load=lambda full, o=o: load_optimizer_state(o, full))
+                          for k, o in optimizers.items()}
+        state = load_checkpoint(ck, models, optimizers, mmap=self.sharded)
         state["path"] = ck
         return state
 
     def save(self, step: int, models: dict[str, torch.nn.Module], optimizers: dict[str, Any],
              extra: dict[str, Any]) -> None:
-        """Checkpoint (main process only; models unwrapped, tensors on the CPU)."""
+        """Checkpoint (main process only; models unwrapped, tensors on the CPU). Sharded, every process calls it:
+        the full model and optimizer states are gathered to the main process first (the same file as unsharded)."""
+        if self.sharded:
+            models = {k: _FullState(full_model_state(m, self.main)) for k, m in models.items()}
+            optimizers = {k: _FullState(full_optimizer_state(o, self.main)) for k, o in optimizers.items()}
+        else:
+            models = {k: self.unwrap(m) for k, m in models.items()}
         if self.main:
-            save_checkpoint(self.checkpoints, step, {k: self.unwrap(m) for k, m in models.items()}, optimizers,
-                            extra=_to_cpu(extra))
+            save_checkpoint(self.checkpoints, step, models, optimizers, extra=_to_cpu(extra))
 
 
 class TrainLoop:
@@ -281,6 +367,13 @@ class TrainLoop:
         """Main process, end of the schedule: after final/ holds `final` (the unwrapped model with the EMA
         weights, in eval mode) and its train_config.yaml."""
 
+    def final_weights(self) -> dict[str, torch.Tensor] | None:
+        """What final/ holds: the EMA weights, or the model's own (None: unsharded, the model holds them). Every
+        process calls it (sharded, the weights are gathered to the main process)."""
+        if self.ema is not None:
+            return self.ema.state_dict()
+        return self.job.full_state(self.model) if self.job.sharded else None
+
     # -- the loop ----------------------------------------------------------------------------------------------
     def resume(self) -> None:
         job = self.job
@@ -337,15 +430,14 @@ class TrainLoop:
                               "lr": self.lr.state_dict()})
             curves.close()
             ledger.update(steps=self.stop - self.step0, **self.work())
+        weights = self.final_weights() if self.stop >= self.steps else None  # every process (sharded: a gather)
         job.accelerator.wait_for_everyone()
         if not job.main:
             return
         write_trace(self.out / "train_log.csv", self.trace_rows())
         if self.stop < self.steps:
             return
-        final = job.unwrap(self.model)
-        if self.ema is not None:
-            final.load_state_dict(self.ema.state_dict())
+        final = job.with_weights(self.model, weights)
         final.eval()
         final.save_pretrained(self.out / "final")
         save_config(self.cfg, self.out / "final" / "train_config.yaml")

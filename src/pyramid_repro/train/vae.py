@@ -114,6 +114,9 @@ def train_vae(cfg: Config, out: Path | None = None, max_steps: int | None = None
     out = out or cfg.layout.vae()
     out.mkdir(parents=True, exist_ok=True)
     job = TrainingJob(config_device(cfg), tc.precision, out / "checkpoints", cfg.config_hash(VAE_SECTIONS))
+    if cfg.compute.sharding != "none" and job.main:
+        print(f"compute.sharding={cfg.compute.sharding} shards the DiT stages; the VAE (a small model) trains "
+              "data-parallel with DDP, every process holding all of its weights")
     dev = job.device
     micro = job.micro_batch_size(tc.batch_size, tc.micro_batch_size, "vae.train")
     mine = job.my_micro_batches(max(1, tc.batch_size // micro), "vae.train")
