@@ -79,8 +79,10 @@ def test_states_bytes_per_parameter_and_sharding():
                     "ddp_buckets": 0, "gathered_block": 0}
     assert states(P, block, 4, "none", bf16=False)["ddp_buckets"] == 4000  # DDP's own gradient buckets
     z2 = states(P, block, 4, "grads_optimizer", bf16=True)
-    assert (z2["weights"], z2["grads"], z2["optimizer"], z2["ema"], z2["compute_copies"]) == (4000, 1000, 2000,
-                                                                                             1000, 2000)
+    # FSDP2 shards the fp32 weights in both modes; ZeRO-2 holds every block's gathered bf16 weights until backward
+    assert (z2["weights"], z2["grads"], z2["optimizer"], z2["ema"], z2["compute_copies"], z2["gathered_block"]) == (
+        1000, 1000, 2000, 1000, 0, 2000)
+    assert states(P, block, 4, "grads_optimizer", bf16=False)["gathered_block"] == 4000  # fp32 on the CPU
     z3 = states(P, block, 4, "full", bf16=True)
     assert (z3["weights"], z3["grads"], z3["compute_copies"], z3["gathered_block"]) == (1000, 1000, 0, 200)
 

@@ -50,6 +50,7 @@ from pyramid_repro.experiments import selected_experiments, training_experiments
 from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.generation.generate import TextCondition
 from pyramid_repro.models import build_dit
+from pyramid_repro.models.base import checkpointed_blocks
 from pyramid_repro.models.attention import resolve_kernel
 from pyramid_repro.models.text import MiniLMEncoder
 from pyramid_repro.train.dit import flow_matching_loss, packed_size
@@ -93,10 +94,13 @@ def states(params: int, block_params: int, processes: int, sharding: str, bf16: 
     """Bytes per process of the model states of `params` trained parameters (largest block: `block_params`)
     over `processes` processes under `sharding` (compute.sharding):
 
-    * none: weights, gradients, optimizer state and EMA replicated (plus DDP's gradient buckets when processes > 1);
-    * grads_optimizer (ZeRO-2): gradients, optimizer state and EMA divided among the processes, weights whole;
+    * none: weights, gradients, optimizer state and EMA replicated (plus DDP's gradient buckets when processes > 1,
+      and autocast's bf16 copies of the weights);
+    * grads_optimizer (ZeRO-2, FSDP2 without resharding after forward; train/sharding.py): the fp32 weights,
+      gradients, optimizer state and EMA divided among the processes, and every block's gathered weights (in the
+      compute dtype) held from its forward to its backward: the whole model, unsharded, at the start of backward;
     * full (ZeRO-3): all of them divided, plus one block's unsharded weights gathered at a time (in the compute
-      dtype) instead of whole bf16 copies.
+      dtype).
 
     `extra_trained`: parameters of a second trained network without EMA (the VAE's discriminator), replicated;
     `frozen`: fp32 parameters that are not trained (the VAE's LPIPS network)."""
@@ -104,16 +108,19 @@ def states(params: int, block_params: int, processes: int, sharding: str, bf16: 
         raise ConfigError(f"compute.sharding={sharding!r}; expected one of {', '.join(SHARDINGS)}")
     n = max(1, processes)
     b = BYTES
-    split = {"none": (1, 1), "grads_optimizer": (1, n), "full": (n, n)}[sharding]  # (weights, the rest)
+    split = {"none": (1, 1), "grads_optimizer": (n, n), "full": (n, n)}[sharding]  # (weights, the rest)
     out = {"weights": b.weights * params / split[0],
            "grads": b.grads * params / split[1],
            "optimizer": b.optimizer * params / split[1],
            "ema": b.ema * params / split[1] if ema else 0.0,
            "compute_copies": 0.0, "ddp_buckets": 0.0, "gathered_block": 0.0}
-    if bf16:
-        out["compute_copies"] = b.compute_copy * (params if sharding != "full" else 0)
+    gathered = b.compute_copy if bf16 else b.weights  # bytes per parameter of FSDP's unsharded weights
+    if bf16 and sharding == "none":
+        out["compute_copies"] = b.compute_copy * params
+    if sharding == "grads_optimizer":
+        out["gathered_block"] = gathered * params
     if sharding == "full":
-        out["gathered_block"] = (b.compute_copy if bf16 else b.weights) * block_params
+        out["gathered_block"] = gathered * block_params
     if sharding == "none" and n > 1:
         out["ddp_buckets"] = b.ddp_buckets * params
     # a discriminator (weights, gradients, AdamW) and frozen networks: small, replicated, bf16 copies included
@@ -144,9 +151,9 @@ def block_lists(model: torch.nn.Module) -> list[torch.nn.ModuleList]:
 
 
 def checkpointed_count(blocks: int, ratio: float) -> int:
-    """How many of a list's `blocks` are checkpointed at `ratio` (train.activation_checkpointing): the first
-    round(ratio * blocks)."""
-    return min(blocks, max(0, round(ratio * blocks)))
+    """How many of a list's `blocks` are checkpointed at `ratio` (train.activation_checkpointing): the models'
+    rule, `models.base.checkpointed_blocks`."""
+    return checkpointed_blocks(blocks, ratio)
 
 
 def _tensors(obj: Any):
