@@ -144,10 +144,10 @@ def storage_key(t: torch.Tensor) -> int:
 
 
 def block_lists(model: torch.nn.Module) -> list[torch.nn.ModuleList]:
-    """The transformer block lists of a DiT, in forward order: `blocks` (MM-DiT; miniFLUX's double-stream blocks)
-    and `single_blocks` (miniFLUX's single-stream blocks) where the model has them."""
-    return [getattr(model, name) for name in ("blocks", "single_blocks")
-            if isinstance(getattr(model, name, None), torch.nn.ModuleList)]
+    """The transformer block lists of a DiT, in forward order (`DiTModel.block_lists`: what activation
+    checkpointing and sharding act on); none for a model without them (the VAE)."""
+    lists = getattr(model, "block_lists", None)
+    return list(lists()) if callable(lists) else []
 
 
 def checkpointed_count(blocks: int, ratio: float) -> int:
