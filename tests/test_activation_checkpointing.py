@@ -127,3 +127,14 @@ def test_stage_fingerprint_ignores_checkpointing_and_sharding():
     assert stage_fingerprint(other, other.train.curriculum[0]) == stage_fingerprint(cfg, st)
     changed = load_config("tiny", overrides={"train": {"lr": 0.5}})
     assert stage_fingerprint(changed, changed.train.curriculum[0]) != stage_fingerprint(cfg, st)
+
+
+def test_measured_hash_ignores_the_settings_that_compute_the_same():
+    """Switching the attention kernel or activation checkpointing leaves a run's metrics current (provenance)."""
+    from pyramid_repro.config import load_config
+    from pyramid_repro.provenance import measured_hash
+
+    base = load_config("smoke")
+    for over in ({"model": {"attention_kernel": "sdpa"}}, {"train": {"activation_checkpointing": 0.5}}):
+        assert measured_hash(load_config("smoke", over)) == measured_hash(base)
+    assert measured_hash(load_config("smoke", {"train": {"lr": 3e-4}})) != measured_hash(base)

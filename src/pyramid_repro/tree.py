@@ -30,6 +30,12 @@ from pyramid_repro.layout import Layout
 # `$schema`); :func:`pyramid_repro.config._schema_check` uses the same draft.
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
+# settings that change how a step is computed or what it keeps in memory, not what it computes: the attention
+# kernel (models/attention.py: the same attention) and activation checkpointing (the same loss and gradients). No
+# hash of what a run trained or measured includes them, so switching one resumes a stage's checkpoints and leaves
+# its metrics current (compute.sharding is outside the hashed sections anyway)
+COMPUTES_THE_SAME: tuple[tuple[str, ...], ...] = (("model", "attention_kernel"), ("train", "activation_checkpointing"))
+
 # ---------------------------------------------------------------------------------------------
 # The tree. Defaults are the paper's values wherever the paper gives one (docs/method.md §1-§5).
 # ---------------------------------------------------------------------------------------------
@@ -319,11 +325,13 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def run_keys_to_drop(self) -> tuple[tuple[str, ...], ...]:
-        """The train.seeds / train.run keys a hash of what was trained or measured leaves out: train.seeds always
+        """The keys a hash of what was trained or measured leaves out (the checkpoint fingerprint,
+        provenance.measured_hash): the settings that compute the same thing (COMPUTES_THE_SAME), and train.seeds always
         (how many runs there are is nothing one run computes), train.run for run 0, so a one-seed run and run 0 of a
         multi-seed run hash as runs did before the keys existed (checkpoints resume, metrics are not stale); run
         k >= 1 keeps it (its own training seed)."""
-        return (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ())
+        return (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ()) + COMPUTES_THE_SAME
+
 
     @property
     def training_seed(self) -> int:

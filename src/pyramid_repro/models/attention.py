@@ -17,7 +17,7 @@ the CPU, where FlexAttention runs uncompiled and forward only (PyTorch has no CP
 The kernel is the config's `model.attention_kernel`, applied by whatever builds or loads a DiT for a config
 (`dit.build_dit`, `registry.load_dit(..., kernel=)`, eval/release.py `load_release(..., kernel=)`) through
 `set_kernel`. It is a runtime choice: not saved in a checkpoint's config.json (a folder loads the same whichever
-kernel wrote it) and not part of a stage's checkpoint fingerprint (train/dit.py `RUNTIME_ONLY`).
+kernel wrote it) and not part of a stage's checkpoint fingerprint (tree.py `COMPUTES_THE_SAME`).
 """
 
 from __future__ import annotations

@@ -45,13 +45,6 @@ FID_COLUMNS = ["step", "samples_seen", "tokens_seen", "flops", "device_hours", "
 SNAPSHOT_INFO = "fid_point.json"  # beside the EMA weights of a FID snapshot: what its fid.csv row needs
 # settings that only the FID-point job reads: not part of a stage's checkpoint fingerprint
 FID_JOB_ONLY: tuple[tuple[str, ...], ...] = (("train", "fid_guidance"),)
-# runtime choices that compute the same training: not part of a stage's checkpoint fingerprint either (the attention
-# kernel: models/attention.py)
-RUNTIME_ONLY: tuple[tuple[str, ...], ...] = (("model", "attention_kernel"),)
-# settings that change what a training step keeps in memory, not what it computes (activation checkpointing:
-# the same loss and gradients): toggling them resumes a stage's checkpoints. (compute.sharding is outside
-# DIT_SECTIONS, and a checkpoint holds full state dicts whatever the sharding: train/sharding.py)
-MEMORY_ONLY: tuple[tuple[str, ...], ...] = (("train", "activation_checkpointing"),)
 
 
 def owned_stage_dir(cfg: Config, experiment: str, stage: CurriculumStage) -> Path:
@@ -133,7 +126,7 @@ def stage_fingerprint(cfg: Config, stage: CurriculumStage) -> str:
     """Hash of the settings a stage's training reads (an image stage ignores IMAGE_STAGE_UNUSED), so the
     experiments that share an image stage agree on its checkpoints."""
     return cfg.config_hash(DIT_SECTIONS, (IMAGE_STAGE_UNUSED if stage.kind == "image" else ()) + FID_JOB_ONLY
-                           + cfg.run_keys_to_drop() + RUNTIME_ONLY + MEMORY_ONLY)
+                           + cfg.run_keys_to_drop())
 
 
 @dataclass
