@@ -83,6 +83,7 @@ def test_states_bytes_per_parameter_and_sharding():
     assert (z2["weights"], z2["grads"], z2["optimizer"], z2["ema"], z2["compute_copies"], z2["gathered_block"]) == (
         1000, 1000, 2000, 1000, 0, 2000)
     assert states(P, block, 4, "grads_optimizer", bf16=False)["gathered_block"] == 4000  # fp32 on the CPU
+    assert states(P, block, 1, "full", bf16=True) == none  # one process is not sharded
     z3 = states(P, block, 4, "full", bf16=True)
     assert (z3["weights"], z3["grads"], z3["compute_copies"], z3["gathered_block"]) == (1000, 1000, 0, 200)
 

@@ -107,6 +107,8 @@ def states(params: int, block_params: int, processes: int, sharding: str, bf16: 
     if sharding not in SHARDINGS:
         raise ConfigError(f"compute.sharding={sharding!r}; expected one of {', '.join(SHARDINGS)}")
     n = max(1, processes)
+    if n == 1:
+        sharding = "none"  # one process is not sharded (train/sharding.py applies FSDP2 from two processes on)
     b = BYTES
     split = {"none": (1, 1), "grads_optimizer": (n, n), "full": (n, n)}[sharding]  # (weights, the rest)
     out = {"weights": b.weights * params / split[0],
