@@ -157,7 +157,7 @@ def test_shared_image_stage_owner_and_plan():
 
 
 def test_experiments_that_resolve_to_one_configuration_are_named_when_a_run_is_planned(monkeypatch):
-    """#37: an ablation whose override is already the profile's default (uniform stage weights on tiny) would be
+    """An ablation whose override is already the profile's default (uniform stage weights on tiny) would be
     trained again and compared as if it differed: planning the run names both experiments and the profile (a
     warning: on another profile the same entry is an arm of its own); the registry itself has no such pair."""
     from pyramid_repro import experiments as ex

@@ -141,7 +141,7 @@ def _brightness(videos, prompts, cfg, video_dir):
 
 
 def test_a_backend_that_is_neither_vbench_like_nor_an_fid_is_seen_in_the_reports(tmp_path, monkeypatch):
-    """#37: a backend registered as docs/howto.md §2 says, with a per-video statistic only, is shown in the
+    """A backend registered as docs/howto.md §2 says, with a per-video statistic only, is shown in the
     ablations report with its interval and its paired difference to pyramid; Tables 1 and 5 give it no empty row
     or column and say where it is."""
     from pyramid_repro import backend_specs
