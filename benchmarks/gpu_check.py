@@ -44,8 +44,7 @@ from pyramid_repro.models import build_dit
 from pyramid_repro.train.dit import flow_matching_loss
 from pyramid_repro.train.ledger import read_ledgers
 from pyramid_repro.train.loop import EMA, adamw
-from pyramid_repro.train.plan import (GB, block_lists, checkpointed_count, dit_batch, plan_dit_stage, stage_plan,
-                                      text_dims)
+from pyramid_repro.train.plan import GB, dit_batch, plan_dit_stage, stage_plan, text_dims
 from pyramid_repro.train.sequences import make_batch
 from pyramid_repro.vae.model import build_vae
 
@@ -243,25 +242,6 @@ def _dit_step_seconds(cfg, stage, device: torch.device, repeats: int) -> float:
     return _seconds_per_call(step, device, repeats) * max(1, stage.batch_size // micro)
 
 
-def enable_checkpointing(model: torch.nn.Module, ratio: float) -> int:
-    """Activation checkpointing as train.activation_checkpointing specifies it (the memory plan's contract): the
-    first round(ratio * n) blocks of each block list run under non-reentrant torch.utils.checkpoint (a block keeps
-    its inputs and recomputes its activations once in backward). Returns the number of blocks wrapped."""
-    import functools
-
-    from torch.utils.checkpoint import checkpoint
-
-    def run(blk, *args, **kwargs):
-        return checkpoint(type(blk).forward, blk, *args, use_reentrant=False, **kwargs)
-
-    n = 0
-    for blocks in block_lists(model):
-        for blk in list(blocks)[:checkpointed_count(len(blocks), ratio)]:
-            blk.forward = functools.partial(run, blk)
-            n += 1
-    return n
-
-
 def memory_steps(model_size: str, device: torch.device, steps: int, sink: list[dict]) -> None:
     """Peak memory of a few training steps of each paper stage (pyramid experiment) at its planned setting on one
     process, beside the memory plan's figure (train/plan.py): the check that the plan measures what a step holds."""
@@ -292,8 +272,9 @@ def memory_steps(model_size: str, device: torch.device, steps: int, sink: list[d
         planned_states = sum(plan.states().values()) - plan.states()["compute_copies"]
         torch.manual_seed(0)
         with torch.device(device):
-            model = build_dit(cfg_without_checkpointing(cfg), D, P).train()
-        enable_checkpointing(model, cfg.train.activation_checkpointing)
+            model = build_dit(cfg, D, P).train()
+        # the trainer's own checkpointing (models.base.DiTModel.run_block), as train/dit.py switches it on
+        model.set_activation_checkpointing(cfg.train.activation_checkpointing)
         opt = adamw(model.parameters(), device, lr=1e-4, betas=(0.9, 0.999))
         ema = EMA(model, cfg.train.ema_decay)
         b, text, full = dit_batch(cfg, st, micro, plan.draw, device=device)
@@ -322,13 +303,6 @@ def memory_steps(model_size: str, device: torch.device, steps: int, sink: list[d
         del model, opt, ema, b, text
         if device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def cfg_without_checkpointing(cfg):
-    """`cfg` with train.activation_checkpointing 0: this script wraps the blocks itself (enable_checkpointing)."""
-    import dataclasses
-
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, activation_checkpointing=0.0))
 
 
 def _state_bytes(model: torch.nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> int:
