@@ -13,6 +13,7 @@ import torch
 
 from pyramid_repro.commands import compare as compare_command
 from pyramid_repro.config import ConfigError, load_config, save_config
+from pyramid_repro import releases
 from pyramid_repro.eval import release
 from pyramid_repro.eval.method import describe_method, method_keys, resolve_method
 from pyramid_repro.eval.sample import first_frame_latent, to_uint8
@@ -110,7 +111,7 @@ def test_compare_row_names_the_method_and_samples_with_it(tmp_path):
 # -- 2. the paper's protocol: preset and flag ---------------------------------------------------------------------
 
 def _release(root: Path) -> Path:
-    for name in ("diffusion_transformer_768p", "causal_video_vae", *release.TEXT_FOLDERS):
+    for name in ("diffusion_transformer_768p", "causal_video_vae", *releases.SD3.text_folders):
         (root / name).mkdir(parents=True, exist_ok=True)
     (root / "diffusion_transformer_768p" / "config.json").write_text("{}")
     return root

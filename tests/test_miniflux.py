@@ -16,6 +16,7 @@ from einops import rearrange
 from release_fake_flux import TINY, fake_state, write_fake_miniflux_release, write_fake_miniflux_transformer
 
 from pyramid_repro.config import ConfigError
+from pyramid_repro import releases
 from pyramid_repro.eval import release
 from pyramid_repro.models import miniflux
 from pyramid_repro.models.miniflux import MiniFluxDiT, load_miniflux_layout, release_to_suite
@@ -341,7 +342,7 @@ def test_release_detection_and_loading(fake_flux_release, tmp_path):
         release.plan(fake_flux_release / "diffusion_transformer_image")
     # the SD3 layout is still the SD3 release
     sd3 = tmp_path / "sd3"
-    for name in ("diffusion_transformer_384p", "causal_video_vae", *release.TEXT_FOLDERS):
+    for name in ("diffusion_transformer_384p", "causal_video_vae", *releases.SD3.text_folders):
         (sd3 / name).mkdir(parents=True)
     (sd3 / "diffusion_transformer_384p" / "config.json").write_text(json.dumps({"_class_name":
                                                                                "PyramidDiffusionMMDiT"}))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pyramid_repro.config import ConfigError, load_config
+from pyramid_repro import releases
 from pyramid_repro.eval import release
 
 
@@ -21,9 +22,10 @@ def test_official_settings_are_the_authors():
     assert (i2v.steps_later_frames, i2v.guidance_video) == ((10, 10, 10), 4.0)
     assert t2v.prompt_suffix == ", hyper quality, Ultra HD, 8K"
     assert t2v.negative_prompt.startswith("cartoon style, worst quality") and t2v.negative_prompt.endswith("horror")
-    assert (release.RESOLUTIONS["384p"].width, release.RESOLUTIONS["384p"].height) == (640, 384)
-    assert (release.RESOLUTIONS["768p"].width, release.RESOLUTIONS["768p"].height) == (1280, 768)
-    assert release.RESOLUTIONS["384p"].max_latent_frames == 16 and release.RESOLUTIONS["768p"].max_latent_frames == 31
+    assert (releases.VIDEO_RESOLUTIONS["384p"].width, releases.VIDEO_RESOLUTIONS["384p"].height) == (640, 384)
+    assert (releases.VIDEO_RESOLUTIONS["768p"].width, releases.VIDEO_RESOLUTIONS["768p"].height) == (1280, 768)
+    res = releases.VIDEO_RESOLUTIONS
+    assert res["384p"].max_latent_frames == 16 and res["768p"].max_latent_frames == 31
     c = release.release_config(load_config("smoke"), t2v)
     p = c.pyramid
     assert (p.stages, p.end_sigmas, p.gamma, p.corrective_noise, p.temporal_pyramid) == \
@@ -34,7 +36,7 @@ def test_official_settings_are_the_authors():
 
 
 def _layout(root: Path, skip: str = "") -> Path:
-    for name in ("diffusion_transformer_384p", "causal_video_vae", *release.TEXT_FOLDERS):
+    for name in ("diffusion_transformer_384p", "causal_video_vae", *releases.SD3.text_folders):
         if name != skip:
             (root / name).mkdir(parents=True, exist_ok=True)
     if skip != "diffusion_transformer_384p":
@@ -78,7 +80,7 @@ def test_release_transformer_loads_strictly_with_the_authors_names_and_eps(tmp_p
     from pyramid_repro.models.official import OfficialPyramidDiT
 
     folder = write_fake_transformer(tmp_path / "diffusion_transformer_384p")
-    m = release.load_sd3_layout(folder)  # what load_release calls: the authors' eps by default
+    m = releases.SD3.load_transformer(folder)  # what load_release calls: the authors' eps by default
     assert isinstance(m, OfficialPyramidDiT) and m.blocks[0].vid.q_norm.eps == 1e-5
     assert m.blocks[-1].txt.pre_only and not m.blocks[0].txt.pre_only
     # the authors' spelling of the text stream's QK norm reached the model (not left at RMSNorm's ones)

@@ -295,6 +295,12 @@ class Config:
     # the experiments of replication/experiments.yaml the workflow runs and reports; None = all of them. A profile
     # with a tight budget leaves some out; `snakemake --config experiments=all` brings them all back
     experiments: list[str] | None = None
+    # fine-tune one of the authors' releases (releases.py, docs/release.md): the folder of the release. Set, the
+    # DiT starts from the release's transformer at `release_resolution`, latents come from the release's causal
+    # VAE with its normalisation, captions from its text encoders, and the latent geometry (channels, VAE
+    # compression, patch) is the release's; no VAE is trained. None: the suite's own models, trained from scratch
+    release: str | None = None
+    release_resolution: str = "384p"
     data: DataConfig = field(default_factory=DataConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     pyramid: PyramidConfig = field(default_factory=PyramidConfig)

@@ -15,12 +15,13 @@ from pyramid_repro.device import config_device
 from pyramid_repro.eval import release
 from pyramid_repro.eval.sample import run, sample_release
 from pyramid_repro.generation.capture import CLI_CAPTURE_CHOICES, check_capture
+from pyramid_repro.releases import all_resolutions
 
 
 def add_release_args(ap: argparse.ArgumentParser) -> None:
     """Options of a --checkpoint that is the authors' release folder (eval/release.py, docs/release.md)."""
     g = ap.add_argument_group("the authors' release (when --checkpoint is its folder)")
-    g.add_argument("--resolution", choices=["384p", "768p"],
+    g.add_argument("--resolution", choices=sorted(all_resolutions()),
                    help="which released transformer (default: the folder given, else the smallest present)")
     g.add_argument("--latent-frames", type=int, help="latent frames per video (default 16 = 5 s at 24 fps; 768p: "
                    "up to 31 = 10 s)")

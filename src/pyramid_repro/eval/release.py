@@ -1,23 +1,19 @@
-"""The authors' released Pyramid Flow checkpoint (SD3-based, 384p and 768p), sampled and scored offline
+"""Sampling the authors' released Pyramid Flow checkpoints (SD3-based and miniFLUX, 384p and 768p) offline
 (docs/release.md).
 
 The suite downloads nothing: the user fetches the release folder and points `sample --checkpoint` or
-`compare --checkpoint` at it. Its layout (diffusers-style folders; a folder may be missing when it is not needed):
+`compare --checkpoint` at it. What a release is (its folder layout, model class, text encoder, VAE normalisation,
+resolutions) is its record in releases.py; this module holds how a release is sampled.
 
-    <root>/diffusion_transformer_384p/   config.json + *.safetensors    (5 s at 640x384)
-    <root>/diffusion_transformer_768p/   config.json + *.safetensors    (up to 10 s at 1280x768)
-    <root>/causal_video_vae/             the authors' causal VAE (vae/official.py)
-    <root>/text_encoder/  text_encoder_2/  text_encoder_3/             CLIP-L, CLIP-G, T5-XXL
-    <root>/tokenizer/     tokenizer_2/     tokenizer_3/
-
-What is loaded: the transformer into `OfficialPyramidDiT` (models/official.py, strict key-by-key conversion, the
-authors' QK-norm epsilon), the VAE into `OfficialCausalVAE` with the release's latent normalisation, the text
-encoders with `ClipT5Encoder.from_release`. What is sampled: the authors' inference settings (`PRESETS`; their
-pipeline's defaults and README): Euler steps [20, 20, 20] for the first frame and [10, 10, 10] for later frames,
-guidance 7 on the first frame and 5 on later ones (image-to-video: [10, 10, 10] and 4), the negative prompt in place
-of the empty prompt, a quality suffix appended to every prompt, 24 fps, 16 latent frames (5 s; the 768p model goes
-up to 31 = 10 s). The pyramid schedule (3 stages, stage boundaries 0, 1/3, 2/3, 1, corrective noise gamma 1/3, clean
-history in the temporal pyramid's layout) is the suite's default `pyramid` config, which equals theirs.
+What is loaded (the record's loaders): the SD3 transformer into `OfficialPyramidDiT` (models/official.py, strict
+key-by-key conversion, the authors' QK-norm epsilon), the VAE into `OfficialCausalVAE` with the release's latent
+normalisation, the text encoders with `ClipT5Encoder.from_release`. What is sampled: the authors' inference settings
+(`PRESETS`; their pipeline's defaults and README): Euler steps [20, 20, 20] for the first frame and [10, 10, 10] for
+later frames, guidance 7 on the first frame and 5 on later ones (image-to-video: [10, 10, 10] and 4), the negative
+prompt in place of the empty prompt, a quality suffix appended to every prompt, 24 fps, 16 latent frames (5 s; the
+768p model goes up to 31 = 10 s). The pyramid schedule (3 stages, stage boundaries 0, 1/3, 2/3, 1, corrective noise
+gamma 1/3, clean history in the temporal pyramid's layout) is the suite's default `pyramid` config, which equals
+theirs.
 
 The later miniFLUX release (their `model_name="pyramid_flux"`) has the same folder names except the text half:
 text_encoder/ (CLIP-L) and text_encoder_2/ (T5-XXL) with tokenizer/ and tokenizer_2/, no text_encoder_3/. It is
@@ -31,7 +27,6 @@ transformer (diffusion_transformer_image/) is not supported.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,34 +34,19 @@ import torch
 
 from pyramid_repro.config import Config, ConfigError, PyramidConfig, SamplerConfig
 from pyramid_repro.models.attention import DEFAULT_KERNEL, set_kernel
-from pyramid_repro.models.miniflux import is_miniflux_config, load_miniflux_layout
-from pyramid_repro.models.official import load_sd3_layout
-from pyramid_repro.models.text import ClipLT5Encoder, ClipT5Encoder
-from pyramid_repro.vae.handle import OFFICIAL_FLUX_NORMALIZATION, OFFICIAL_NORMALIZATION, load_official_vae
+from pyramid_repro.releases import (
+    DEFAULT_LATENT_FRAMES,
+    FPS,
+    RELEASES,
+    Release,
+    ReleaseKind,
+    find_release,
+    open_release,
+)
 
-TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
-MINIFLUX_TEXT_FOLDERS = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-VAE_FOLDER = "causal_video_vae"
 VAE_CHUNK_FRAMES, VAE_TILE = 1, 256  # the authors' decode_latent(save_memory=True): window 1, tiles of 256 px
+__all__ = ["DEFAULT_LATENT_FRAMES", "FPS", "RELEASES", "Release", "find_release"]  # the records (releases.py)
 
-
-@dataclass(frozen=True)
-class Resolution:
-    """One released transformer: its folder, pixel size and longest video in latent frames."""
-
-    name: str
-    folder: str
-    width: int
-    height: int
-    max_latent_frames: int
-
-
-RESOLUTIONS = {
-    "384p": Resolution("384p", "diffusion_transformer_384p", 640, 384, 16),
-    "768p": Resolution("768p", "diffusion_transformer_768p", 1280, 768, 31),
-}
-DEFAULT_LATENT_FRAMES = 16  # 5 s at 24 fps: 1 + 15 * 8 = 121 frames
-FPS = 24
 
 # the authors' pipeline's defaults (generate / generate_i2v)
 NEGATIVE_PROMPT = ("cartoon style, worst quality, low quality, blurry, absolute black, absolute white, low res, "
@@ -151,73 +131,11 @@ def protocol_differences(protocol: dict | None, paper: Protocol = PAPER_PROTOCOL
     return out
 
 
-@dataclass(frozen=True)
-class Release:
-    """A release folder on disk (see the module docstring)."""
-
-    root: Path
-
-    def transformer(self, resolution: str) -> Path:
-        if resolution not in RESOLUTIONS:
-            raise ConfigError(f"--resolution {resolution!r}: the release has {', '.join(RESOLUTIONS)}")
-        folder = self.root / RESOLUTIONS[resolution].folder
-        if not (folder / "config.json").is_file():
-            have = self.resolutions()
-            raise ConfigError(f"{folder}: no transformer here (config.json missing); this release folder has "
-                              f"{', '.join(have) or 'no transformer'}; pass --resolution "
-                              f"{' or '.join(have) or '384p/768p'}")
-        return folder
-
-    @property
-    def vae(self) -> Path:
-        return self.root / VAE_FOLDER
-
-    def resolutions(self) -> list[str]:
-        return [r for r, res in RESOLUTIONS.items() if (self.root / res.folder / "config.json").is_file()]
-
-    @property
-    def model(self) -> str:
-        """'miniflux' when a transformer config.json is the miniFLUX one (PyramidFluxTransformer), else 'sd3';
-        without a readable config, 'miniflux' when the text half is the miniFLUX one (no text_encoder_3/)."""
-        for res in RESOLUTIONS.values():
-            f = self.root / res.folder / "config.json"
-            try:
-                config = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if is_miniflux_config(config):
-                return "miniflux"
-            if config:
-                return "sd3"
-        flux_text = (self.root / "text_encoder_2").is_dir() and not (self.root / "text_encoder_3").is_dir()
-        return "miniflux" if flux_text else "sd3"
-
-    def check(self, resolution: str) -> None:
-        """Every folder sampling at `resolution` needs, or a ConfigError naming each missing one."""
-        self.transformer(resolution)
-        text = MINIFLUX_TEXT_FOLDERS if self.model == "miniflux" else TEXT_FOLDERS
-        missing = [n for n in (VAE_FOLDER, *text) if not (self.root / n).is_dir()]
-        if missing:
-            raise ConfigError(f"{self.root}: {self.model} release folder incomplete, missing "
-                              f"{', '.join(missing)}/ (expected the authors' layout: diffusion_transformer_384p|768p/, "
-                              f"causal_video_vae/, {'/, '.join(text)}/; see docs/release.md)")
-
-
-def find_release(folder: str | Path) -> Release | None:
-    """The release whose root is `folder`, or whose transformer folder `folder` is; None for anything else (e.g.
-    a checkpoint this suite wrote)."""
-    folder = Path(folder)
-    for root in (folder, folder.parent):
-        if (root / VAE_FOLDER).is_dir() and any((root / r.folder).is_dir() for r in RESOLUTIONS.values()):
-            return Release(root)
-    return None
-
-
 def resolution_of(release: Release, folder: Path, resolution: str | None) -> str:
     """The resolution asked for, else the one of the transformer folder given, else the only/smallest one."""
     if resolution:
         return resolution
-    for name, res in RESOLUTIONS.items():
+    for name, res in release.kind.resolutions.items():
         if Path(folder).name == res.folder:
             return name
     if Path(folder).name.startswith("diffusion_transformer_"):
@@ -230,16 +148,18 @@ def resolution_of(release: Release, folder: Path, resolution: str | None) -> str
     return have[0]
 
 
-def release_config(cfg: Config, preset: SamplerPreset) -> Config:
-    """`cfg` with what the release fixes: the authors' pyramid schedule and sampler settings, 16 latent channels,
-    8x8x8 VAE, patch 2, 24 fps. Prompts, seeds, samples per prompt, device and precision stay the profile's."""
+def release_config(cfg: Config, preset: SamplerPreset, kind: ReleaseKind = RELEASES["sd3"]) -> Config:
+    """`cfg` with what the release fixes: the authors' pyramid schedule and sampler settings, the release's latent
+    geometry (16 latent channels, 8x8x8 VAE, patch 2) and fps. Prompts, seeds, samples per prompt, device and
+    precision stay the profile's."""
     c = copy.deepcopy(cfg)
     c.pyramid = PyramidConfig(sampler=SamplerConfig(
         steps_first_frame=list(preset.steps_first_frame), steps_later_frames=list(preset.steps_later_frames),
         guidance_first_frame=preset.guidance_first_frame, guidance_video=preset.guidance_video))
-    c.vae.latent_channels, c.vae.spatial_compression, c.vae.temporal_compression = 16, 8, 8
-    c.model.patch_size = 2
-    c.data.fps = FPS
+    c.vae.latent_channels, c.vae.spatial_compression = kind.latent_channels, kind.spatial_compression
+    c.vae.temporal_compression = kind.temporal_compression
+    c.model.patch_size = kind.patch_size
+    c.data.fps = kind.fps
     return c
 
 
@@ -265,24 +185,28 @@ class ReleaseRun:
     latent_frames: int
     size: tuple[int, int]  # (height, width) pixels
     image: Path | None = None  # image-to-video: the first frame of every video
-    model: str = "sd3"  # which release (Release.model): "sd3" or "miniflux"
+    model: str = "sd3"  # which release (releases.RELEASES): "sd3" or "miniflux"
+
+    @property
+    def kind(self) -> ReleaseKind:
+        return RELEASES[self.model]
 
     @property
     def name(self) -> str:
         """The run's name in folders and file names: release-<resolution> (SD3), release-miniflux-<resolution>."""
-        return f"release-{'miniflux-' if self.model == 'miniflux' else ''}{self.resolution}"
+        return f"release-{self.kind.folder_prefix}{self.resolution}"
 
     @property
     def label(self) -> str:
         h, w = self.size
-        which = "miniFLUX release" if self.model == "miniflux" else "release"
+        which = "release" if self.model == "sd3" else self.kind.label
         return (f"Pyramid Flow {which} {self.resolution} ({self.preset.name}, {w}x{h}, "
                 f"{self.latent_frames} latent frames)")
 
     def to_dict(self) -> dict:
         return {"release": str(self.root), "model": self.model, "resolution": self.resolution,
                 "preset": self.preset.name, "settings": self.preset.describe(), "latent_frames": self.latent_frames,
-                "height": self.size[0], "width": self.size[1], "fps": FPS,
+                "height": self.size[0], "width": self.size[1], "fps": self.kind.fps,
                 "image": str(self.image) if self.image else None}
 
 
@@ -309,10 +233,7 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
     size (the resolution's own unless given smaller for a quick look), guidance overrides (the authors suggest
     7-9 at 768p). `preset` names a protocol preset of PROTOCOLS (`paper-vbench`: 768p, 16 latent frames = 121
     frames at 24 fps, the negative prompt, guidance 7 / 5), which fixes all of these."""
-    rel = find_release(folder)
-    if rel is None:
-        raise ConfigError(f"{folder}: not a Pyramid Flow release folder (expected {VAE_FOLDER}/ beside "
-                          "diffusion_transformer_384p/ or diffusion_transformer_768p/)")
+    rel = open_release(folder, "--checkpoint")
     if preset is not None:
         if preset not in PROTOCOLS:
             raise ConfigError(f"--preset {preset!r}: expected one of {', '.join(PROTOCOLS)}")
@@ -320,12 +241,13 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
                                                    video_guidance)
     res = resolution_of(rel, Path(folder), resolution)
     rel.check(res)
-    r = RESOLUTIONS[res]
+    r = rel.kind.resolutions[res]
     n = latent_frames or DEFAULT_LATENT_FRAMES
     if not 1 <= n <= r.max_latent_frames:
-        seconds = (r.max_latent_frames - 1) * 8 // FPS  # 8 frames per later latent frame
+        k = rel.kind
+        seconds = (r.max_latent_frames - 1) * k.temporal_compression // k.fps
         raise ConfigError(f"--latent-frames {n}: the {res} model generates 1 to {r.max_latent_frames} latent frames "
-                          f"({seconds} s at {FPS} fps)")
+                          f"({seconds} s at {k.fps} fps)")
     preset = PRESETS[preset or ("official-i2v" if image is not None else "official-t2v")]
     if guidance is not None or video_guidance is not None:
         preset = replace(
@@ -339,16 +261,13 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
 def load_release(run: ReleaseRun, device, bf16: bool = True, kernel: str = DEFAULT_KERNEL):
     """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder; the DiT with the
     attention kernel `kernel` (the config's model.attention_kernel)."""
-    rel = Release(run.root)
-    flux = run.model == "miniflux"
-    folder = rel.transformer(run.resolution)
-    model = set_kernel((load_miniflux_layout(folder) if flux else load_sd3_layout(folder)).to(device), kernel)
+    rel = Release(run.root, run.kind)
+    model = set_kernel(rel.load_transformer(run.resolution).to(device), kernel)
     # the encoders in bf16 on a GPU as the authors run them (T5-XXL alone is about 19 GB in float32)
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" and bf16 else torch.float32
-    encoder = (ClipLT5Encoder if flux else ClipT5Encoder).from_release(rel.root, dtype=dtype).to(device)
+    encoder = run.kind.load_text_encoder(rel.root, dtype=dtype).to(device)
     # decoded as the authors' pipeline does by default (save_memory): one latent frame per chunk (exact) and
     # 256-pixel tiles blended where they overlap (approximate, as theirs); the first frame's latent
     # normalisation is the release's own
-    norm = OFFICIAL_FLUX_NORMALIZATION if flux else OFFICIAL_NORMALIZATION
-    vae = load_official_vae(rel.vae, VAE_CHUNK_FRAMES, device, norm=norm, tile_sample_size=VAE_TILE)
+    vae = run.kind.load_vae(rel.root, VAE_CHUNK_FRAMES, device, tile_sample_size=VAE_TILE)
     return model, encoder, vae

@@ -224,7 +224,7 @@ def sample_release(cfg: Config, release_run: release.ReleaseRun, suite: str, out
     from the posterior (`SamplerPreset.official_conversions`). `capture`: generation/capture.py (``cuda-graph``
     needs CUDA)."""
     rr = release_run
-    c = release.release_config(cfg, rr.preset)
+    c = release.release_config(cfg, rr.preset, rr.kind)
     model, encoder, vae = release.load_release(rr, config_device(c), c.train.precision == "bf16",
                                                c.model.attention_kernel)
     prompts = suite_prompts(c, suite)
@@ -232,7 +232,7 @@ def sample_release(cfg: Config, release_run: release.ReleaseRun, suite: str, out
     records = sample_videos(model, encoder, vae, c, prompts, out, rr.latent_frames,
                             (rr.size[0] // s, rr.size[1] // s), label=f"release {rr.resolution} [{rr.preset.name}]",
                             batch_size=batch_size, negative_prompt=rr.preset.negative_prompt,
-                            prompt_suffix=rr.preset.prompt_suffix, image=rr.image, fps=release.FPS, capture=capture,
+                            prompt_suffix=rr.preset.prompt_suffix, image=rr.image, fps=rr.kind.fps, capture=capture,
                             official=rr.preset.official_conversions)
     index = out / "samples.json"
     size = (rr.size[0] // s, rr.size[1] // s)
@@ -240,7 +240,7 @@ def sample_release(cfg: Config, release_run: release.ReleaseRun, suite: str, out
                        "model": rr.label, "release": rr.to_dict(), "samples": records,
                        "method": {"method": rr.preset.describe(), "source": "eval/release.py PRESETS",
                                   "overrides": []},
-                       "protocol": samples_protocol(release.FPS, rr.latent_frames, size, c,
+                       "protocol": samples_protocol(rr.kind.fps, rr.latent_frames, size, c,
                                                     prompt_suffix=rr.preset.prompt_suffix),
                        "provenance": provenance(c)})
     return index
