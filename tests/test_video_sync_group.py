@@ -135,6 +135,8 @@ def test_bad_sync_group_is_refused_with_the_field_value_and_process_count():
         sync_position(3, 0, 2)
     assert "train.video_sync_group=3" in str(err.value) and "2 training process" in str(err.value)
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"train.video_sync_group=4: the 2 training process"):
+        _draws(4, 0, FIXED)  # the trainer's own check, before anything is drawn
     assert sync_position(2, 3, 4) == (1, 1)
 
 

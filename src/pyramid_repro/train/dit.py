@@ -236,9 +236,9 @@ def sync_group_micro_batches(data: StageData, schedule: PyramidSchedule, cfg: Co
         rows = torch.randint(0, len(data.latents), (n,), generator=shared, device=shared.device)
         drop = torch.rand(n, generator=shared, device=shared.device).cpu() < cfg.text_encoder.caption_dropout
         g = micro_batch_generator(key, c * group + position, device)
-        done += n if budget else 1
-        yield (data.clips_batch(rows, drop, schedule, cfg, g, units[position]), (n if budget else 1) / count,
-               done == count)
+        walked = n if budget else 1  # clips (packed) or clip batches (fixed) this micro-batch covers
+        done += walked
+        yield data.clips_batch(rows, drop, schedule, cfg, g, units[position]), walked / count, done == count
 
 
 def training_owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tuple[str, Config]:
