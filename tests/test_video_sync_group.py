@@ -150,7 +150,7 @@ def test_sync_group_off_keeps_the_hashes_and_on_changes_them():
     assert ("train", "video_sync_group") in base.run_keys_to_drop()
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # with the shared smoke workflow, when this test is the first to need it
 def test_two_processes_train_a_stage_in_one_sync_group(smoke_run: Path, tmp_path: Path):
     out = tmp_path / "synced"
     stage = ("train.curriculum=[{name: video_lowres, kind: video, height: 16, width: 16, frames: 9, steps: 2, "
