@@ -237,6 +237,11 @@ class DiTTrainConfig:
     # which of the `seeds` runs this job trains, samples or scores (set per job by the workflow: --experiment
     # pyramid/seed_1 means run 1 of pyramid)
     run: int = 0
+    # video sync groups (the authors' VIDEO_SYNC_GROUP, option --sync_video_input): the training processes in
+    # groups of this many (ranks r with the same r // group) learn the same clips of each micro-batch, each a
+    # different (pyramid stage, latent frame) unit of them (train/dit.py sync_group_micro_batches); the process
+    # count must be a multiple of it. 1 = off: every process draws its own clips
+    video_sync_group: int = 1
 
 
 @dataclass
@@ -335,8 +340,11 @@ class Config:
         provenance.measured_hash): the settings that compute the same thing (COMPUTES_THE_SAME), and train.seeds always
         (how many runs there are is nothing one run computes), train.run for run 0, so a one-seed run and run 0 of a
         multi-seed run hash as runs did before the keys existed (checkpoints resume, metrics are not stale); run
-        k >= 1 keeps it (its own training seed)."""
-        return (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ()) + COMPUTES_THE_SAME
+        k >= 1 keeps it (its own training seed). Likewise train.video_sync_group when it is 1 (off); a sync group
+        draws other batches, so it counts then."""
+        at_default = ((("train", "run"),) if self.train.run == 0 else ()) + \
+            ((("train", "video_sync_group"),) if self.train.video_sync_group == 1 else ())
+        return (("train", "seeds"),) + at_default + COMPUTES_THE_SAME
 
 
     @property
@@ -476,6 +484,9 @@ def check_consistency(cfg: Config) -> None:
         errs.append(f"train.seeds={cfg.train.seeds}: the number of training runs per experiment must be >= 1")
     if not 0 <= cfg.train.run < max(1, cfg.train.seeds):
         errs.append(f"train.run={cfg.train.run}: a run index must lie in [0, train.seeds={cfg.train.seeds})")
+    if cfg.train.video_sync_group < 1:
+        errs.append(f"train.video_sync_group={cfg.train.video_sync_group}: the processes per video sync group must "
+                    "be >= 1 (1 = off)")
     if m.hidden_size % m.num_heads:
         errs.append(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
     if cfg.experiments is not None:

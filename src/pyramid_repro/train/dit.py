@@ -35,7 +35,7 @@ from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.models import build_dit, build_text_encoder, encode_cached, load_dit
 from pyramid_repro.provenance import provenance, write_csv, write_json
 from pyramid_repro.train.loop import EMA, TrainingJob, TrainLoop, adamw, lr_scheduler, micro_batch_generator
-from pyramid_repro.train.sequences import TrainBatch, draw_stage_frame, make_batch
+from pyramid_repro.train.sequences import TrainBatch, draw_group_stage_frames, draw_stage_frame, make_batch
 from pyramid_repro.vae.cache import LatentDataset
 
 # a stage's fid.csv (written by eval/fid_points.py); units_file: the point's generated probe features and their
@@ -155,6 +155,14 @@ class StageData:
         drop = torch.rand(micro, generator=g, device=g.device).cpu() < cfg.text_encoder.caption_dropout
         return b, self.bank.batch([self.captions[r] for r in rows.tolist()], drop)
 
+    def clips_batch(self, rows: torch.Tensor, drop: torch.Tensor, schedule: PyramidSchedule, cfg: Config,
+                    g: torch.Generator, draw: tuple[int, int]):
+        """The micro-batch of the given clip `rows` and caption dropout `drop` (host bool tensor), at the (stage,
+        frame) `draw`, its noise drawn with `g`: (TrainBatch, TextCondition). For a video sync group, whose
+        processes share the rows and the dropout (sync_group_micro_batches)."""
+        b = make_batch(self.latents[rows.to(self.latents.device)], schedule, cfg.pyramid, g, draw)
+        return b, self.bank.batch([self.captions[r] for r in rows.tolist()], drop)
+
     def draw(self, schedule: PyramidSchedule, cfg: Config, g: torch.Generator) -> tuple[int, int]:
         """The (stage, frame) of a token-packed micro-batch (sequences.draw_stage_frame)."""
         return draw_stage_frame(self.latents.shape[2], schedule, cfg.pyramid, g)
@@ -190,6 +198,47 @@ def packed_size(sample_tokens: int, budget: int, remaining: int) -> int:
     """Samples of one token-packed micro-batch: as many as fit `budget` video tokens, at least one, at most the
     `remaining` samples of the process's share of the step."""
     return max(1, min(remaining, budget // max(1, sample_tokens)))
+
+
+def sync_position(group: int, rank: int, world: int) -> tuple[int, int]:
+    """(sync group, position in it) of process `rank` of `world` with train.video_sync_group = `group`: ranks
+    r with the same r // group form a group."""
+    if group < 1 or world % group:
+        raise ConfigError(f"train.video_sync_group={group}: the {world} training process(es) cannot be split into "
+                          f"sync groups of {group}; the process count must be a multiple of it (1 = off)")
+    return divmod(rank, group)
+
+
+def sync_group_micro_batches(data: StageData, schedule: PyramidSchedule, cfg: Config, key: int, group: int,
+                             position: int, first: int, count: int, micro: int, budget: int,
+                             device: torch.device | str = "cpu"):
+    """The micro-batches of one process of a video sync group (train.video_sync_group; the authors'
+    --sync_video_input, which trains several units of one video per step): ((TrainBatch, TextCondition), loss
+    weight, last?), as StageLoop.micro_batches.
+
+    The group's processes walk the same clip batches: `count` batches of `micro` clips numbered from `first`
+    (fixed micro-batches), or with a token `budget` (micro_batch_tokens) `count` clips numbered from `first`,
+    packed. Clip batch c draws from the group's stream `micro_batch_generator(key, -1 - c)` (negative indices: never
+    a micro-batch's own stream) its units, one per position (sequences.draw_group_stage_frames: different units
+    where the stage has enough of them; see there for larger groups), the clip rows and the caption dropout;
+    position p learns unit p of them, with noise from `micro_batch_generator(key, c * group + p)`. Packed, the
+    batch takes as many clips as fit the budget at the group's most expensive unit, so every position trains the
+    same clips within the budget. A pure function of (seed, stage, step: `key`; group, position, first), so a
+    resumed run draws what an uninterrupted one does; with fixed micro-batches a step's global batch is moreover
+    the same for every process count that is a multiple of the group."""
+    T = data.latents.shape[2]
+    done = 0
+    while done < count:
+        c = first + done
+        shared = micro_batch_generator(key, -1 - c, device)
+        units = draw_group_stage_frames(T, schedule, cfg.pyramid, group, shared)
+        n = min(packed_size(data.sample_tokens(cfg, u), budget, count - done) for u in units) if budget else micro
+        rows = torch.randint(0, len(data.latents), (n,), generator=shared, device=shared.device)
+        drop = torch.rand(n, generator=shared, device=shared.device).cpu() < cfg.text_encoder.caption_dropout
+        g = micro_batch_generator(key, c * group + position, device)
+        walked = n if budget else 1  # clips (packed) or clip batches (fixed) this micro-batch covers
+        done += walked
+        yield data.clips_batch(rows, drop, schedule, cfg, g, units[position]), walked / count, done == count
 
 
 def training_owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tuple[str, Config]:
@@ -246,6 +295,9 @@ class StageLoop(TrainLoop):
         self.share = st.batch_size // job.world  # samples per process and step when micro-batches are token-packed
         if st.micro_batch_tokens and st.batch_size % job.world:
             raise ConfigError(f"{where}: batch_size {st.batch_size} cannot be split among {job.world} processes")
+        # video sync groups (train.video_sync_group): this process's group and position in it
+        self.group = tc.video_sync_group
+        self.sync = sync_position(self.group, job.rank, job.world)
         self.fid_steps = set(fid_point_steps(self.steps, tc.fid_every, st.fid_points))
         self.stats = {"samples": 0, "tokens": 0, "flops": 0.0}
         self.latent_size = tuple(data.latents.shape[-2:])
@@ -256,6 +308,11 @@ class StageLoop(TrainLoop):
         weighted by their share of the process's samples, so the loss is the mean over samples either way."""
         cfg, st, data, dev, mine = self.cfg, self.st, self.data, self.job.device, self.mine
         key = step_key(cfg.training_seed, self.idx, step)
+        if self.group > 1:  # the group's processes learn other units of the same clips
+            count = self.share if st.micro_batch_tokens else len(mine)
+            yield from sync_group_micro_batches(data, self.schedule, cfg, key, self.group, self.sync[1],
+                                                self.sync[0] * count, count, self.micro, st.micro_batch_tokens, dev)
+            return
         if not st.micro_batch_tokens:
             for j, mb in enumerate(mine):
                 yield (data.micro_batch(self.micro, self.schedule, cfg, micro_batch_generator(key, mb, dev)),

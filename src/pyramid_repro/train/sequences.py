@@ -55,6 +55,30 @@ def draw_stage_frame(frames: int, schedule: PyramidSchedule, pyramid: PyramidCon
     return stage, host_int(frames, generator)
 
 
+def draw_group_stage_frames(frames: int, schedule: PyramidSchedule, pyramid: PyramidConfig, group: int,
+                            generator: torch.Generator | None = None) -> list[tuple[int, int]]:
+    """The (stage, frame) units of the `group` processes of a video sync group, which learn the same clips
+    (train.video_sync_group; the authors' --sync_video_input), one per position in the group. Systematic sampling:
+    the units (k, j) lie stage-major on [0, 1), each as long as its probability under draw_stage_frame
+    (w_k / sum(w) / frames); one u ~ U[0, 1) is drawn and position p takes the unit at (u + p / group) mod 1.
+    So every position's unit has draw_stage_frame's distribution (stage ~ weights, frame uniform), and a unit of
+    probability at most 1 / group goes to at most one position: the positions learn different units whenever
+    every unit is that light (with uniform weights: whenever group <= stages x frames). A larger group, or a
+    heavier unit, repeats units, each unit going to floor or ceil of group x its probability positions. The
+    full sequence has one unit, (0, 0): every position learns the whole clip, with its own noise."""
+    if schedule.stages == 1:
+        return [(0, 0)] * group
+    w = torch.as_tensor(pyramid.stage_weights or [1.0] * schedule.stages, dtype=torch.float64)
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"stage weights {w.tolist()} must be non-negative with a positive sum")
+    ends = torch.cumsum((w / w.sum()).repeat_interleave(frames) / frames, 0)
+    dev = generator.device if generator is not None else torch.device("cpu")
+    u = float(torch.rand((), generator=generator, device=dev, dtype=torch.float64))
+    points = torch.tensor([(u + p / group) % 1.0 for p in range(group)], dtype=torch.float64)
+    units = torch.searchsorted(ends, points, right=True).clamp(max=len(ends) - 1).tolist()
+    return [divmod(i, frames) for i in units]
+
+
 def make_batch(latents: torch.Tensor, schedule: PyramidSchedule, pyramid: PyramidConfig,
                generator: torch.Generator | None = None, draw: tuple[int, int] | None = None) -> TrainBatch:
     """Build one training batch from clean latents (B, C, T, H, W); see the module docstring. `draw`: the
