@@ -36,6 +36,7 @@ from pyramid_repro.base import (
 )
 from pyramid_repro.experiments import experiment_overrides, get_experiment
 from pyramid_repro.tree import (
+    RELEASE_KEYS,
     SCHEMA_DIALECT,
     ComputeConfig,
     Config,
@@ -162,6 +163,7 @@ __all__ = [
     "repo_root",
     "schema_path",
     # pyramid_repro.tree
+    "RELEASE_KEYS",
     "SCHEMA_DIALECT",
     "ComputeConfig",
     "Config",

@@ -17,7 +17,7 @@ import numpy as np
 
 from pyramid_repro.base import repo_root
 from pyramid_repro.config import for_experiment
-from pyramid_repro.tree import Config
+from pyramid_repro.tree import RELEASE_KEYS, Config
 
 
 def git_commit() -> str:
@@ -62,7 +62,7 @@ def device_name(device=None) -> str:
 
 # the sections of the config that change what a run measures (not where it runs, which experiments a workflow
 # selects, or where files go): two artifacts with the same `measured_hash` measured the same thing
-MEASURED_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train", "eval")
+MEASURED_SECTIONS = ("seed", *RELEASE_KEYS, "data", "vae", "pyramid", "model", "text_encoder", "train", "eval")
 
 
 def measured_hash(cfg: Config) -> str:

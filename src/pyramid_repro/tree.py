@@ -291,6 +291,11 @@ class ComputeConfig:
     memory_check: bool = True
 
 
+# the top-level keys of fine-tuning a release (Config.release): part of every hash of what was trained or measured
+# when a release is set, left out of it otherwise
+RELEASE_KEYS = ("release", "release_resolution")
+
+
 @dataclass
 class Config:
     profile: str = "tiny"
@@ -325,8 +330,11 @@ class Config:
         sections only, without the `drop` key paths (what a training job depends on: its checkpoint
         fingerprint)."""
         tree = self.to_dict()
+        if self.release is None:  # not fine-tuning a release: hashes as before the keys existed
+            for k in RELEASE_KEYS:
+                tree.pop(k, None)
         if sections is not None:
-            tree = {k: tree[k] for k in sections}
+            tree = {k: tree[k] for k in sections if k in tree}
         for path in drop:
             node = tree
             for k in path[:-1]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pyramid_repro.config import Config, ConfigError, CurriculumStage, for_experiment
+from pyramid_repro.config import RELEASE_KEYS, Config, ConfigError, CurriculumStage, for_experiment
 from pyramid_repro.device import config_device
 from pyramid_repro.generation.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
@@ -95,7 +95,7 @@ class CaptionBank:
 
 
 # what a DiT stage's training depends on (checkpoint fingerprint); eval/compute/report settings do not count
-DIT_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train")
+DIT_SECTIONS = ("seed", *RELEASE_KEYS, "data", "vae", "pyramid", "model", "text_encoder", "train")
 
 
 def fid_point_steps(steps: int, fid_every: int, fid_points: int = 0) -> list[int]:
