@@ -290,6 +290,71 @@ def _count(state: dict, prefix: str) -> int:
     return len(ids)
 
 
+def suite_to_release(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `release_to_suite`: MiniFluxDiT's state dict -> the release's names, every tensor used once,
+    dtypes kept; fused q/k/v are split back into thirds. Raises KeyError naming a missing key or one it cannot
+    place."""
+    src, out = dict(state), {}
+
+    def take(key: str) -> torch.Tensor:
+        if key not in src:
+            raise KeyError(f"MiniFluxDiT's state dict has no {key!r} (not this class's weights, or a truncated "
+                           "checkpoint)")
+        return src.pop(key)
+
+    def split(key: str, names: list[str]) -> None:
+        for name, part in zip(names, take(key).chunk(3)):
+            out[name] = part.clone()  # not views of one storage (safetensors writes no shared tensors)
+
+    for old, new in _TOP.items():
+        for t in ("weight", "bias"):
+            out[f"{old}.{t}"] = take(f"{new}.{t}")
+    for i in range(_count(state, "blocks.")):
+        pre = f"transformer_blocks.{i}."
+        for stream, names in _DOUBLE_QKV.items():
+            for t in ("weight", "bias"):
+                split(f"blocks.{i}.{stream}.qkv.{t}", [f"{pre}{n}.{t}" for n in names])
+        for old, new in _DOUBLE.items():
+            for t in ("weight", "bias"):
+                out[f"{pre}{old}.{t}"] = take(f"blocks.{i}.{new}.{t}")
+        for old, new in _DOUBLE_NORMS.items():
+            out[f"{pre}{old}.weight"] = take(f"blocks.{i}.{new}.weight")
+    for i in range(_count(state, "single_blocks.")):
+        pre = f"single_transformer_blocks.{i}."
+        for t in ("weight", "bias"):
+            split(f"single_blocks.{i}.qkv.{t}", [f"{pre}attn.to_{n}.{t}" for n in "qkv"])
+        for old, new in _SINGLE.items():
+            for t in ("weight", "bias"):
+                out[f"{pre}{old}.{t}"] = take(f"single_blocks.{i}.{new}.{t}")
+        for old, new in _SINGLE_NORMS.items():
+            out[f"{pre}{old}.weight"] = take(f"single_blocks.{i}.{new}.weight")
+    if src:
+        raise KeyError(f"{len(src)} weights of MiniFluxDiT have no place in the release's layout: {sorted(src)[:8]}")
+    return out
+
+
+# the release's transformer config.json beyond the architecture (their PyramidFluxTransformer arguments as the
+# release sets them): written when a model is exported without its release's own config.json
+MINIFLUX_RELEASE_EXTRAS = {
+    "_class_name": MINIFLUX_CLASS_NAME, "_diffusers_version": "0.30.3", "patch_size": 1, "use_flash_attn": False,
+    "use_temporal_causal": True, "interp_condition_pos": True, "use_gradient_checkpointing": False,
+    "gradient_checkpointing_ratio": 0.6,
+}
+
+
+def miniflux_config_from_suite(kwargs: dict) -> dict:
+    """The release's transformer config.json from MiniFluxDiT's arguments (the inverse of `miniflux_kwargs`), with
+    the release's other keys (`MINIFLUX_RELEASE_EXTRAS`)."""
+    if kwargs["patch_size"] != PATCH:
+        raise ValueError(f"patch_size {kwargs['patch_size']}: the release's class hard-codes {PATCH}x{PATCH} patches")
+    hidden, heads = kwargs["hidden_size"], kwargs["num_heads"]
+    arch = {"in_channels": kwargs["in_channels"] * PATCH * PATCH, "num_layers": kwargs["depth_double"],
+            "num_single_layers": kwargs["depth_single"], "attention_head_dim": hidden // heads,
+            "num_attention_heads": heads, "joint_attention_dim": kwargs["text_dim"],
+            "pooled_projection_dim": kwargs["pooled_dim"], "axes_dims_rope": list(kwargs["axes_dims_rope"])}
+    return {**MINIFLUX_RELEASE_EXTRAS, **arch}
+
+
 def miniflux_kwargs(config: dict) -> dict:
     """MiniFluxDiT arguments from the release's transformer config.json (keys of their PyramidFluxTransformer:
     in_channels 64 = 16 latent channels x 2 x 2, num_layers, num_single_layers, attention_head_dim,
