@@ -40,7 +40,7 @@ from diffusers.models.normalization import RMSNorm
 from einops import rearrange
 
 from pyramid_repro.models.attention import MaskSpec, attend, resolve_kernel
-from pyramid_repro.models.base import DiTModel, read_release_folder
+from pyramid_repro.models.base import DiTModel, StateTaker, read_release_folder
 from pyramid_repro.models.mmdit import MMDiTBlock, modulate
 from pyramid_repro.models.positions import apply_rope
 
@@ -228,13 +228,11 @@ def release_to_suite(state: dict[str, torch.Tensor], expected: dict[str, torch.S
     the release's patch flattening and final (scale, shift) order). With `expected` (MiniFluxDiT's state-dict
     shapes) every converted tensor's shape is checked. Raises KeyError naming a missing or left-over release key,
     ValueError naming a tensor of the wrong shape."""
-    src, out, origin = dict(state), {}, {}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in src:
-            raise KeyError(f"the miniFLUX transformer's state dict has no {key!r} (not the authors' "
-                           "PyramidFluxTransformer layout, or a truncated file)")
-        return src.pop(key)
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    take = StateTaker(state, "the miniFLUX transformer's state dict has no {key} (not the authors' "
+                      "PyramidFluxTransformer layout, or a truncated file)",
+                      "of the miniFLUX transformer have no place in MiniFluxDiT")
 
     def put(new: str, value: torch.Tensor, old: str) -> None:
         out[new], origin[new] = value, old
@@ -265,9 +263,7 @@ def release_to_suite(state: dict[str, torch.Tensor], expected: dict[str, torch.S
                 put(f"single_blocks.{i}.{new}.{t}", take(f"{pre}{old}.{t}"), f"{pre}{old}.{t}")
         for old, new in _SINGLE_NORMS.items():
             put(f"single_blocks.{i}.{new}.weight", take(f"{pre}{old}.weight"), f"{pre}{old}.weight")
-    if src:
-        raise KeyError(f"{len(src)} weights of the miniFLUX transformer have no place in MiniFluxDiT: "
-                       f"{sorted(src)[:8]}")
+    take.done()
     if expected is not None:
         missing = sorted(set(expected) - set(out))
         if missing:
@@ -294,13 +290,9 @@ def suite_to_release(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of `release_to_suite`: MiniFluxDiT's state dict -> the release's names, every tensor used once,
     dtypes kept; fused q/k/v are split back into thirds. Raises KeyError naming a missing key or one it cannot
     place."""
-    src, out = dict(state), {}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in src:
-            raise KeyError(f"MiniFluxDiT's state dict has no {key!r} (not this class's weights, or a truncated "
-                           "checkpoint)")
-        return src.pop(key)
+    out: dict[str, torch.Tensor] = {}
+    take = StateTaker(state, "MiniFluxDiT's state dict has no {key} (not this class's weights, or a truncated "
+                      "checkpoint)", "of MiniFluxDiT have no place in the release's layout")
 
     def split(key: str, names: list[str]) -> None:
         for name, part in zip(names, take(key).chunk(3)):
@@ -328,8 +320,7 @@ def suite_to_release(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 out[f"{pre}{old}.{t}"] = take(f"single_blocks.{i}.{new}.{t}")
         for old, new in _SINGLE_NORMS.items():
             out[f"{pre}{old}.weight"] = take(f"single_blocks.{i}.{new}.weight")
-    if src:
-        raise KeyError(f"{len(src)} weights of MiniFluxDiT have no place in the release's layout: {sorted(src)[:8]}")
+    take.done()
     return out
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from diffusers.configuration_utils import register_to_config
 
-from pyramid_repro.models.base import read_release_folder
+from pyramid_repro.models.base import StateTaker, read_release_folder
 from pyramid_repro.models.mmdit import MMDiT
 from pyramid_repro.models.positions import crop_pos_table, history_pos_table, official_pos_table
 
@@ -120,13 +120,9 @@ def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
     embedding (its (channel, row, column) flattening is the suite's); the final adaLN's (scale, shift) halves are
     swapped to the suite's (shift, scale); the output rows go from (row, column, channel) to (channel, row,
     column) order. Raises KeyError naming any key it could not place."""
-    src, out = dict(state), {}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in src:
-            raise KeyError(f"the transformer's state dict has no {key!r} (not an SD3-layout Pyramid Flow "
-                           "transformer, or a truncated file)")
-        return src.pop(key)
+    out: dict[str, torch.Tensor] = {}
+    take = StateTaker(state, "the transformer's state dict has no {key} (not an SD3-layout Pyramid Flow "
+                      "transformer, or a truncated file)", "of the transformer have no place in the suite's model")
 
     out["pos_table"] = take("pos_embed.pos_embed")
     w = take("pos_embed.proj.weight")
@@ -142,7 +138,7 @@ def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
                 out[f"blocks.{i}.{stream}.qkv.{t}"] = torch.cat([take(f"{pre}{n}.{t}") for n in names])
         for old, new in _BLOCK.items():
             for t in ("weight", "bias"):
-                if f"{pre}{old}.{t}" in src:
+                if f"{pre}{old}.{t}" in take:
                     out[f"blocks.{i}.{new}.{t}"] = take(f"{pre}{old}.{t}")
     scale, shift = take("norm_out.linear.weight").chunk(2)
     out["final_ada.1.weight"] = torch.cat([shift, scale])
@@ -152,9 +148,7 @@ def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
     w, b = take("proj_out.weight"), take("proj_out.bias")
     out["final.weight"] = w.reshape(p, p, c, -1).permute(2, 0, 1, 3).reshape(p * p * c, -1)
     out["final.bias"] = b.reshape(p, p, c).permute(2, 0, 1).reshape(-1)
-    if src:
-        raise KeyError(f"{len(src)} weights of the transformer have no place in the suite's model: "
-                       f"{sorted(src)[:8]}")
+    take.done()
     return out
 
 
@@ -170,14 +164,10 @@ def suite_to_sd3(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
     row, column) convolution weight, the final adaLN halves go back to (scale, shift), the output rows to (row,
     column, channel) order, the text QK norms to the authors' `norm_add_q/norm_add_k`. Raises KeyError naming a
     missing key or one it cannot place."""
-    src, out = dict(state), {}
+    out: dict[str, torch.Tensor] = {}
     p, c = patch_size, out_channels
-
-    def take(key: str) -> torch.Tensor:
-        if key not in src:
-            raise KeyError(f"OfficialPyramidDiT's state dict has no {key!r} (not this class's weights, or a "
-                           "truncated checkpoint)")
-        return src.pop(key)
+    take = StateTaker(state, "OfficialPyramidDiT's state dict has no {key} (not this class's weights, or a "
+                      "truncated checkpoint)", "of OfficialPyramidDiT have no place in the release's layout")
 
     out["pos_embed.pos_embed"] = take("pos_table")
     w = take("patch.weight")
@@ -195,7 +185,7 @@ def suite_to_sd3(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
                     out[f"{pre}{n}.{t}"] = part.clone()
         for new, old in _BLOCK_BACK.items():
             for t in ("weight", "bias"):
-                if f"blocks.{i}.{new}.{t}" in src:
+                if f"blocks.{i}.{new}.{t}" in take:
                     out[f"{pre}{old}.{t}"] = take(f"blocks.{i}.{new}.{t}")
     for t in ("weight", "bias"):
         shift, scale = take(f"final_ada.1.{t}").chunk(2)
@@ -203,9 +193,7 @@ def suite_to_sd3(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
     w, b = take("final.weight"), take("final.bias")
     out["proj_out.weight"] = w.reshape(c, p, p, -1).permute(1, 2, 0, 3).reshape(p * p * c, -1).contiguous()
     out["proj_out.bias"] = b.reshape(c, p, p).permute(1, 2, 0).reshape(-1).contiguous()
-    if src:
-        raise KeyError(f"{len(src)} weights of OfficialPyramidDiT have no place in the release's layout: "
-                       f"{sorted(src)[:8]}")
+    take.done()
     return out
 
 
