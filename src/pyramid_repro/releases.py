@@ -56,7 +56,6 @@ from pyramid_repro.models.text import (
 )
 from pyramid_repro.provenance import atomic_write_bytes, git_commit, utc_now, write_json
 from pyramid_repro.vae.handle import (
-    OFFICIAL_FLUX_NORMALIZATION,
     OFFICIAL_NORMALIZATION,
     LoadedVAE,
     Normalization,
@@ -92,7 +91,9 @@ class ReleaseKind:
     """What one release is (module docstring). `name` names it in folders, tables and config values."""
 
     name: str
-    label: str  # for tables: "SD3 release", "miniFLUX release"
+    label: str  # for messages: "SD3 release", "miniFLUX release"
+    table_name: str  # in table rows and progress: "Pyramid Flow <table_name> <resolution> (...)"
+    folder_prefix: str  # sample folders of the release are named release-<folder_prefix><resolution>
     pipeline_model_name: str  # the authors' PyramidDiTForVideoGeneration(model_name=...)
     model_class: type[DiTModel]
     is_config: Callable[[dict], bool]  # does a transformer config.json belong to this release
@@ -114,11 +115,6 @@ class ReleaseKind:
     spatial_compression: int = 8
     temporal_compression: int = 8
     patch_size: int = 2
-
-    @property
-    def folder_prefix(self) -> str:
-        """How sample folders of this release are named: release-<prefix><resolution>."""
-        return "" if self.name == "sd3" else f"{self.name}-"
 
     def model_kwargs(self, config: dict) -> dict:
         """The model class's constructor arguments from a suite checkpoint's config.json (its defaults where a
@@ -168,20 +164,27 @@ class ReleaseKind:
                                  tile_sample_size=tile_sample_size)
 
 
+# the SD3 release's sample folders and table rows keep the names they had before a second release was supported
 SD3 = ReleaseKind(
-    name="sd3", label="SD3 release", pipeline_model_name="pyramid_mmdit", model_class=OfficialPyramidDiT,
+    name="sd3", label="SD3 release", table_name="release", folder_prefix="", pipeline_model_name="pyramid_mmdit",
+    model_class=OfficialPyramidDiT,
     is_config=lambda c: bool(c) and not is_miniflux_config(c), load_transformer=load_sd3_layout,
     kwargs_from_config=suite_kwargs_from_sd3, config_from_kwargs=sd3_config_from_suite,
     state_from_release=lambda s, c: sd3_to_suite(s, c["patch_size"], c["in_channels"]),
     state_to_release=lambda s, kw: suite_to_sd3(s, kw["patch_size"], kw["in_channels"]),
     text_encoder=ClipT5Encoder, text_folders=tuple(RELEASE_FOLDERS), normalization=OFFICIAL_NORMALIZATION)
 MINIFLUX = ReleaseKind(
-    name="miniflux", label="miniFLUX release", pipeline_model_name="pyramid_flux", model_class=MiniFluxDiT,
+    name="miniflux", label="miniFLUX release", table_name="miniFLUX release", folder_prefix="miniflux-",
+    pipeline_model_name="pyramid_flux", model_class=MiniFluxDiT,
     is_config=is_miniflux_config, load_transformer=load_miniflux_layout,
     kwargs_from_config=miniflux_kwargs, config_from_kwargs=miniflux_config_from_suite,
     state_from_release=lambda s, c: release_to_suite(s), state_to_release=lambda s, kw: suite_to_release(s),
     text_encoder=ClipLT5Encoder,
-    text_folders=tuple(MINIFLUX_FOLDERS), normalization=OFFICIAL_FLUX_NORMALIZATION)
+    text_folders=tuple(MINIFLUX_FOLDERS),
+    # their pipeline with model_name "pyramid_flux": frame 0 with the FLUX-paired image statistics (shift -0.04,
+    # scale 1/1.8726), later frames with the video statistics both releases share
+    normalization=Normalization(-0.04, 1 / 1.8726, OFFICIAL_NORMALIZATION.video_shift,
+                                OFFICIAL_NORMALIZATION.video_scale))
 # detection tries them in this order: the more specific test first
 RELEASES: dict[str, ReleaseKind] = {k.name: k for k in (MINIFLUX, SD3)}
 
