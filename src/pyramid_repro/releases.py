@@ -12,7 +12,9 @@ A `ReleaseKind` holds what differs between releases: how to recognise one (its t
 model class and the converters between the release's weight names and the class's (both ways), the text encoder,
 the latent normalisation of its VAE, the resolutions it ships, and the latent geometry training sees (16
 channels, 8x8x8 VAE, patch 2, 24 fps). `RELEASES` lists them; a new release is its model file plus one record
-here. `find_release(folder)` gives the `Release` (root + kind) of a folder.
+here (and its class's line in models/registry.py `DIT_CLASSES`). `find_release(folder)` gives the `Release` (root
++ kind) of a folder; `export_release` writes a model of a release's class back in that release's layout
+(`pyramid-repro export`).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "PyramidDiTForVideoGeneration(<to>, model_name=..., model_variant=\"diffusion_transformer_<resolution>\") "
         f"and this suite's `sample --checkpoint <to>` load it ({layouts}). A checkpoint of the suite's own "
         "PyramidDiT has no release layout and is refused. Example: pyramid-repro export --checkpoint "
-        "results/finetune/pyramid/dit/stage_0/final --to exported/pyramid-flow-tuned",
+        "results/<profile>/<experiment>/dit/<stage>/final --to ~/models/pyramid-flow-tuned",
     )
     ap.add_argument("--checkpoint", required=True, type=Path,
                     help="the checkpoint folder (config.json + weights written by save_pretrained, e.g. "
@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"which transformer folder to write (default: `release_resolution` of the {TRAIN_CONFIG}, "
                     "else the release folder's smallest)")
     ap.add_argument("--dtype", choices=DTYPES, default="release",
-                    help="dtype of the written weights (default: as in the release's own file, weight by weight, "
-                    "e.g. bfloat16 for the authors' files: float32 fine-tuned weights are rounded)")
+                    help="dtype of the written weights (default: as in the release's own file, weight by weight; "
+                    "where that is bfloat16, float32 fine-tuned weights are rounded to it)")
     ap.add_argument("--link", choices=LINK_MODES, default="hardlink",
                     help="how the release's VAE and text-encoder folders are placed beside the transformer: hard "
                     "links (default; copies across file systems), symlinks to the release folder, or copies")

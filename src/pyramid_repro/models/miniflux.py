@@ -1,5 +1,7 @@
 """The authors' miniFLUX transformer (their `PyramidFluxTransformer`, pipeline `model_name="pyramid_flux"`;
-docs/release.md "miniFLUX"): `MiniFluxDiT`, and a strict converter from the release folder's weight names.
+docs/release.md "miniFLUX"): `MiniFluxDiT`, and strict converters from the release folder's weight names and
+back (`release_to_suite`, `suite_to_release`; the config.json both ways: `miniflux_kwargs`,
+`miniflux_config_from_suite`).
 
 What the release computes (read from their pyramid_dit/flux_modules/, 2024-12 snapshot), and where this class
 shares the suite's code:
