@@ -21,7 +21,6 @@ from pyramid_repro.eval import release
 from pyramid_repro.models import miniflux
 from pyramid_repro.models.miniflux import MiniFluxDiT, load_miniflux_layout, release_to_suite
 from pyramid_repro.models.registry import load_dit
-from pyramid_repro.vae.handle import OFFICIAL_FLUX_NORMALIZATION
 
 # --- an independent reference: the release's forward, written from their code's semantics ----------------------
 
@@ -336,7 +335,8 @@ def test_release_detection_and_loading(fake_flux_release, tmp_path):
     assert release.plan(fake_flux_release, image=Path("x.png")).preset.name == "official-i2v"
     model, encoder, vae = release.load_release(release.plan(fake_flux_release), "cpu")
     assert isinstance(model, MiniFluxDiT) and type(encoder).__name__ == "ClipLT5Encoder"
-    assert vae.norm == OFFICIAL_FLUX_NORMALIZATION
+    assert vae.norm == releases.MINIFLUX.normalization
+    assert (vae.norm.image_shift, round(1 / vae.norm.image_scale, 4)) == (-0.04, 1.8726)  # theirs
     (fake_flux_release / "diffusion_transformer_image").mkdir(exist_ok=True)
     with pytest.raises(ConfigError, match="1024p image model"):
         release.plan(fake_flux_release / "diffusion_transformer_image")

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("pyramid_repro.commands.report", "render reports/ tables and plots"),
     "audit": ("pyramid_repro.commands.audit", "GPU-hour audit: the paper's Table 4 arithmetic and this run's ledger"),
     "compare": ("pyramid_repro.commands.compare", "sample, score and compare a new checkpoint with the paper"),
+    "export": ("pyramid_repro.commands.export",
+               "write a checkpoint fine-tuned from an authors' release back in the release's layout"),
     "study": ("pyramid_repro.commands.study", "the paper's user study: create pairs and rater links, serve, report"),
     "tokens": ("pyramid_repro.commands.tokens", "token arithmetic of the pyramid vs full sequence"),
     "plan": ("pyramid_repro.commands.plan", "memory per GPU of every training job of a profile, before launch"),

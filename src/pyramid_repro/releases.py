@@ -12,13 +12,18 @@ A `ReleaseKind` holds what differs between releases: how to recognise one (its t
 model class and the converters between the release's weight names and the class's (both ways), the text encoder,
 the latent normalisation of its VAE, the resolutions it ships, and the latent geometry training sees (16
 channels, 8x8x8 VAE, patch 2, 24 fps). `RELEASES` lists them; a new release is its model file plus one record
-here. `find_release(folder)` gives the `Release` (root + kind) of a folder.
+here (and its class's line in models/registry.py `DIT_CLASSES`). `find_release(folder)` gives the `Release` (root
++ kind) of a folder; `export_release` writes a model of a release's class back in that release's layout
+(`pyramid-repro export`).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,8 +32,23 @@ import torch
 
 from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.models.base import DiTModel
-from pyramid_repro.models.miniflux import MiniFluxDiT, is_miniflux_config, load_miniflux_layout
-from pyramid_repro.models.official import OfficialPyramidDiT, load_sd3_layout
+from pyramid_repro.models.miniflux import (
+    MiniFluxDiT,
+    is_miniflux_config,
+    load_miniflux_layout,
+    miniflux_config_from_suite,
+    miniflux_kwargs,
+    release_to_suite,
+    suite_to_release,
+)
+from pyramid_repro.models.official import (
+    OfficialPyramidDiT,
+    load_sd3_layout,
+    sd3_config_from_suite,
+    sd3_to_suite,
+    suite_kwargs_from_sd3,
+    suite_to_sd3,
+)
 from pyramid_repro.models.text import (
     MINIFLUX_FOLDERS,
     RELEASE_FOLDERS,
@@ -36,8 +56,8 @@ from pyramid_repro.models.text import (
     ClipT5Encoder,
     build_text_encoder,
 )
+from pyramid_repro.provenance import atomic_write_bytes, git_commit, utc_now, write_json
 from pyramid_repro.vae.handle import (
-    OFFICIAL_FLUX_NORMALIZATION,
     OFFICIAL_NORMALIZATION,
     LoadedVAE,
     Normalization,
@@ -73,11 +93,20 @@ class ReleaseKind:
     """What one release is (module docstring). `name` names it in folders, tables and config values."""
 
     name: str
-    label: str  # for tables: "SD3 release", "miniFLUX release"
+    label: str  # for messages: "SD3 release", "miniFLUX release"
+    table_name: str  # in table rows and progress: "Pyramid Flow <table_name> <resolution> (...)"
+    folder_prefix: str  # sample folders of the release are named release-<folder_prefix><resolution>
     pipeline_model_name: str  # the authors' PyramidDiTForVideoGeneration(model_name=...)
     model_class: type[DiTModel]
     is_config: Callable[[dict], bool]  # does a transformer config.json belong to this release
     load_transformer: Callable[[str | Path], DiTModel]  # strict: release layout -> the suite's class
+    # the converters both ways (strict: every tensor placed once, KeyError naming one that is not):
+    # release config.json -> the class's arguments, and back (with the release's other keys)
+    kwargs_from_config: Callable[[dict], dict]
+    config_from_kwargs: Callable[[dict], dict]
+    # (state dict, release config.json) -> the class's state dict; (state dict, class arguments) -> the release's
+    state_from_release: Callable[[dict, dict], dict]
+    state_to_release: Callable[[dict, dict], dict]
     text_encoder: type  # a class with from_release(root, max_tokens, dtype)
     text_folders: tuple[str, ...]
     normalization: Normalization
@@ -89,10 +118,42 @@ class ReleaseKind:
     temporal_compression: int = 8
     patch_size: int = 2
 
-    @property
-    def folder_prefix(self) -> str:
-        """How sample folders of this release are named: release-<prefix><resolution>."""
-        return "" if self.name == "sd3" else f"{self.name}-"
+    def model_kwargs(self, config: dict) -> dict:
+        """The model class's constructor arguments from a suite checkpoint's config.json (its defaults where a
+        key is absent)."""
+        params = list(inspect.signature(self.model_class.__init__).parameters.values())[1:]
+        return {p.name: config.get(p.name, p.default) for p in params}
+
+    def to_release(self, state: dict[str, torch.Tensor], config: dict, base: dict | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict]:
+        """(state dict, transformer config.json) in the release's layout from the suite class's state dict and
+        config.json, dtypes kept. `base`: the release's own transformer config.json, kept as it is (with its keys
+        the suite does not read) once its architecture is checked to be the model's; without it the config.json
+        is written from the model's arguments. KeyError naming a weight that is missing or has no place in the
+        release, ValueError naming a weight of the wrong shape or an architecture key that disagrees."""
+        kwargs = self.model_kwargs(config)
+        release_config = self.config_from_kwargs(kwargs)
+        if base is not None:
+            want = self.model_kwargs(self.kwargs_from_config(base))
+            plain = lambda d: json.loads(json.dumps(d))  # noqa: E731 (tuples and lists compare alike)
+            diff = [f"{k} {kwargs[k]!r} (release: {want[k]!r})" for k in kwargs if plain(kwargs[k]) != plain(want[k])]
+            if diff:
+                raise ValueError(f"the model's architecture is not its release's transformer config.json: "
+                                 f"{', '.join(diff)}")
+            release_config = dict(base)
+        with torch.device("meta"):  # shapes only
+            shapes = {k: tuple(v.shape) for k, v in self.model_class(**kwargs).state_dict().items()}
+        for k, v in state.items():
+            if k not in shapes:
+                raise KeyError(f"{k!r}: no such weight in {self.model_class.__name__} of this config, so no place "
+                               f"in the {self.label}'s layout")
+            if tuple(v.shape) != shapes[k]:
+                raise ValueError(f"{k!r}: shape {tuple(v.shape)} where {self.model_class.__name__} of this config "
+                                 f"has {shapes[k]}")
+        missing = sorted(set(shapes) - set(state))
+        if missing:
+            raise KeyError(f"the state dict lacks {self.model_class.__name__}'s weights {missing[:8]}")
+        return self.state_to_release(state, kwargs), release_config
 
     def load_text_encoder(self, root: str | Path, max_tokens: int = 128, dtype: torch.dtype = torch.float32):
         """The release's text encoders from its folder (local files only)."""
@@ -105,14 +166,27 @@ class ReleaseKind:
                                  tile_sample_size=tile_sample_size)
 
 
+# the SD3 release's sample folders and table rows keep the names they had before a second release was supported
 SD3 = ReleaseKind(
-    name="sd3", label="SD3 release", pipeline_model_name="pyramid_mmdit", model_class=OfficialPyramidDiT,
+    name="sd3", label="SD3 release", table_name="release", folder_prefix="", pipeline_model_name="pyramid_mmdit",
+    model_class=OfficialPyramidDiT,
     is_config=lambda c: bool(c) and not is_miniflux_config(c), load_transformer=load_sd3_layout,
+    kwargs_from_config=suite_kwargs_from_sd3, config_from_kwargs=sd3_config_from_suite,
+    state_from_release=lambda s, c: sd3_to_suite(s, c["patch_size"], c["in_channels"]),
+    state_to_release=lambda s, kw: suite_to_sd3(s, kw["patch_size"], kw["in_channels"]),
     text_encoder=ClipT5Encoder, text_folders=tuple(RELEASE_FOLDERS), normalization=OFFICIAL_NORMALIZATION)
 MINIFLUX = ReleaseKind(
-    name="miniflux", label="miniFLUX release", pipeline_model_name="pyramid_flux", model_class=MiniFluxDiT,
-    is_config=is_miniflux_config, load_transformer=load_miniflux_layout, text_encoder=ClipLT5Encoder,
-    text_folders=tuple(MINIFLUX_FOLDERS), normalization=OFFICIAL_FLUX_NORMALIZATION)
+    name="miniflux", label="miniFLUX release", table_name="miniFLUX release", folder_prefix="miniflux-",
+    pipeline_model_name="pyramid_flux", model_class=MiniFluxDiT,
+    is_config=is_miniflux_config, load_transformer=load_miniflux_layout,
+    kwargs_from_config=miniflux_kwargs, config_from_kwargs=miniflux_config_from_suite,
+    state_from_release=lambda s, c: release_to_suite(s), state_to_release=lambda s, kw: suite_to_release(s),
+    text_encoder=ClipLT5Encoder,
+    text_folders=tuple(MINIFLUX_FOLDERS),
+    # their pipeline with model_name "pyramid_flux": frame 0 with the FLUX-paired image statistics (shift -0.04,
+    # scale 1/1.8726), later frames with the video statistics both releases share
+    normalization=Normalization(-0.04, 1 / 1.8726, OFFICIAL_NORMALIZATION.video_shift,
+                                OFFICIAL_NORMALIZATION.video_scale))
 # detection tries them in this order: the more specific test first
 RELEASES: dict[str, ReleaseKind] = {k.name: k for k in (MINIFLUX, SD3)}
 
@@ -259,3 +333,99 @@ def vae_for(cfg: Config, chunk_frames: int = 0, device: torch.device | str = "cp
     if rel is None:
         return load_vae(cfg.layout.vae_final(), chunk_frames, device)
     return rel.kind.load_vae(rel.root, chunk_frames, device)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Export: a fine-tuned release model back into the release's layout (`pyramid-repro export`, docs/release.md)
+# --------------------------------------------------------------------------------------------------------------
+
+TRANSFORMER_FILE = "diffusion_pytorch_model.safetensors"
+EXPORT_RECORD = "export.json"
+LINK_MODES = ("hardlink", "symlink", "copy")
+
+
+def release_of_class(cls: type) -> ReleaseKind | None:
+    """The release whose model class `cls` is; None for the suite's own models (nothing to export them to)."""
+    return next((k for k in RELEASES.values() if k.model_class is cls), None)
+
+
+def file_dtypes(folder: Path) -> dict[str, torch.dtype]:
+    """{weight name: dtype} of a transformer folder's *.safetensors files, from their headers (nothing loaded)."""
+    from safetensors import safe_open
+
+    names = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    out: dict[str, torch.dtype] = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as h:
+            for k in h.keys():
+                out[k] = names.get(h.get_slice(k).get_dtype(), torch.float32)
+    return out
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def _place(src: Path, dst: Path, link: str) -> None:
+    """`src` (a folder of the release) at `dst`: a symlink to it, a tree of hard links (copies where the file system
+    refuses), or a copy."""
+    if link == "symlink":
+        dst.symlink_to(src.resolve(), target_is_directory=True)
+    else:
+        shutil.copytree(src, dst, copy_function=_link_or_copy if link == "hardlink" else shutil.copy2)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def export_release(model: DiTModel, release: Release, resolution: str, to: str | Path,
+                   dtype: torch.dtype | None = None, link: str = "hardlink", force: bool = False,
+                   source: str = "") -> Path:
+    """Write `model` (the release's class, e.g. fine-tuned from `release`) as a release folder at `to` that the
+    authors' pipeline loads (`PyramidDiTForVideoGeneration(to, model_name=<pipeline_model_name>,
+    model_variant="diffusion_transformer_<resolution>")`) and `find_release` recognises:
+    `<to>/diffusion_transformer_<resolution>/config.json` (the release's own, architecture checked) and
+    diffusion_pytorch_model.safetensors (the release's names, written atomically), beside the release's VAE and
+    text-encoder folders (hard links by default; `link` symlink or copy). Weights are written in the dtype of the
+    release's file, weight by weight (`dtype` None), else in `dtype`. `source` names the model in export.json.
+    ConfigError: a model of another class, an incomplete release, a target folder that exists and is not empty
+    (without `force`), the release folder itself as the target."""
+    from safetensors.torch import save
+
+    kind, to = release.kind, Path(to)
+    if not isinstance(model, kind.model_class):
+        raise ConfigError(f"a {type(model).__name__} is not the {kind.label}'s model class "
+                          f"({kind.model_class.__name__}): export it with its own release folder")
+    if link not in LINK_MODES:
+        raise ConfigError(f"link={link!r}: expected one of {', '.join(LINK_MODES)}")
+    release.check(resolution)
+    if to.resolve() == release.root.resolve():
+        raise ConfigError(f"--to {to}: that is the release folder itself; export to a new folder")
+    folder = release.transformer(resolution)
+    targets = [to / kind.resolutions[resolution].folder] + [to / n for n in (VAE_FOLDER, *kind.text_folders)]
+    if to.exists() and any(to.iterdir()):
+        if not force:
+            raise ConfigError(f"--to {to}: exists and is not empty (pass --force to replace the release folders in "
+                              "it)")
+        for t in targets:
+            _remove(t)
+    state, config = kind.to_release(model.state_dict(), dict(model.config),
+                                    json.loads((folder / "config.json").read_text()))
+    dtypes = file_dtypes(folder) if dtype is None else {}
+    state = {k: v.detach().to("cpu", dtype or dtypes.get(k, v.dtype)).contiguous() for k, v in state.items()}
+    atomic_write_bytes(targets[0] / TRANSFORMER_FILE, save(state, metadata={"format": "pt"}))
+    write_json(targets[0] / "config.json", config)
+    for t in targets[1:]:
+        _place(release.root / t.name, t, link)
+    write_json(to / EXPORT_RECORD, {"release": str(release.root.resolve()), "kind": kind.name,
+                                    "pipeline_model_name": kind.pipeline_model_name, "resolution": resolution,
+                                    "model": source, "link": link, "git_commit": git_commit(),
+                                    "created": utc_now()})
+    return to

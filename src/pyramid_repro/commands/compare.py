@@ -11,6 +11,7 @@ from rich.table import Table
 from pyramid_repro.cliutil import config_from_args, config_parser
 from pyramid_repro.commands.sample import add_method_args, add_release_args, check_release_only, release_plan
 from pyramid_repro.config import ConfigError
+from pyramid_repro.releases import RELEASES
 from pyramid_repro.report.compare import compare, default_name
 
 
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with config.json (save_pretrained), sampled with its own method (the "
                     "train_config.yaml beside it), or the authors' release folder")
     ap.add_argument("--backend", default=None, help="scoring backend (default: the profile's first backend)")
-    ap.add_argument("--name", help="label of the checkpoint in the table (default: folder name; the release: "
-                    "release-<resolution>, release-miniflux-<resolution>)")
+    ap.add_argument("--name", help="label of the checkpoint in the table (default: folder name; a release: "
+                    f"{', '.join(f'release-{k.folder_prefix}<resolution>' for k in RELEASES.values())})")
     ap.add_argument("--image", type=Path, help="image-to-video: this image is the first frame of every video")
     add_release_args(ap)
     add_method_args(ap)

@@ -19,7 +19,7 @@ The later miniFLUX release (their `model_name="pyramid_flux"`) has the same fold
 text_encoder/ (CLIP-L) and text_encoder_2/ (T5-XXL) with tokenizer/ and tokenizer_2/, no text_encoder_3/. It is
 recognised by its transformer config.json (`_class_name: PyramidFluxTransformer`, `Release.model`) and loaded into
 `MiniFluxDiT` (models/miniflux.py, strict converter), `ClipLT5Encoder.from_release`, and the same VAE with the
-miniFLUX image-latent normalisation (`OFFICIAL_FLUX_NORMALIZATION`: shift -0.04, scale 1/1.8726). Its sampling
+miniFLUX image-latent normalisation (its record's `normalization`: shift -0.04, scale 1/1.8726). Its sampling
 settings are the same presets (their README gives the same steps and guidance for both releases). Its 1024p image
 transformer (diffusion_transformer_image/) is not supported.
 """
@@ -38,6 +38,7 @@ from pyramid_repro.releases import (
     DEFAULT_LATENT_FRAMES,
     FPS,
     RELEASES,
+    SD3,
     Release,
     ReleaseKind,
     find_release,
@@ -138,17 +139,17 @@ def resolution_of(release: Release, folder: Path, resolution: str | None) -> str
     for name, res in release.kind.resolutions.items():
         if Path(folder).name == res.folder:
             return name
+    folders = [r.folder + "/" for r in release.kind.resolutions.values()]
     if Path(folder).name.startswith("diffusion_transformer_"):
-        raise ConfigError(f"{folder}: this suite samples the video transformers (diffusion_transformer_384p/, "
-                          "diffusion_transformer_768p/) only, not the miniFLUX release's 1024p image model")
+        raise ConfigError(f"{folder}: this suite samples the {release.kind.label}'s video transformers "
+                          f"({', '.join(folders)}) only (not, e.g., the miniFLUX release's 1024p image model)")
     have = release.resolutions()
     if not have:
-        raise ConfigError(f"{release.root}: no diffusion_transformer_384p/ or diffusion_transformer_768p/ with a "
-                          "config.json")
+        raise ConfigError(f"{release.root}: no {' or '.join(folders)} with a config.json")
     return have[0]
 
 
-def release_config(cfg: Config, preset: SamplerPreset, kind: ReleaseKind = RELEASES["sd3"]) -> Config:
+def release_config(cfg: Config, preset: SamplerPreset, kind: ReleaseKind = SD3) -> Config:
     """`cfg` with what the release fixes: the authors' pyramid schedule and sampler settings, the release's latent
     geometry (16 latent channels, 8x8x8 VAE, patch 2) and fps. Prompts, seeds, samples per prompt, device and
     precision stay the profile's."""
@@ -185,7 +186,7 @@ class ReleaseRun:
     latent_frames: int
     size: tuple[int, int]  # (height, width) pixels
     image: Path | None = None  # image-to-video: the first frame of every video
-    model: str = "sd3"  # which release (releases.RELEASES): "sd3" or "miniflux"
+    model: str = SD3.name  # which release: a key of releases.RELEASES
 
     @property
     def kind(self) -> ReleaseKind:
@@ -193,14 +194,14 @@ class ReleaseRun:
 
     @property
     def name(self) -> str:
-        """The run's name in folders and file names: release-<resolution> (SD3), release-miniflux-<resolution>."""
+        """The run's name in folders and file names: release-<folder_prefix><resolution> (release-384p for the SD3
+        release, release-miniflux-384p)."""
         return f"release-{self.kind.folder_prefix}{self.resolution}"
 
     @property
     def label(self) -> str:
         h, w = self.size
-        which = "release" if self.model == "sd3" else self.kind.label
-        return (f"Pyramid Flow {which} {self.resolution} ({self.preset.name}, {w}x{h}, "
+        return (f"Pyramid Flow {self.kind.table_name} {self.resolution} ({self.preset.name}, {w}x{h}, "
                 f"{self.latent_frames} latent frames)")
 
     def to_dict(self) -> dict:

@@ -101,6 +101,27 @@ class DiTModel(ModelMixin, ConfigMixin):
         return loaded
 
 
+class StateTaker:
+    """The strict converters' bookkeeping (release <-> suite state dicts): `take(key)` hands out each tensor once,
+    a KeyError naming the key when it is not there (`missing` says what was expected, with {key}); `done()` is a
+    KeyError naming what was never taken (`leftover` completes "<n> weights ...")."""
+
+    def __init__(self, state: dict[str, torch.Tensor], missing: str, leftover: str):
+        self.left, self.missing, self.leftover = dict(state), missing, leftover
+
+    def __call__(self, key: str) -> torch.Tensor:
+        if key not in self.left:
+            raise KeyError(self.missing.format(key=repr(key)))
+        return self.left.pop(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.left
+
+    def done(self) -> None:
+        if self.left:
+            raise KeyError(f"{len(self.left)} weights {self.leftover}: {sorted(self.left)[:8]}")
+
+
 def read_release_folder(folder: str | Path, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config.json, every tensor of its *.safetensors files) of a released transformer folder, for the strict
     converters of the authors' models; `what` names the expected folder in the errors."""

@@ -1,5 +1,7 @@
 """The authors' miniFLUX transformer (their `PyramidFluxTransformer`, pipeline `model_name="pyramid_flux"`;
-docs/release.md "miniFLUX"): `MiniFluxDiT`, and a strict converter from the release folder's weight names.
+docs/release.md "miniFLUX"): `MiniFluxDiT`, and strict converters from the release folder's weight names and
+back (`release_to_suite`, `suite_to_release`; the config.json both ways: `miniflux_kwargs`,
+`miniflux_config_from_suite`).
 
 What the release computes (read from their pyramid_dit/flux_modules/, 2024-12 snapshot), and where this class
 shares the suite's code:
@@ -40,7 +42,7 @@ from diffusers.models.normalization import RMSNorm
 from einops import rearrange
 
 from pyramid_repro.models.attention import MaskSpec, attend, resolve_kernel
-from pyramid_repro.models.base import DiTModel, read_release_folder
+from pyramid_repro.models.base import DiTModel, StateTaker, read_release_folder
 from pyramid_repro.models.mmdit import MMDiTBlock, modulate
 from pyramid_repro.models.positions import apply_rope
 
@@ -228,13 +230,11 @@ def release_to_suite(state: dict[str, torch.Tensor], expected: dict[str, torch.S
     the release's patch flattening and final (scale, shift) order). With `expected` (MiniFluxDiT's state-dict
     shapes) every converted tensor's shape is checked. Raises KeyError naming a missing or left-over release key,
     ValueError naming a tensor of the wrong shape."""
-    src, out, origin = dict(state), {}, {}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in src:
-            raise KeyError(f"the miniFLUX transformer's state dict has no {key!r} (not the authors' "
-                           "PyramidFluxTransformer layout, or a truncated file)")
-        return src.pop(key)
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    take = StateTaker(state, "the miniFLUX transformer's state dict has no {key} (not the authors' "
+                      "PyramidFluxTransformer layout, or a truncated file)",
+                      "of the miniFLUX transformer have no place in MiniFluxDiT")
 
     def put(new: str, value: torch.Tensor, old: str) -> None:
         out[new], origin[new] = value, old
@@ -265,9 +265,7 @@ def release_to_suite(state: dict[str, torch.Tensor], expected: dict[str, torch.S
                 put(f"single_blocks.{i}.{new}.{t}", take(f"{pre}{old}.{t}"), f"{pre}{old}.{t}")
         for old, new in _SINGLE_NORMS.items():
             put(f"single_blocks.{i}.{new}.weight", take(f"{pre}{old}.weight"), f"{pre}{old}.weight")
-    if src:
-        raise KeyError(f"{len(src)} weights of the miniFLUX transformer have no place in MiniFluxDiT: "
-                       f"{sorted(src)[:8]}")
+    take.done()
     if expected is not None:
         missing = sorted(set(expected) - set(out))
         if missing:
@@ -288,6 +286,66 @@ def _count(state: dict, prefix: str) -> int:
     if ids and ids != set(range(len(ids))):
         raise KeyError(f"{prefix}N: block indices {sorted(ids)} are not 0..{len(ids) - 1}")
     return len(ids)
+
+
+def suite_to_release(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `release_to_suite`: MiniFluxDiT's state dict -> the release's names, every tensor used once,
+    dtypes kept; fused q/k/v are split back into thirds. Raises KeyError naming a missing key or one it cannot
+    place."""
+    out: dict[str, torch.Tensor] = {}
+    take = StateTaker(state, "MiniFluxDiT's state dict has no {key} (not this class's weights, or a truncated "
+                      "checkpoint)", "of MiniFluxDiT have no place in the release's layout")
+
+    def split(key: str, names: list[str]) -> None:
+        for name, part in zip(names, take(key).chunk(3)):
+            out[name] = part.clone()  # not views of one storage (safetensors writes no shared tensors)
+
+    for old, new in _TOP.items():
+        for t in ("weight", "bias"):
+            out[f"{old}.{t}"] = take(f"{new}.{t}")
+    for i in range(_count(state, "blocks.")):
+        pre = f"transformer_blocks.{i}."
+        for stream, names in _DOUBLE_QKV.items():
+            for t in ("weight", "bias"):
+                split(f"blocks.{i}.{stream}.qkv.{t}", [f"{pre}{n}.{t}" for n in names])
+        for old, new in _DOUBLE.items():
+            for t in ("weight", "bias"):
+                out[f"{pre}{old}.{t}"] = take(f"blocks.{i}.{new}.{t}")
+        for old, new in _DOUBLE_NORMS.items():
+            out[f"{pre}{old}.weight"] = take(f"blocks.{i}.{new}.weight")
+    for i in range(_count(state, "single_blocks.")):
+        pre = f"single_transformer_blocks.{i}."
+        for t in ("weight", "bias"):
+            split(f"single_blocks.{i}.qkv.{t}", [f"{pre}attn.to_{n}.{t}" for n in "qkv"])
+        for old, new in _SINGLE.items():
+            for t in ("weight", "bias"):
+                out[f"{pre}{old}.{t}"] = take(f"single_blocks.{i}.{new}.{t}")
+        for old, new in _SINGLE_NORMS.items():
+            out[f"{pre}{old}.weight"] = take(f"single_blocks.{i}.{new}.weight")
+    take.done()
+    return out
+
+
+# the release's transformer config.json beyond the architecture (their PyramidFluxTransformer arguments as the
+# release sets them): written when a model is exported without its release's own config.json
+MINIFLUX_RELEASE_EXTRAS = {
+    "_class_name": MINIFLUX_CLASS_NAME, "_diffusers_version": "0.30.3", "patch_size": 1, "use_flash_attn": False,
+    "use_temporal_causal": True, "interp_condition_pos": True, "use_gradient_checkpointing": False,
+    "gradient_checkpointing_ratio": 0.6,
+}
+
+
+def miniflux_config_from_suite(kwargs: dict) -> dict:
+    """The release's transformer config.json from MiniFluxDiT's arguments (the inverse of `miniflux_kwargs`), with
+    the release's other keys (`MINIFLUX_RELEASE_EXTRAS`)."""
+    if kwargs["patch_size"] != PATCH:
+        raise ValueError(f"patch_size {kwargs['patch_size']}: the release's class hard-codes {PATCH}x{PATCH} patches")
+    hidden, heads = kwargs["hidden_size"], kwargs["num_heads"]
+    arch = {"in_channels": kwargs["in_channels"] * PATCH * PATCH, "num_layers": kwargs["depth_double"],
+            "num_single_layers": kwargs["depth_single"], "attention_head_dim": hidden // heads,
+            "num_attention_heads": heads, "joint_attention_dim": kwargs["text_dim"],
+            "pooled_projection_dim": kwargs["pooled_dim"], "axes_dims_rope": list(kwargs["axes_dims_rope"])}
+    return {**MINIFLUX_RELEASE_EXTRAS, **arch}
 
 
 def miniflux_kwargs(config: dict) -> dict:

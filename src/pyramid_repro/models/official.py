@@ -17,7 +17,8 @@ models/mmdit.py with the release's semantics where they differ from this suite's
 
 `sd3_to_suite` converts a transformer state dict in that layout (diffusers' `SD3Transformer2DModel`, or the
 release's folder) into this suite's, key by key, and fails on any key left over or missing; `load_sd3_layout`
-builds the model from such a folder.
+builds the model from such a folder. `suite_to_sd3` and `sd3_config_from_suite` go back (export of a fine-tuned
+model into the release's layout, releases.py).
 
 The history KV cache is refused for this model (`kv_cache_exact` is False): with the context modulated by the
 current timestep its keys and values change at every Euler step, so a cache would not be exact.
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from diffusers.configuration_utils import register_to_config
 
-from pyramid_repro.models.base import read_release_folder
+from pyramid_repro.models.base import StateTaker, read_release_folder
 from pyramid_repro.models.mmdit import MMDiT
 from pyramid_repro.models.positions import crop_pos_table, history_pos_table, official_pos_table
 
@@ -119,13 +120,9 @@ def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
     embedding (its (channel, row, column) flattening is the suite's); the final adaLN's (scale, shift) halves are
     swapped to the suite's (shift, scale); the output rows go from (row, column, channel) to (channel, row,
     column) order. Raises KeyError naming any key it could not place."""
-    src, out = dict(state), {}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in src:
-            raise KeyError(f"the transformer's state dict has no {key!r} (not an SD3-layout Pyramid Flow "
-                           "transformer, or a truncated file)")
-        return src.pop(key)
+    out: dict[str, torch.Tensor] = {}
+    take = StateTaker(state, "the transformer's state dict has no {key} (not an SD3-layout Pyramid Flow "
+                      "transformer, or a truncated file)", "of the transformer have no place in the suite's model")
 
     out["pos_table"] = take("pos_embed.pos_embed")
     w = take("pos_embed.proj.weight")
@@ -141,7 +138,7 @@ def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
                 out[f"blocks.{i}.{stream}.qkv.{t}"] = torch.cat([take(f"{pre}{n}.{t}") for n in names])
         for old, new in _BLOCK.items():
             for t in ("weight", "bias"):
-                if f"{pre}{old}.{t}" in src:
+                if f"{pre}{old}.{t}" in take:
                     out[f"blocks.{i}.{new}.{t}"] = take(f"{pre}{old}.{t}")
     scale, shift = take("norm_out.linear.weight").chunk(2)
     out["final_ada.1.weight"] = torch.cat([shift, scale])
@@ -151,10 +148,76 @@ def sd3_to_suite(state: dict[str, torch.Tensor], patch_size: int, out_channels: 
     w, b = take("proj_out.weight"), take("proj_out.bias")
     out["final.weight"] = w.reshape(p, p, c, -1).permute(2, 0, 1, 3).reshape(p * p * c, -1)
     out["final.bias"] = b.reshape(p, p, c).permute(2, 0, 1).reshape(-1)
-    if src:
-        raise KeyError(f"{len(src)} weights of the transformer have no place in the suite's model: "
-                       f"{sorted(src)[:8]}")
+    take.done()
     return out
+
+
+# the inverse of `_BLOCK`: the authors' spelling of the text stream's QK norms (norm_add_q), as the release files
+# have it
+_BLOCK_BACK = {new: old for old, new in _BLOCK.items() if ".norm_added_" not in old}
+_TOP_BACK = {new: old for old, new in _TOP.items()}
+
+
+def suite_to_sd3(state: dict[str, torch.Tensor], patch_size: int, out_channels: int) -> dict[str, torch.Tensor]:
+    """The inverse of `sd3_to_suite`: OfficialPyramidDiT's state dict -> the release's names and layouts, every
+    tensor used once, dtypes kept. q/k/v are split back into thirds, the patch linear becomes the (out, channel,
+    row, column) convolution weight, the final adaLN halves go back to (scale, shift), the output rows to (row,
+    column, channel) order, the text QK norms to the authors' `norm_add_q/norm_add_k`. Raises KeyError naming a
+    missing key or one it cannot place."""
+    out: dict[str, torch.Tensor] = {}
+    p, c = patch_size, out_channels
+    take = StateTaker(state, "OfficialPyramidDiT's state dict has no {key} (not this class's weights, or a "
+                      "truncated checkpoint)", "of OfficialPyramidDiT have no place in the release's layout")
+
+    out["pos_embed.pos_embed"] = take("pos_table")
+    w = take("patch.weight")
+    out["pos_embed.proj.weight"] = w.reshape(w.shape[0], -1, p, p)
+    out["pos_embed.proj.bias"] = take("patch.bias")
+    for new, old in _TOP_BACK.items():
+        for t in ("weight", "bias"):
+            out[f"{old}.{t}"] = take(f"{new}.{t}")
+    blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("blocks.")})
+    for i in blocks:
+        pre = f"transformer_blocks.{i}."
+        for stream, names in _QKV.items():
+            for t in ("weight", "bias"):
+                for n, part in zip(names, take(f"blocks.{i}.{stream}.qkv.{t}").chunk(3)):
+                    out[f"{pre}{n}.{t}"] = part.clone()
+        for new, old in _BLOCK_BACK.items():
+            for t in ("weight", "bias"):
+                if f"blocks.{i}.{new}.{t}" in take:
+                    out[f"{pre}{old}.{t}"] = take(f"blocks.{i}.{new}.{t}")
+    for t in ("weight", "bias"):
+        shift, scale = take(f"final_ada.1.{t}").chunk(2)
+        out[f"norm_out.linear.{t}"] = torch.cat([scale, shift])
+    w, b = take("final.weight"), take("final.bias")
+    out["proj_out.weight"] = w.reshape(c, p, p, -1).permute(1, 2, 0, 3).reshape(p * p * c, -1).contiguous()
+    out["proj_out.bias"] = b.reshape(c, p, p).permute(1, 2, 0).reshape(-1).contiguous()
+    take.done()
+    return out
+
+
+# the release's transformer config.json beyond the architecture (the authors' PyramidDiffusionMMDiT arguments as
+# their 384p/768p folders set them): written when a model is exported without its release's own config.json
+SD3_RELEASE_EXTRAS = {
+    "_class_name": "PyramidDiffusionMMDiT", "_diffusers_version": "0.30.3", "max_num_frames": 200,
+    "pos_embed_type": "sincos", "temp_pos_embed_type": "rope", "use_flash_attn": False,
+    "use_gradient_checkpointing": False, "use_temporal_causal": True, "use_t5_mask": True,
+    "add_temp_pos_embed": True, "interp_condition_pos": True, "gradient_checkpointing_ratio": 0.6,
+}
+
+
+def sd3_config_from_suite(kwargs: dict) -> dict:
+    """The release's transformer config.json from OfficialPyramidDiT's arguments (the inverse of
+    `suite_kwargs_from_sd3`), with the authors' other keys (`SD3_RELEASE_EXTRAS`)."""
+    hidden, heads = kwargs["hidden_size"], kwargs["num_heads"]
+    arch = {"sample_size": kwargs["pos_embed_base_size"] * kwargs["patch_size"], "patch_size": kwargs["patch_size"],
+            "in_channels": kwargs["in_channels"], "num_layers": kwargs["depth"],
+            "attention_head_dim": hidden // heads, "num_attention_heads": heads,
+            "joint_attention_dim": kwargs["text_dim"], "caption_projection_dim": hidden,
+            "pooled_projection_dim": kwargs["pooled_dim"], "pos_embed_max_size": kwargs["pos_embed_max_size"],
+            "qk_norm": "rms_norm" if kwargs["qk_norm"] else None}
+    return {**SD3_RELEASE_EXTRAS, **arch}
 
 
 def suite_kwargs_from_sd3(config: dict, qk_norm_eps: float = OFFICIAL_QK_NORM_EPS) -> dict:

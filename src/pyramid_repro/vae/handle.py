@@ -61,13 +61,11 @@ class Normalization:
 
 # Latent normalisation of the release's pipeline (pyramid_dit/pyramid_dit_for_video_gen_pipeline.py: __init__,
 # get_vae_latent, decode_latent): z_norm = (z - shift) * scale, frame 0 with image statistics that depend on the
-# DiT the VAE was paired with, later frames with video statistics shared by both releases.
+# DiT the VAE was paired with, later frames with video statistics shared by both releases. This is the SD3 release's,
+# the default of a release VAE folder loaded on its own; each release's is on its record (releases.py).
 OFFICIAL_NORMALIZATION = Normalization(0.1490, 1 / 1.8415, -0.2343, 1 / 3.0986)
 """The SD3-based release (pipeline model_name `pyramid_mmdit`): image shift 0.1490, scale 1/1.8415; video shift
 -0.2343, scale 1/3.0986."""
-OFFICIAL_FLUX_NORMALIZATION = Normalization(-0.04, 1 / 1.8726, -0.2343, 1 / 3.0986)
-"""The FLUX-based release (pipeline model_name `pyramid_flux`): image shift -0.04, scale 1/1.8726; same video
-statistics."""
 
 
 @torch.no_grad()
