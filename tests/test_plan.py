@@ -18,12 +18,13 @@ import pytest
 import torch
 
 from pyramid_repro.commands.plan import main as plan_main
-from pyramid_repro.config import load_config
+from pyramid_repro.config import ConfigError, load_config
 from pyramid_repro.models import build_dit
 from pyramid_repro.train.dit import flow_matching_loss
 from pyramid_repro.train.plan import (GB, MemoryPlanError, census, check_job, dit_batch, dit_census,
-                                      max_micro_batch, plan_dit_stage, plan_profile, states, text_dims,
+                                      max_micro_batch, plan_dit_stage, plan_profile, plan_vae, states, text_dims,
                                       valid_micro_batches, worst_draw)
+from pyramid_repro.train.vae import random_crops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,3 +157,26 @@ def test_paper_profile_fits_80_gb_on_128_processes():
     off = load_config("paper", {"train": {"activation_checkpointing": 0.0}, "compute": {"sharding": "none"}})
     rows = plan_profile(off, ["pyramid"], processes=128, memory=80 * GB, target="cuda", vae=False)
     assert [(r.micro_batch, r.fits) for r in rows] == [(12, False), (6, False), (3, False)]
+
+
+def test_paper_vae_fits_on_crops_and_a_crop_is_drawn_per_clip():
+    """The paper's VAE trains on the authors' 256x256 crops of 17-frame clips (vae.train_crop): it fits an 80 GB
+    GPU by the plan, and on whole 768x1280 frames it would not. random_crops draws a window per clip inside the
+    frame and draws nothing (the default run's random stream) without a crop."""
+    cfg = load_config("paper")
+    assert (cfg.vae.train_crop, cfg.vae.train_frames) == (256, 17)
+    row = plan_vae(cfg, 128, 80 * GB, "cuda")
+    assert row.fits and row.tokens == row.micro_batch * 17 * 256 * 256
+    whole = load_config("paper", {"vae": {"train_crop": 0}})
+    assert plan_vae(whole, 128, 80 * GB, "cuda").fits is False
+    with pytest.raises(ConfigError, match="vae.train_crop=20: expected 0"):
+        load_config("smoke", {"vae": {"train_crop": 20}})
+    clips = torch.arange(2 * 3 * 2 * 16 * 16, dtype=torch.float32).reshape(2, 3, 2, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    crops = random_crops(clips, 8, g)
+    assert crops.shape == (2, 3, 2, 8, 8)
+    for c, x in zip(crops, clips):  # each crop is a window of its own clip
+        t, w = divmod(int((c[0, 0, 0, 0] - x[0, 0, 0, 0]).item()), 16)
+        assert torch.equal(c, x[..., t:t + 8, w:w + 8])
+    state = g.get_state()
+    assert random_crops(clips, 0, g) is clips and torch.equal(g.get_state(), state)

@@ -957,6 +957,7 @@ def plan_vae(cfg: Config, processes: int, memory: float | None, target: str) -> 
     n = vae_processes(cfg, processes)
     micro = tc.micro_batch_size or max(1, tc.batch_size // n)
     frames = v.train_frames or cfg.data.frames
+    H, W = (v.train_crop, v.train_crop) if v.train_crop else (cfg.data.height, cfg.data.width)
     bf16 = bf16_on(target, tc.precision)
     vae, loss = _meta_vae(cfg)
     params = sum(p.numel() for p in vae.parameters())
@@ -965,7 +966,7 @@ def plan_vae(cfg: Config, processes: int, memory: float | None, target: str) -> 
     step = max(0, cfg.vae.loss.gan_start_step)
 
     def measure(m: int) -> tuple[int, int]:
-        x = torch.empty(m, 3, frames, cfg.data.height, cfg.data.width, device=META)
+        x = torch.empty(m, 3, frames, H, W, device=META)
         g = device_generator(0, META)
         mode = _TargetEmulation(target, "sdpa", torch.bfloat16 if bf16 else None)
         out: dict[str, Any] = {}
@@ -1002,10 +1003,10 @@ def plan_vae(cfg: Config, processes: int, memory: float | None, target: str) -> 
                  if m < micro and m <= (best or 0)][:1]
         suggestion = _suggest([f"--set {f}" for f in fixes])
         if not best:
-            note = (f"one clip of {frames} frames at {cfg.data.height}x{cfg.data.width} keeps {fmt_bytes(act(1))} "
-                    f"of activations: it cannot fit {fmt_bytes(memory)} on any micro-batch (fewer frames per "
-                    "training clip, vae.train_frames, or smaller frames)")
-    return PlanRow("vae", "vae", micro, micro * frames * cfg.data.height * cfg.data.width, n, cfg.compute.sharding,
+            note = (f"one clip of {frames} frames at {H}x{W} keeps {fmt_bytes(act(1))} of activations: it cannot "
+                    f"fit {fmt_bytes(memory)} on any micro-batch (fewer frames per training clip, vae.train_frames, "
+                    "or training crops, vae.train_crop)")
+    return PlanRow("vae", "vae", micro, micro * frames * H * W, n, cfg.compute.sharding,
                    0.0, "-", "bf16" if bf16 else "fp32", _gb(sum(st.values())), {k: _gb(v) for k, v in st.items()},
                    _gb(a), _gb(a), _gb(total), None if memory is None else round(memory / GB, 3), fits, best,
                    params, note, suggestion)

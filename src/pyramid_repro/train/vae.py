@@ -45,6 +45,19 @@ class ClipBank:
         return torch.stack(out)
 
 
+def random_crops(clips: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random `size` x `size` pixel window of each clip (B, 3, T, H, W), its corner drawn uniformly with
+    `generator` (vae.train_crop, as the authors train their VAE on 256 x 256 crops); `size` 0 (or the whole frame):
+    the clips as they are, nothing drawn."""
+    H, W = clips.shape[-2:]
+    if not size or (size >= H and size >= W):
+        return clips
+    n = clips.shape[0]
+    top = torch.randint(0, H - size + 1, (n,), generator=generator, device=generator.device).tolist()
+    left = torch.randint(0, W - size + 1, (n,), generator=generator, device=generator.device).tolist()
+    return torch.stack([c[..., t:t + size, w:w + size] for c, t, w in zip(clips, top, left)])
+
+
 def vae_step_key(seed: int, step: int) -> int:
     """Random stream of VAE optimizer step `step` (clips drawn, posterior noise); micro-batch m of the step draws
     from `train.loop.micro_batch_generator(vae_step_key, m)`, whichever process computes it."""
@@ -72,7 +85,7 @@ class VAELoop(TrainLoop):
         for j, mb in enumerate(mine):
             g = micro_batch_generator(vae_step_key(self.cfg.seed, step), mb, dev)
             rows = torch.randint(0, len(self.bank), (self.micro,), generator=g, device=g.device)
-            x = self.bank.batch(rows.cpu()).to(dev)
+            x = random_crops(self.bank.batch(rows.cpu()), self.cfg.vae.train_crop, g).to(dev)
             with job.accumulate(vae, last=j == len(mine) - 1):
                 with job.accelerator.autocast():
                     recon, mean, logvar = vae(x, generator=g)
