@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.config import Config, ConfigError, check_consistency
 from pyramid_repro.models.base import DiTModel
 from pyramid_repro.models.miniflux import MiniFluxDiT, is_miniflux_config, load_miniflux_layout
 from pyramid_repro.models.official import OfficialPyramidDiT, load_sd3_layout
@@ -233,7 +233,8 @@ def config_release(cfg: Config) -> Release | None:
 def apply_release(cfg: Config) -> Config:
     """`cfg` with the latent geometry of the release it fine-tunes (latent channels, VAE compression, patch size:
     what the release's transformer was trained on); unchanged without `release`. Every command's config goes
-    through it (cliutil.config_from_args, workflow.Plan)."""
+    through it (cliutil.config_from_args, workflow.Plan). The result is checked again (tree.check_consistency):
+    the profile's frame sizes and counts must suit the release's 8x8x8 VAE and patch 2."""
     rel = config_release(cfg)
     if rel is None:
         return cfg
@@ -241,6 +242,7 @@ def apply_release(cfg: Config) -> Config:
     c = copy.deepcopy(cfg)
     c.vae.latent_channels, c.vae.spatial_compression = k.latent_channels, k.spatial_compression
     c.vae.temporal_compression, c.model.patch_size = k.temporal_compression, k.patch_size
+    check_consistency(c)
     return c
 
 

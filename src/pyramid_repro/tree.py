@@ -208,7 +208,9 @@ class DiTTrainConfig:
     curriculum: list[CurriculumStage] = field(default_factory=list)
     lr: float = 1e-4
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    # AdamW's (beta1, beta2); the default is PyTorch's. The authors fine-tune with (0.9, 0.95) (profiles/finetune)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0  # linear warm-up to `lr`, then constant (train/loop.py lr_lambda)
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ckpt_every: int = 1000
@@ -472,6 +474,8 @@ def check_consistency(cfg: Config) -> None:
     if not 0.0 <= cfg.train.activation_checkpointing <= 1.0:
         errs.append(f"train.activation_checkpointing={cfg.train.activation_checkpointing}: the share of blocks "
                     "to checkpoint must lie in [0, 1]")
+    if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
+        errs.append(f"train.betas={cfg.train.betas}: AdamW's [beta1, beta2], each in [0, 1)")
     if cfg.train.seeds < 1:
         errs.append(f"train.seeds={cfg.train.seeds}: the number of training runs per experiment must be >= 1")
     if not 0 <= cfg.train.run < max(1, cfg.train.seeds):
