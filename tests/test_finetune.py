@@ -121,3 +121,21 @@ def test_release_that_is_not_a_release_folder_is_named(tmp_path, capsys):
                  *_overrides(tmp_path, folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "release=" in err[0] and str(folder) in err[0], err
+
+
+def test_memory_plan_measures_the_release_class(finetuned):
+    """train/plan.py builds what the trainer trains: the release's class at its transformer's size (from its
+    config.json, on the meta device), and plans no VAE job (a fine-tuning run trains none)."""
+    from pyramid_repro.config import for_experiment, load_config
+    from pyramid_repro.train.plan import meta_dit, plan_profile
+
+    kind, _, first, _, cfg = finetuned
+    model = meta_dit(cfg)
+    assert type(model) is kind.model_class and model.training
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in first["state"].items()}
+    # the plan resolves each experiment's config again (config.for_experiment): the release's geometry stays
+    assert for_experiment(cfg, "fullseq").vae.latent_channels == kind.latent_channels != load_config(
+        "smoke").vae.latent_channels
+    rows = plan_profile(cfg, ["pyramid"], processes=1, memory=80e9, target="cuda")
+    assert [(r.experiment, r.stage) for r in rows] == [("pyramid", "video")] and rows[0].fits

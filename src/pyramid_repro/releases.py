@@ -25,10 +25,10 @@ from typing import Callable
 
 import torch
 
-from pyramid_repro.config import Config, ConfigError, check_consistency
+from pyramid_repro.config import Config, ConfigError, check_consistency, deep_merge
 from pyramid_repro.models.base import DiTModel
-from pyramid_repro.models.miniflux import MiniFluxDiT, is_miniflux_config, load_miniflux_layout
-from pyramid_repro.models.official import OfficialPyramidDiT, load_sd3_layout
+from pyramid_repro.models.miniflux import MiniFluxDiT, is_miniflux_config, load_miniflux_layout, miniflux_kwargs
+from pyramid_repro.models.official import OfficialPyramidDiT, load_sd3_layout, suite_kwargs_from_sd3
 from pyramid_repro.models.text import (
     MINIFLUX_FOLDERS,
     RELEASE_FOLDERS,
@@ -78,6 +78,7 @@ class ReleaseKind:
     model_class: type[DiTModel]
     is_config: Callable[[dict], bool]  # does a transformer config.json belong to this release
     load_transformer: Callable[[str | Path], DiTModel]  # strict: release layout -> the suite's class
+    model_kwargs: Callable[[dict], dict]  # the class's constructor arguments from a transformer config.json
     text_encoder: type  # a class with from_release(root, max_tokens, dtype)
     text_folders: tuple[str, ...]
     normalization: Normalization
@@ -108,10 +109,12 @@ class ReleaseKind:
 SD3 = ReleaseKind(
     name="sd3", label="SD3 release", pipeline_model_name="pyramid_mmdit", model_class=OfficialPyramidDiT,
     is_config=lambda c: bool(c) and not is_miniflux_config(c), load_transformer=load_sd3_layout,
+    model_kwargs=suite_kwargs_from_sd3,
     text_encoder=ClipT5Encoder, text_folders=tuple(RELEASE_FOLDERS), normalization=OFFICIAL_NORMALIZATION)
 MINIFLUX = ReleaseKind(
     name="miniflux", label="miniFLUX release", pipeline_model_name="pyramid_flux", model_class=MiniFluxDiT,
-    is_config=is_miniflux_config, load_transformer=load_miniflux_layout, text_encoder=ClipLT5Encoder,
+    is_config=is_miniflux_config, load_transformer=load_miniflux_layout, model_kwargs=miniflux_kwargs,
+    text_encoder=ClipLT5Encoder,
     text_folders=tuple(MINIFLUX_FOLDERS), normalization=OFFICIAL_FLUX_NORMALIZATION)
 # detection tries them in this order: the more specific test first
 RELEASES: dict[str, ReleaseKind] = {k.name: k for k in (MINIFLUX, SD3)}
@@ -165,6 +168,11 @@ class Release:
                               f"{', '.join(missing)}/ (expected the authors' layout: "
                               f"{'|'.join(self.kind.resolutions)} transformer folders, {VAE_FOLDER}/, "
                               f"{'/, '.join(self.kind.text_folders)}/; see docs/release.md)")
+
+    def transformer_kwargs(self, resolution: str) -> dict:
+        """The model class's constructor arguments for the transformer at `resolution`, from its config.json only
+        (no weights read: the memory plan builds the class on the meta device with them)."""
+        return self.kind.model_kwargs(json.loads((self.transformer(resolution) / "config.json").read_text()))
 
     def load_transformer(self, resolution: str) -> DiTModel:
         """The release's transformer at `resolution` in the suite's class (float32, eval mode, CPU)."""
@@ -243,6 +251,10 @@ def apply_release(cfg: Config) -> Config:
     c.vae.latent_channels, c.vae.spatial_compression = k.latent_channels, k.spatial_compression
     c.vae.temporal_compression, c.model.patch_size = k.temporal_compression, k.patch_size
     check_consistency(c)
+    # as user overrides too, so that the config of another experiment (config.for_experiment) has them
+    geometry = {"vae": {"latent_channels": k.latent_channels, "spatial_compression": k.spatial_compression,
+                        "temporal_compression": k.temporal_compression}, "model": {"patch_size": k.patch_size}}
+    c._user_overrides = deep_merge(getattr(cfg, "_user_overrides", None) or {}, geometry)
     return c
 
 
