@@ -20,7 +20,7 @@ from pyramid_repro.releases import RELEASES
 
 # one fake folder writer per release record: a new record needs its fake here (test_every_release_has_a_fake)
 FAKES = {"sd3": write_fake_release, "miniflux": write_fake_miniflux_release}
-STEPS = 24
+STEPS = 16
 
 
 def _overrides(base: Path, release: Path | str, steps: int = STEPS) -> list[str]:
