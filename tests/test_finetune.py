@@ -62,7 +62,7 @@ def finetuned(request, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(dit.StageLoop, "started", capture)
-        assert train_dit.main([*common, "--experiment", "pyramid", "--stage", "video", "--threads", "2"]) == 0
+        assert train_dit.main([*common, "--experiment", "pyramid", "--stage", "video"]) == 0
     cfg = config_from_args(argparse.Namespace(profile="smoke", experiment="pyramid", overrides=sets[1::2]))
     return kind, release, first, cfg.layout.stage("pyramid", "video"), cfg
 
@@ -139,3 +139,17 @@ def test_memory_plan_measures_the_release_class(finetuned):
         "smoke").vae.latent_channels
     rows = plan_profile(cfg, ["pyramid"], processes=1, memory=80e9, target="cuda")
     assert [(r.experiment, r.stage) for r in rows] == [("pyramid", "video")] and rows[0].fits
+
+
+def test_equal_compute_is_refused_with_a_release_in_one_line():
+    """train.match_compute_to counts FLOPs with model.* (flow/cost.py), which is not the release's architecture."""
+    from pyramid_repro.config import ConfigError, load_config
+    from pyramid_repro.train.dit import stage_steps
+
+    cfg = load_config("smoke", {"release": "/releases/sd3", "train": {"match_compute_to": "pyramid"}},
+                      experiment="fullseq")
+    st = cfg.train.curriculum[-1]
+    assert stage_steps(cfg, "pyramid", st) == st.steps  # the reference itself runs its own steps
+    with pytest.raises(ConfigError, match=r"^train.match_compute_to='pyramid' with release='/releases/sd3'") as e:
+        stage_steps(cfg, "fullseq", st)
+    assert "\n" not in str(e.value)
