@@ -153,3 +153,19 @@ def test_equal_compute_is_refused_with_a_release_in_one_line():
     with pytest.raises(ConfigError, match=r"^train.match_compute_to='pyramid' with release='/releases/sd3'") as e:
         stage_steps(cfg, "fullseq", st)
     assert "\n" not in str(e.value)
+
+
+def test_release_and_betas_enter_the_checkpoint_fingerprint_only_when_used():
+    """A fine-tune never resumes a from-scratch checkpoint (or one of another release) and vice versa; without a
+    release and with PyTorch's betas a stage fingerprints as before the keys existed (Config.run_keys_to_drop)."""
+    from pyramid_repro.config import load_config
+    from pyramid_repro.train.dit import stage_fingerprint
+
+    st = load_config("smoke").train.curriculum[-1]
+    fp = {name: stage_fingerprint(load_config("smoke", over), st) for name, over in {
+        "scratch": {}, "default betas": {"train": {"betas": [0.9, 0.999]}},
+        "authors' betas": {"train": {"betas": [0.9, 0.95]}}, "sd3": {"release": "/releases/sd3"},
+        "miniflux": {"release": "/releases/miniflux"},
+        "miniflux 768p": {"release": "/releases/miniflux", "release_resolution": "768p"}}.items()}
+    assert fp["default betas"] == fp["scratch"]
+    assert len({fp[k] for k in fp if k != "default betas"}) == len(fp) - 1, fp

@@ -62,7 +62,8 @@ def device_name(device=None) -> str:
 
 # the sections of the config that change what a run measures (not where it runs, which experiments a workflow
 # selects, or where files go): two artifacts with the same `measured_hash` measured the same thing
-MEASURED_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train", "eval")
+MEASURED_SECTIONS = ("seed", "release", "release_resolution", "data", "vae", "pyramid", "model", "text_encoder",
+                     "train", "eval")
 
 
 def measured_hash(cfg: Config) -> str:

@@ -337,8 +337,12 @@ class Config:
         provenance.measured_hash): the settings that compute the same thing (COMPUTES_THE_SAME), and train.seeds always
         (how many runs there are is nothing one run computes), train.run for run 0, so a one-seed run and run 0 of a
         multi-seed run hash as runs did before the keys existed (checkpoints resume, metrics are not stale); run
-        k >= 1 keeps it (its own training seed)."""
-        return (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ()) + COMPUTES_THE_SAME
+        k >= 1 keeps it (its own training seed). Likewise train.betas at its default and `release` /
+        `release_resolution` without a release: a run that does not use them hashes as before they existed."""
+        keys = (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ()) + COMPUTES_THE_SAME
+        if self.train.betas == DiTTrainConfig().betas:
+            keys += (("train", "betas"),)
+        return keys + (() if self.release else (("release",), ("release_resolution",)))
 
 
     @property

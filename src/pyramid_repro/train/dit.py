@@ -97,7 +97,7 @@ class CaptionBank:
 
 
 # what a DiT stage's training depends on (checkpoint fingerprint); eval/compute/report settings do not count
-DIT_SECTIONS = ("seed", "data", "vae", "pyramid", "model", "text_encoder", "train")
+DIT_SECTIONS = ("seed", "release", "release_resolution", "data", "vae", "pyramid", "model", "text_encoder", "train")
 
 
 def fid_point_steps(steps: int, fid_every: int, fid_points: int = 0) -> list[int]:
