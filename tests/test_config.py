@@ -11,6 +11,7 @@ from pyramid_repro.config import (
     ConfigError,
     load_config,
     load_config_file,
+    profile_path,
     parse_override,
     save_config,
     schema_path,
@@ -31,8 +32,12 @@ def test_schema_file_is_the_generated_one():
 def test_every_profile_and_experiment_loads(profile, experiment):
     cfg = load_config(profile, experiment=experiment)
     assert cfg.profile == profile
-    assert len(cfg.train.curriculum) == 3
-    assert [s.kind for s in cfg.train.curriculum] == ["image", "video", "video"]
+    kinds = [s.kind for s in cfg.train.curriculum]
+    if "release" in yaml.safe_load(profile_path(profile).read_text()):  # fine-tunes a release: video at its size
+        assert kinds == ["video"] and cfg.release is None, "a fine-tuning profile leaves `release` to the user"
+        assert (cfg.data.height, cfg.data.width) == (cfg.train.curriculum[0].height, cfg.train.curriculum[0].width)
+    else:  # the paper's curriculum (Table 4)
+        assert kinds == ["image", "video", "video"]
 
 
 def test_default_profile_is_tiny():
@@ -47,6 +52,16 @@ def test_paper_profile_has_table4_hyperparameters():
     assert steps == [50_000, 200_000, 50_000] and batch == [1536, 768, 384] and hours == [12, 90, 60]
     assert (cfg.model.depth, cfg.model.hidden_size, cfg.model.num_heads, cfg.model.patch_size) == (24, 1536, 24, 2)
     assert (cfg.vae.spatial_compression, cfg.vae.temporal_compression, cfg.vae.latent_channels) == (8, 8, 16)
+
+
+def test_finetune_profile_has_the_authors_recipe():
+    """profiles/finetune.yaml: the authors' scripts/train_pyramid_flow.sh settings, and the defaults it overrides
+    stay PyTorch's/the suite's (AdamW betas)."""
+    t, p = load_config("finetune").train, load_config("finetune").pyramid
+    assert (t.lr, t.warmup_steps, t.betas, t.weight_decay, t.grad_clip, t.precision) == (
+        5e-5, 1000, [0.9, 0.95], 1e-4, 1.0, "bf16")
+    assert p.history_corruption == pytest.approx([0.0, 1 / 3]) and p.stage_weights == [1.0] * p.stages
+    assert load_config("tiny").train.betas == [0.9, 0.999]
 
 
 def test_misspelt_key_is_rejected_and_named(tmp_path):

@@ -171,3 +171,38 @@ def test_ledger_row_has_throughput_and_an_old_ledger_gains_the_column(tmp_path):
     assert list(rows[0]) == LEDGER_FIELDS and rows[0]["tokens"] == "10" and rows[0]["tokens_per_device_second"] == ""
     wall = float(rows[1]["wall_seconds"])
     assert float(rows[1]["tokens_per_device_second"]) == pytest.approx(5000 / (2 * wall), rel=0.05, abs=0.1)
+
+
+def test_fine_tuning_rows_are_counted_apart_and_an_old_ledger_is_pretraining(tmp_path):
+    """A DiT job of a config with `release` books as kind finetune (with the release); a ledger from before the
+    column reads as pretraining; the audit sums the two apart and measures throughput on pretraining only."""
+    import csv
+
+    from pyramid_repro.report import audit as au
+    from pyramid_repro.train.ledger import LEDGER_FIELDS, LedgerRecorder
+
+    res = tmp_path / "results" / "smoke"
+    old = res / "pyramid" / "dit" / "image" / "ledger.csv"
+    old.parent.mkdir(parents=True)
+    fields = [f for f in LEDGER_FIELDS if f not in ("kind", "release")]
+    with old.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerow({k: 0 for k in fields} | {"experiment": "pyramid", "stage": "image", "device_name": "CPU",
+                                              "wall_seconds": 36.0, "device_hours": 0.01, "tokens": 100, "flops": 1e9})
+    cfg = load_config("smoke", {"results": str(tmp_path / "results"), "release": "/releases/miniflux"})
+    with LedgerRecorder(res / "pyramid" / "dit" / "video" / "ledger.csv", cfg, "pyramid", "video") as led:
+        led.update(tokens=10 ** 9, steps=3)
+    rows = au.read_ledger_rows(cfg)
+    assert sorted(zip(rows["stage"], rows["kind"])) == [("image", "pretrain"), ("video", "finetune")]
+    assert rows.loc[rows["kind"] == "finetune", "release"].item() == "/releases/miniflux"
+    summary = au.summarise_ledger(rows)
+    hours = au.kind_hours(summary)
+    fine = float(summary.loc[summary["kind"] == "finetune", "device_hours"].item())
+    assert list(hours.values()) == [pytest.approx(0.01), pytest.approx(fine)]
+    assert au.measured_throughput(summary)["tokens_per_device_second"] == pytest.approx(100 / 36.0)
+    no_benchmarks = pd.DataFrame(columns=["job", "seconds", "cpu_seconds", "max_rss_mb"])
+    frame = au.audit_frame(au.paper_table(), summary, au.paper_projection(summary), no_benchmarks)
+    ledger_rows = frame[frame["section"] == "this run (ledger)"].set_index("item")["value"]
+    assert ledger_rows[au.KIND_LABELS["pretrain"]] == pytest.approx(0.01)
+    assert ledger_rows[au.KIND_LABELS["finetune"]] == pytest.approx(fine)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-PROFILES = ("smoke", "tiny", "small", "paper")
+PROFILES = ("smoke", "tiny", "small", "paper", "finetune")
 
 
 class ConfigError(ValueError):

@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 
-from pyramid_repro.config import Config, ConfigError, deep_merge, load_config, parse_override
+from pyramid_repro.config import PROFILES, Config, ConfigError, deep_merge, load_config, parse_override
 from pyramid_repro.layout import split_run_name
+from pyramid_repro.releases import apply_release
 
 
 # JSON of config overrides applied before --set: how the Snakemake workflow hands its --config to every job
@@ -16,7 +17,7 @@ OVERRIDES_ENV = "PYRAMID_REPRO_OVERRIDES"
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("configuration")
-    g.add_argument("--profile", help="smoke | tiny | small | paper (default: replication/config.yaml)")
+    g.add_argument("--profile", help=f"{' | '.join(PROFILES)} (default: replication/config.yaml)")
     g.add_argument("--experiment", help="an experiment of replication/experiments.yaml (e.g. pyramid, fullseq), or "
                    "one of its training runs, e.g. pyramid/seed_1 (train.seeds; the same as --set train.run=1)")
     g.add_argument(
@@ -41,7 +42,8 @@ def add_threads_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, require_experiment: bool = False) -> Config:
-    """The resolved config of the command line; also applies --threads when the command has it."""
+    """The resolved config of the command line, with the latent geometry of the release it fine-tunes when
+    `release` is set (releases.apply_release); also applies --threads when the command has it."""
     if require_experiment and not getattr(args, "experiment", None):
         raise SystemExit(f"{getattr(args, 'prog', 'pyramid-repro')}: error: --experiment is required")
     if getattr(args, "threads", 0):
@@ -65,4 +67,4 @@ def config_from_args(args: argparse.Namespace, require_experiment: bool = False)
             over = deep_merge(over, {"train": {"run": run}})
     for item in args.overrides or []:
         over = deep_merge(over, parse_override(item))
-    return load_config(args.profile, over, getattr(args, "experiment", None))
+    return apply_release(load_config(args.profile, over, getattr(args, "experiment", None)))

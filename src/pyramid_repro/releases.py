@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from pyramid_repro.config import Config, ConfigError
+from pyramid_repro.config import Config, ConfigError, check_consistency, deep_merge
 from pyramid_repro.models.base import DiTModel
 from pyramid_repro.models.miniflux import (
     MiniFluxDiT,
@@ -240,6 +240,11 @@ class Release:
                               f"{'|'.join(self.kind.resolutions)} transformer folders, {VAE_FOLDER}/, "
                               f"{'/, '.join(self.kind.text_folders)}/; see docs/release.md)")
 
+    def transformer_kwargs(self, resolution: str) -> dict:
+        """The model class's constructor arguments for the transformer at `resolution`, from its config.json only
+        (no weights read: the memory plan builds the class on the meta device with them)."""
+        return self.kind.kwargs_from_config(json.loads((self.transformer(resolution) / "config.json").read_text()))
+
     def load_transformer(self, resolution: str) -> DiTModel:
         """The release's transformer at `resolution` in the suite's class (float32, eval mode, CPU)."""
         return self.kind.load_transformer(self.transformer(resolution))
@@ -307,7 +312,8 @@ def config_release(cfg: Config) -> Release | None:
 def apply_release(cfg: Config) -> Config:
     """`cfg` with the latent geometry of the release it fine-tunes (latent channels, VAE compression, patch size:
     what the release's transformer was trained on); unchanged without `release`. Every command's config goes
-    through it (cliutil.config_from_args, workflow.Plan)."""
+    through it (cliutil.config_from_args, workflow.Plan). The result is checked again (tree.check_consistency):
+    the profile's frame sizes and counts must suit the release's 8x8x8 VAE and patch 2."""
     rel = config_release(cfg)
     if rel is None:
         return cfg
@@ -315,6 +321,11 @@ def apply_release(cfg: Config) -> Config:
     c = copy.deepcopy(cfg)
     c.vae.latent_channels, c.vae.spatial_compression = k.latent_channels, k.spatial_compression
     c.vae.temporal_compression, c.model.patch_size = k.temporal_compression, k.patch_size
+    check_consistency(c)
+    # as user overrides too, so that the config of another experiment (config.for_experiment) has them
+    geometry = {"vae": {"latent_channels": k.latent_channels, "spatial_compression": k.spatial_compression,
+                        "temporal_compression": k.temporal_compression}, "model": {"patch_size": k.patch_size}}
+    c._user_overrides = deep_merge(getattr(cfg, "_user_overrides", None) or {}, geometry)
     return c
 
 

@@ -212,7 +212,9 @@ class DiTTrainConfig:
     curriculum: list[CurriculumStage] = field(default_factory=list)
     lr: float = 1e-4
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    # AdamW's (beta1, beta2); the default is PyTorch's. The authors fine-tune with (0.9, 0.95) (profiles/finetune)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0  # linear warm-up to `lr`, then constant (train/loop.py lr_lambda)
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ckpt_every: int = 1000
@@ -352,11 +354,15 @@ class Config:
         provenance.measured_hash): the settings that compute the same thing (COMPUTES_THE_SAME), and train.seeds always
         (how many runs there are is nothing one run computes), train.run for run 0, so a one-seed run and run 0 of a
         multi-seed run hash as runs did before the keys existed (checkpoints resume, metrics are not stale); run
-        k >= 1 keeps it (its own training seed). Likewise train.video_sync_group when it is 1 (off); a sync group
-        draws other batches, so it counts then."""
-        at_default = ((("train", "run"),) if self.train.run == 0 else ()) + \
-            ((("train", "video_sync_group"),) if self.train.video_sync_group == 1 else ())
-        return (("train", "seeds"),) + at_default + COMPUTES_THE_SAME
+        k >= 1 keeps it (its own training seed). Likewise train.video_sync_group when it is 1 (off; a sync group
+        draws other batches, so it counts then), train.betas at its default, and `release` / `release_resolution`
+        without a release: a run that does not use them hashes as before they existed."""
+        keys = (("train", "seeds"),) + ((("train", "run"),) if self.train.run == 0 else ()) + COMPUTES_THE_SAME
+        if self.train.video_sync_group == 1:
+            keys += (("train", "video_sync_group"),)
+        if self.train.betas == DiTTrainConfig().betas:
+            keys += (("train", "betas"),)
+        return keys + (() if self.release else (("release",), ("release_resolution",)))
 
 
     @property
@@ -492,6 +498,8 @@ def check_consistency(cfg: Config) -> None:
     if not 0.0 <= cfg.train.activation_checkpointing <= 1.0:
         errs.append(f"train.activation_checkpointing={cfg.train.activation_checkpointing}: the share of blocks "
                     "to checkpoint must lie in [0, 1]")
+    if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
+        errs.append(f"train.betas={cfg.train.betas}: AdamW's [beta1, beta2], each in [0, 1)")
     if cfg.train.seeds < 1:
         errs.append(f"train.seeds={cfg.train.seeds}: the number of training runs per experiment must be >= 1")
     if not 0 <= cfg.train.run < max(1, cfg.train.seeds):

@@ -9,7 +9,8 @@ from rich.table import Table
 
 from pyramid_repro.cliutil import config_from_args, config_parser
 from pyramid_repro.report.audit import (A100_BF16_PEAK, ASSUMED_MFU, MEASURE_MFU, benchmark_summary, implied_mfu,
-                                        ledger_summary, measured_mfu, measured_throughput, paper_projection,
+                                        kind_hours, ledger_summary, measured_mfu, measured_throughput,
+                                        paper_projection,
                                         paper_table, performance_file, render_gpu_hours)
 from pyramid_repro.report.paper import paper_a100_hours
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no ledgers under {cfg.layout.results} yet (train something first)")
     else:
         _print(f"This run (profile {cfg.profile}): ledger per experiment and stage", led)
-        print(f"total device-hours of this run: {led['device_hours'].sum():.4f}")
+        print(f"total device-hours of this run: {led['device_hours'].sum():.4f} ("
+              + "; ".join(f"{label}: {h:.4f}" for label, h in kind_hours(led).items()) + ")")
     bench = benchmark_summary(cfg)
     if not bench.empty:
         _print("Snakemake benchmarks (wall seconds per job)", bench)

@@ -28,9 +28,10 @@ from pyramid_repro.eval.method import resolve_method
 from pyramid_repro.eval.prompts import load_suite
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.generation.generate import TextCondition, generate_latents, kv_cache_exact
-from pyramid_repro.models import build_text_encoder, load_dit
+from pyramid_repro.models import load_dit
 from pyramid_repro.provenance import provenance, write_json
-from pyramid_repro.vae.handle import decode_latents, load_vae
+from pyramid_repro.releases import text_encoder_for, vae_for
+from pyramid_repro.vae.handle import decode_latents
 
 
 def sample_seed(seed: int, prompt_id: str, sample_index: int) -> int:
@@ -200,8 +201,8 @@ def run(cfg: Config, experiment: str | None, suite: str, out: Path | None = None
     cfg, method = resolve_method(cfg, ckpt, experiment, override_method)
     dev = config_device(cfg)
     model = load_dit(ckpt, dev, cfg.model.attention_kernel)
-    encoder = build_text_encoder(cfg, dev)
-    vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, dev)
+    encoder = text_encoder_for(cfg, dev)  # a fine-tuned release's own text encoders and VAE (releases.py)
+    vae = vae_for(cfg, cfg.vae.encode_chunk_frames, dev)
     prompts = suite_prompts(cfg, suite)
     last = cfg.train.curriculum[-1]
     s, T = cfg.vae.spatial_compression, cfg.vae.temporal_compression

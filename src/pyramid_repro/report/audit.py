@@ -20,7 +20,7 @@ from pyramid_repro.config import Config, load_config
 from pyramid_repro.flow.cost import A100_BF16_PEAK, expected_sample_flops, expected_sample_tokens
 from pyramid_repro.report.paper import load_paper_table, paper_a100_hours
 from pyramid_repro.report.style import _plt, footer
-from pyramid_repro.train.ledger import read_ledgers
+from pyramid_repro.train.ledger import FINETUNE, PRETRAIN, read_ledgers, row_kinds
 
 ASSUMED_MFU = 0.35  # model FLOPs utilisation assumed for the projection (stated in every output)
 
@@ -37,20 +37,32 @@ def read_ledger_rows(cfg: Config) -> pd.DataFrame:
 
 
 def summarise_ledger(df: pd.DataFrame) -> pd.DataFrame:
-    """Ledger rows summed per experiment, stage and device type (jobs = rows, i.e. resumed jobs count apart)."""
+    """Ledger rows summed per experiment, stage, device type and kind (pretraining or fine-tuning a release: the
+    paper's 20.7k A100-hours are pretraining); jobs = rows, i.e. resumed jobs count apart."""
     if df.empty:
-        return pd.DataFrame(columns=["experiment", "stage", "device_name", "jobs", "wall_seconds", "device_hours",
-                                     "steps", "samples", "tokens", "flops"])
+        return pd.DataFrame(columns=["experiment", "stage", "device_name", "kind", "jobs", "wall_seconds",
+                                     "device_hours", "steps", "samples", "tokens", "flops"])
     missing = {"experiment", "stage", "device_name", "wall_seconds", "device_hours"} - set(df.columns)
     if missing:
         raise ValueError(f"ledger CSV lacks columns {sorted(missing)} (see train/ledger.py LEDGER_FIELDS)")
     df = df.copy()
+    df["kind"] = row_kinds(df)
     for c in ("steps", "samples", "tokens", "flops"):
         df[c] = pd.to_numeric(df.get(c, 0), errors="coerce").fillna(0)
-    g = df.groupby(["experiment", "stage", "device_name"], as_index=False, sort=False)
+    g = df.groupby(["experiment", "stage", "device_name", "kind"], as_index=False, sort=False)
     return g.agg(jobs=("wall_seconds", "size"), wall_seconds=("wall_seconds", "sum"),
                  device_hours=("device_hours", "sum"), steps=("steps", "sum"), samples=("samples", "sum"),
                  tokens=("tokens", "sum"), flops=("flops", "sum"))
+
+
+KIND_LABELS = {PRETRAIN: "pretraining (from scratch; what the paper's 20.7k A100-hours are)",
+               FINETUNE: "fine-tuning a release"}
+
+
+def kind_hours(summary: pd.DataFrame) -> dict[str, float]:
+    """Device-hours of a ledger summary per kind, pretraining and fine-tuning apart (KIND_LABELS)."""
+    kinds = summary["kind"] if "kind" in summary.columns else pd.Series(PRETRAIN, index=summary.index)
+    return {label: float(summary.loc[kinds == k, "device_hours"].sum()) for k, label in KIND_LABELS.items()}
 
 
 def ledger_summary(cfg: Config) -> pd.DataFrame:
@@ -59,11 +71,13 @@ def ledger_summary(cfg: Config) -> pd.DataFrame:
 
 
 def measured_throughput(summary: pd.DataFrame) -> dict:
-    """Tokens and FLOPs per device-second over the DiT jobs of this run (rows with tokens > 0; the VAE has none).
+    """Tokens and FLOPs per device-second over the DiT pretraining jobs of this run (rows with tokens > 0; the VAE
+    has none; a fine-tuning row's FLOPs are counted with the profile's model.*, not the release's architecture).
     Returns {} when nothing was measured."""
     if summary.empty:
         return {}
-    dit = summary[(summary["tokens"] > 0) & (summary["device_hours"] > 0)]
+    pre = summary["kind"] != FINETUNE if "kind" in summary.columns else True
+    dit = summary[(summary["tokens"] > 0) & (summary["device_hours"] > 0) & pre]
     if dit.empty:
         return {}
     secs = float(dit["device_hours"].sum()) * 3600.0
@@ -146,7 +160,7 @@ def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFr
               "A100-h"),
              ("baseline claim", "Open-Sora 1.2 (more than)", "GPU-hours", pa["open_sora_1_2_claim"], "GPU-h")]
     for r in ledger.itertuples():
-        item = f"{r.experiment}/{r.stage} [{r.device_name}]"
+        item = f"{r.experiment}/{r.stage} [{r.device_name}]" + (" fine-tuning" if r.kind == FINETUNE else "")
         rows += [("this run (ledger)", item, "device_hours", float(r.device_hours), "device-h"),
                  ("this run (ledger)", item, "wall_seconds", float(r.wall_seconds), "s"),
                  ("this run (ledger)", item, "tokens", float(r.tokens), "tokens"),
@@ -155,6 +169,8 @@ def audit_frame(paper: pd.DataFrame, ledger: pd.DataFrame, projection: pd.DataFr
                  ("this run (ledger)", item, "flops", float(r.flops), "FLOP")]
     if not ledger.empty:
         rows.append(("this run (ledger)", "total", "device_hours", float(ledger["device_hours"].sum()), "device-h"))
+        rows += [("this run (ledger)", label, "device_hours", hours, "device-h")
+                 for label, hours in kind_hours(ledger).items()]
     for r in benchmarks.itertuples():
         rows += [("this run (Snakemake benchmarks)", r.job, "seconds", r.seconds, "s"),
                  ("this run (Snakemake benchmarks)", r.job, "max_rss_mb", r.max_rss_mb, "MB")]

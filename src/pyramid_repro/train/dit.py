@@ -11,6 +11,10 @@ weights with the compute spent so far (fid_snapshots/step_<global step>/: `FidSn
 `pyramid-repro fid-points` job (eval/fid_points.py) samples and scores them, so no training job waits for the
 probe or samples while the other processes idle. At the end: final/ (EMA weights, save_pretrained), done.json and
 one ledger row.
+
+With `release` set the run fine-tunes an authors' release (docs/release.md §9): the first stage starts from the
+release's transformer in its own class, captions come from the release's text encoders (releases.text_encoder_for)
+and the latent cache from its VAE (encode-latents, releases.vae_for); the loop is the same.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from pyramid_repro.device import config_device
 from pyramid_repro.generation.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
-from pyramid_repro.models import build_dit, build_text_encoder, encode_cached, load_dit
+from pyramid_repro.models import build_dit, encode_cached, load_dit
+from pyramid_repro.models.attention import set_kernel
 from pyramid_repro.provenance import provenance, write_csv, write_json
+from pyramid_repro.releases import config_release, text_encoder_for
 from pyramid_repro.train.loop import EMA, TrainingJob, TrainLoop, adamw, lr_scheduler, micro_batch_generator
 from pyramid_repro.train.sequences import TrainBatch, draw_group_stage_frames, draw_stage_frame, make_batch
 from pyramid_repro.vae.cache import LatentDataset
@@ -116,6 +122,10 @@ def stage_steps(cfg: Config, experiment: str, stage: CurriculumStage) -> int:
     ref = cfg.train.match_compute_to
     if ref is None or ref == experiment:
         return stage.steps
+    if cfg.release:
+        raise ConfigError(f"train.match_compute_to={ref!r} with release={cfg.release!r}: equal compute is measured "
+                          "with the suite's FLOP model of model.* (flow/cost.py), not the release's architecture; "
+                          "set train.match_compute_to=null to fine-tune every experiment for its own steps")
     ref_cfg = for_experiment(cfg, ref)
     ref_stage = next(s for s in ref_cfg.train.curriculum if s.name == stage.name)
     budget = ref_stage.steps * ref_stage.batch_size * cost.expected_sample_flops(ref_cfg, ref_stage)
@@ -251,15 +261,23 @@ def training_owner(cfg: Config, experiment: str, stage: CurriculumStage) -> tupl
     return owner, for_experiment(cfg, owner)  # so its config and provenance are the owner's
 
 
-def _initial_model(cfg: Config, experiment: str, idx: int, encoder):
-    """A fresh MM-DiT for the first stage; the previous stage's final weights for the later ones (curriculum)."""
+def _initial_model(cfg: Config, experiment: str, idx: int, encoder) -> torch.nn.Module:
+    """The first stage's model: the release's transformer when the config fine-tunes one (`release`, at
+    `release_resolution`: its own class, every weight as the release has it), else a fresh MM-DiT; the later
+    stages start from the previous stage's final weights (curriculum). In train mode, float32."""
     torch.manual_seed(cfg.training_seed)  # train.run's seed (cfg.seed for run 0)
+    rel = config_release(cfg)
+    prev = owned_stage_dir(cfg, experiment, cfg.train.curriculum[idx - 1]) / "final" if idx > 0 else None
+    if prev is not None and not (prev / "config.json").exists():
+        raise FileNotFoundError(f"stage {cfg.train.curriculum[idx].name!r} starts from {prev}, which does not "
+                                f"exist: train stage {cfg.train.curriculum[idx - 1].name!r} first")
+    if rel is not None:  # the release's class (models/registry.py knows it), whatever model.* says
+        kernel = cfg.model.attention_kernel
+        model = (load_dit(prev, kernel=kernel) if prev is not None
+                 else set_kernel(rel.load_transformer(cfg.release_resolution), kernel))
+        return model.float().train()
     model = build_dit(cfg, encoder.token_dim, encoder.pooled_dim)
-    if idx > 0:
-        prev = owned_stage_dir(cfg, experiment, cfg.train.curriculum[idx - 1]) / "final"
-        if not (prev / "config.json").exists():
-            raise FileNotFoundError(f"stage {cfg.train.curriculum[idx].name!r} starts from {prev}, which does not "
-                                    f"exist: train stage {cfg.train.curriculum[idx - 1].name!r} first")
+    if prev is not None:
         model.load_state_dict(load_dit(prev).state_dict())
     return model
 
@@ -405,12 +423,12 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     dev = job.device
 
     # 2. data, model, optimizer, EMA, on the device
-    encoder = build_text_encoder(cfg, dev)
+    encoder = text_encoder_for(cfg, dev)  # the release's text encoders when fine-tuning one
     data = StageData.load(cfg, stage_name, encoder, dev)
     model = _initial_model(cfg, experiment, idx, encoder)
     del encoder  # frozen; only the caption embeddings are needed from here (the paper's T5-XXL is 19 GB in fp32)
     model.set_activation_checkpointing(tc.activation_checkpointing)  # the first blocks recompute in backward
-    opt = adamw(model.parameters(), dev, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999))
+    opt = adamw(model.parameters(), dev, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))
     sched_lr = lr_scheduler(opt, tc.warmup_steps)
     models, opts = job.prepare({"model": model}, {"optimizer": opt})
     model, opt = models["model"], opts["optimizer"]

@@ -19,8 +19,11 @@ from pyramid_repro.provenance import append_csv_row, device_name, git_commit, ut
 LEDGER_FIELDS = [
     "experiment", "stage", "start_utc", "end_utc", "wall_seconds", "device_name", "device_count", "nodes",
     "device_hours", "steps", "samples", "tokens", "flops", "tokens_per_device_second", "commit", "config_hash",
-    "profile", "resumed_from_step", "status",
+    "profile", "resumed_from_step", "status", "kind", "release",
 ]
+# `kind` of a row: a job that trains from scratch, or one that fine-tunes an authors' release (config `release`,
+# recorded in the `release` column). A ledger written before the column reads as pretraining (read_ledgers)
+PRETRAIN, FINETUNE = "pretrain", "finetune"
 
 
 def launch_nodes() -> int:
@@ -50,7 +53,8 @@ class LedgerRecorder:
         # a training run k >= 1 (train.run) books under its run name, pyramid/seed_1, so the audit counts it apart
         self.row: dict[str, Any] = {"experiment": run_name(experiment, cfg.train.run), "stage": stage,
                                     "resumed_from_step": resumed_from_step, "steps": 0, "samples": 0, "tokens": 0,
-                                    "flops": 0.0}
+                                    "flops": 0.0, "kind": FINETUNE if cfg.release else PRETRAIN,
+                                    "release": cfg.release or ""}
 
     def update(self, **counts: Any) -> None:
         self.row.update(counts)
@@ -77,10 +81,21 @@ class LedgerRecorder:
 
 
 def read_ledgers(pattern: str):
-    """Every ledger CSV matching a glob (recursive `**` allowed) as one pandas DataFrame."""
+    """Every ledger CSV matching a glob (recursive `**` allowed) as one pandas DataFrame; rows of a ledger from
+    before the `kind` column are pretraining."""
     import pandas as pd
 
     files = sorted(glob.glob(pattern, recursive=True))
     if not files:
         return pd.DataFrame(columns=LEDGER_FIELDS)
-    return pd.concat([pd.read_csv(f).assign(ledger=f) for f in files], ignore_index=True)
+    df = pd.concat([pd.read_csv(f).assign(ledger=f) for f in files], ignore_index=True)
+    df["kind"] = row_kinds(df)
+    return df
+
+
+def row_kinds(df):
+    """The `kind` of every row of a ledger DataFrame: FINETUNE where the row says so, else PRETRAIN (a ledger
+    from before the column, an empty cell)."""
+    if "kind" not in df.columns:
+        return [PRETRAIN] * len(df)
+    return df["kind"].where(df["kind"] == FINETUNE, PRETRAIN)

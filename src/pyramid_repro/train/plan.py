@@ -51,8 +51,9 @@ from pyramid_repro.flow import PyramidSchedule, cost
 from pyramid_repro.generation.generate import TextCondition
 from pyramid_repro.models import build_dit
 from pyramid_repro.models.base import checkpointed_blocks
-from pyramid_repro.models.attention import resolve_kernel
+from pyramid_repro.models.attention import resolve_kernel, set_kernel
 from pyramid_repro.models.text import MiniLMEncoder
+from pyramid_repro.releases import config_release
 from pyramid_repro.train.dit import flow_matching_loss, packed_size
 from pyramid_repro.train.sequences import make_batch
 from pyramid_repro.vae.losses import LPIPS, VAELoss
@@ -588,8 +589,19 @@ class _MetaOpCache(TorchDispatchMode):
 # --------------------------------------------------------------------------------------------------------------
 
 
+def release_model(cfg: Config) -> tuple[type, dict] | None:
+    """The class and constructor arguments of the release transformer the config fine-tunes (`release`: the class
+    train/dit.py starts from, read from its config.json, no weights); None without a release."""
+    rel = config_release(cfg)
+    return None if rel is None else (rel.kind.model_class, rel.transformer_kwargs(cfg.release_resolution))
+
+
 def text_dims(cfg: Config) -> tuple[int, int]:
-    """(token, pooled) embedding sizes of the profile's text encoder (TEXT_DIMS), without loading it."""
+    """(token, pooled) embedding sizes of the profile's text encoder (TEXT_DIMS), or those the release's
+    transformer takes, without loading either."""
+    spec = release_model(cfg)
+    if spec is not None:
+        return spec[1]["text_dim"], spec[1]["pooled_dim"]
     if cfg.text_encoder.kind not in TEXT_DIMS:
         raise ConfigError(f"text_encoder.kind={cfg.text_encoder.kind!r}: the memory plan knows {list(TEXT_DIMS)}")
     return TEXT_DIMS[cfg.text_encoder.kind]
@@ -604,6 +616,7 @@ def _census_key(cfg: Config, stage: CurriculumStage, draw: tuple[int, int]) -> A
     which frames attend to which: a mask's values change no tensor's size) and the metadata of a one-sample batch
     of the draw as train/sequences.py builds it."""
     model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("attention", "attention_kernel")}
+    model = release_model(cfg) or model
     with _MetaOpCache():
         b, text, full = dit_batch(cfg, stage, 1, draw)
     tensors = [*b.history, b.current, b.target, b.timestep, text.tokens, text.mask, text.pooled]
@@ -612,10 +625,14 @@ def _census_key(cfg: Config, stage: CurriculumStage, draw: tuple[int, int]) -> A
 
 
 def meta_dit(cfg: Config) -> torch.nn.Module:
-    """The profile's DiT (train/dit.py builds it with models.build_dit) on the meta device, in training mode;
-    cached per model configuration."""
+    """The DiT train/dit.py trains, on the meta device, in training mode: the profile's (models.build_dit), or the
+    release's class at its transformer's size when the config fine-tunes one; cached per model configuration."""
     D, P = text_dims(cfg)
-    key = repr((dataclasses.asdict(cfg.model), cfg.vae.latent_channels, D, P))
+    spec = release_model(cfg)
+    key = repr((dataclasses.asdict(cfg.model), cfg.vae.latent_channels, D, P, spec))
+    if spec is not None and key not in _MODELS:
+        with torch.device(META):
+            _MODELS[key] = set_kernel(spec[0](**spec[1]), cfg.model.attention_kernel).train()
     if key not in _MODELS:
         # the plan accounts for checkpointing itself (Census.activations): the model it measures runs without
         plain = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, activation_checkpointing=0.0))
@@ -1054,7 +1071,7 @@ def plan_profile(cfg: Config, experiments: list[str] | None = None, processes: i
         ecfg = for_experiment(cfg, e)
         for st in ecfg.train.curriculum:
             rows.append(plan_dit_stage(ecfg, e, st, processes, memory, target))
-    if vae:
+    if vae and not cfg.release:  # a fine-tuning run encodes with the release's VAE and trains none
         rows.append(plan_vae(cfg, processes, memory, target))
     return rows
 
