@@ -8,6 +8,7 @@ import os
 
 from pyramid_repro.config import Config, ConfigError, deep_merge, load_config, parse_override
 from pyramid_repro.layout import split_run_name
+from pyramid_repro.releases import apply_release
 
 
 # JSON of config overrides applied before --set: how the Snakemake workflow hands its --config to every job
@@ -65,4 +66,4 @@ def config_from_args(args: argparse.Namespace, require_experiment: bool = False)
             over = deep_merge(over, {"train": {"run": run}})
     for item in args.overrides or []:
         over = deep_merge(over, parse_override(item))
-    return load_config(args.profile, over, getattr(args, "experiment", None))
+    return apply_release(load_config(args.profile, over, getattr(args, "experiment", None)))

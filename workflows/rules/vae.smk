@@ -34,6 +34,7 @@ rule train_vae:
 rule eval_vae:
     input:
         norm=PLAN.vae_input(),
+        manifest=PLAN.paths.manifest(),  # the clips (with `release` no train_vae job stands between)
     output:
         eval=PLAN.paths.vae_eval(),
         grid=PLAN.paths.vae_reconstructions(),
@@ -57,6 +58,7 @@ rule eval_vae:
 rule encode_latents:
     input:
         norm=PLAN.vae_input(),
+        manifest=PLAN.paths.manifest(),  # the clips (with `release` no train_vae job stands between)
     output:
         [directory(PLAN.paths.latents(s)) for s in CURRICULUM],
     params:

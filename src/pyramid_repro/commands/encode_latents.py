@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pyramid_repro.cliutil import add_threads_arg, config_from_args, config_parser
 from pyramid_repro.device import config_device
+from pyramid_repro.releases import vae_for
 from pyramid_repro.vae.cache import encode_stage
-from pyramid_repro.vae.handle import load_vae
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     add_threads_arg(ap)
     args = ap.parse_args(argv)
     cfg = config_from_args(args)
-    vae = load_vae(cfg.layout.vae_final(), cfg.vae.encode_chunk_frames, config_device(cfg))
+    vae = vae_for(cfg, cfg.vae.encode_chunk_frames, config_device(cfg))
     out = args.out or cfg.layout.latents()
     for st in cfg.train.curriculum:
         if args.stage and st.name not in args.stage:

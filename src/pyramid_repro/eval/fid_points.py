@@ -31,12 +31,13 @@ from pyramid_repro.device import autocast, config_device
 from pyramid_repro.device import generator as device_generator
 from pyramid_repro.eval.backends import fid_probe_features, frechet_interval, real_probe_stats
 from pyramid_repro.generation.generate import generate_latents
-from pyramid_repro.models import build_text_encoder, load_dit
+from pyramid_repro.models import load_dit
 from pyramid_repro.provenance import write_csv, write_npz
+from pyramid_repro.releases import text_encoder_for, vae_for
 from pyramid_repro.train.dit import (FID_COLUMNS, SNAPSHOT_INFO, CaptionBank, curriculum_stage, fid_point_steps,
                                      list_snapshots, snapshot_dir, stage_caption_bank, stage_captions, stage_steps,
                                      training_owner)
-from pyramid_repro.vae.handle import decode_latents, load_vae
+from pyramid_repro.vae.handle import decode_latents
 
 FID_RESAMPLES = 200  # bootstrap resamples of a training FID point (its interval; eval/uncertainty.py)
 FID_BATCH = 32  # first frames generated per batch
@@ -173,13 +174,13 @@ def fid_points(cfg: Config, experiment: str, stage_name: str, out: Path | None =
     if steps:
         dev = config_device(cfg)
         captions, val_captions = stage_captions(cfg, stage_name)
-        bank = stage_caption_bank(cfg, stage_name, build_text_encoder(cfg, dev), dev, captions, val_captions)
+        bank = stage_caption_bank(cfg, stage_name, text_encoder_for(cfg, dev), dev, captions, val_captions)
         vae = None
         for step in tqdm(steps, desc=f"FID points {experiment}/{stage_name}"):
             path = point_file(stage_dir, step)
             point = _load_point(path, point_key(found[step], cfg))
             if point is None:
-                vae = vae or load_vae(cfg.layout.vae_final(), device=dev)
+                vae = vae or vae_for(cfg, device=dev)
                 point = score_point(cfg, found[step], bank, val_captions, vae, dev)
                 write_npz(path, point)
             rows.append(fid_row(point, os.path.relpath(path, cfg.layout.experiment(experiment))))

@@ -32,8 +32,9 @@ from pyramid_repro.device import config_device
 from pyramid_repro.generation.generate import TextCondition
 from pyramid_repro.experiments import IMAGE_STAGE_UNUSED, stage_owner
 from pyramid_repro.flow import PyramidSchedule, cost
-from pyramid_repro.models import build_dit, build_text_encoder, encode_cached, load_dit
+from pyramid_repro.models import build_dit, encode_cached, load_dit
 from pyramid_repro.provenance import provenance, write_csv, write_json
+from pyramid_repro.releases import text_encoder_for
 from pyramid_repro.train.loop import EMA, TrainingJob, TrainLoop, adamw, lr_scheduler, micro_batch_generator
 from pyramid_repro.train.sequences import TrainBatch, draw_stage_frame, make_batch
 from pyramid_repro.vae.cache import LatentDataset
@@ -348,7 +349,7 @@ def train_stage(cfg: Config, experiment: str, stage_name: str, out: Path | None 
     dev = job.device
 
     # 2. data, model, optimizer, EMA, on the device
-    encoder = build_text_encoder(cfg, dev)
+    encoder = text_encoder_for(cfg, dev)
     data = StageData.load(cfg, stage_name, encoder, dev)
     model = _initial_model(cfg, experiment, idx, encoder)
     del encoder  # frozen; only the caption embeddings are needed from here (the paper's T5-XXL is 19 GB in fp32)
