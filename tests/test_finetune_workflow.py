@@ -115,3 +115,36 @@ def test_finetune_workflow_end_to_end(fake_release: Path, tmp_path: Path, monkey
     delta = table[table["model"] == "Δ finetuned-384p-pyramid − release-384p"].iloc[0]
     assert "total: paired" in delta["note"] and delta["total_lo"] <= delta["total"] <= delta["total_hi"]
     assert "official-t2v" in table[table["model"] == tuned].iloc[0]["method"]
+
+
+def test_a_finetuned_checkpoint_carries_the_release_and_its_sampler(fake_release: Path, tmp_path: Path):
+    """A suite checkpoint whose train_config.yaml names a release is sampled as that release (its preset, name and
+    label), with the profile's sampler only when eval.release_sampler asks; any other checkpoint is not; a release
+    folder that has gone is an error naming the train_config.yaml."""
+    from pyramid_repro.config import load_config, save_config
+    from pyramid_repro.eval.method import TRAIN_CONFIG
+    from pyramid_repro.eval.release import PRESETS, settle_finetuned
+    from pyramid_repro.releases import RELEASES, apply_release, open_release
+
+    cfg = apply_release(load_config("smoke", {**FINETUNE, "release": str(fake_release)}))
+    final = tmp_path / "results" / "pyramid" / "dit" / "video" / "final"
+    open_release(fake_release).load_transformer("384p").save_pretrained(final)
+    save_config(cfg, final / TRAIN_CONFIG)
+    mine = load_config("smoke", FINETUNE)  # the profile alone: the release comes from the checkpoint
+    c, run, label = settle_finetuned(mine, final, "pyramid")
+    assert c.release == str(fake_release) and c.vae.latent_channels == RELEASES["sd3"].latent_channels
+    assert run.preset == PRESETS["official-t2v"] and run.name == "finetuned-384p-pyramid"
+    assert run.label.startswith("fine-tuned SD3 release 384p (pyramid, 4 steps; official-t2v, 64x64, 2 latent")
+    assert run.release_name == "release-384p" and PRESETS["official-t2v"].describe() in label
+    steps = mine.pyramid.sampler.steps_first_frame
+    _, own, label = settle_finetuned(load_config("smoke", {**FINETUNE, "eval": {"release_sampler": "profile"}}),
+                                     final, "pyramid")
+    assert own.preset.name == "profile-sampler" and list(own.preset.steps_first_frame) == steps
+    assert own.preset.negative_prompt == "" and not own.preset.official_conversions and "profile-sampler" in label
+    (final / TRAIN_CONFIG).write_text((final / TRAIN_CONFIG).read_text().replace(
+        f"release: {fake_release}", "release: null"))
+    assert settle_finetuned(mine, final, "pyramid") is None
+    (final / TRAIN_CONFIG).write_text((final / TRAIN_CONFIG).read_text().replace(
+        "release: null", f"release: {tmp_path / 'moved'}"))
+    with pytest.raises(ConfigError, match=f"{TRAIN_CONFIG}: release="):
+        settle_finetuned(mine, final, "pyramid")

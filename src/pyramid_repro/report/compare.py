@@ -242,6 +242,7 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
         table["settings"] = None
         table.loc[table["model"] == label, "settings"] = release_run.preset.describe()
     table.attrs["protocol_lines"] = protocol_lines(new, label) + extra
+    table.attrs["name"] = name  # in the file names below
     out = cfg.layout.reports
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"compare_{name}.csv", index=False)
