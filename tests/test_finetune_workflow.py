@@ -15,6 +15,7 @@ import yaml
 
 from pyramid_repro.config import ConfigError
 from pyramid_repro.release_specs import RELEASE_METHOD, VAE_FOLDER
+from pyramid_repro.releases import RELEASES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,25 +118,36 @@ def test_finetune_workflow_end_to_end(fake_release: Path, tmp_path: Path, monkey
     assert "official-t2v" in table[table["model"] == tuned].iloc[0]["method"]
 
 
-def test_a_finetuned_checkpoint_carries_the_release_and_its_sampler(fake_release: Path, tmp_path: Path):
+FAKE_WRITERS = {"sd3": ("release_fake", "write_fake_release"),
+                "miniflux": ("release_fake_flux", "write_fake_miniflux_release")}
+
+
+@pytest.mark.parametrize("kind", list(RELEASES))
+def test_a_finetuned_checkpoint_carries_the_release_and_its_sampler(kind: str, tmp_path: Path):
     """A suite checkpoint whose train_config.yaml names a release is sampled as that release (its preset, name and
     label), with the profile's sampler only when eval.release_sampler asks; any other checkpoint is not; a release
-    folder that has gone is an error naming the train_config.yaml."""
+    folder that has gone is an error naming the train_config.yaml. Every release of releases.RELEASES (a fake of
+    its layout: FAKE_WRITERS)."""
+    import importlib
+
     from pyramid_repro.config import load_config, save_config
     from pyramid_repro.eval.method import TRAIN_CONFIG
     from pyramid_repro.eval.release import PRESETS, settle_finetuned
-    from pyramid_repro.releases import RELEASES, apply_release, open_release
+    from pyramid_repro.releases import apply_release, open_release
 
+    module, writer = FAKE_WRITERS[kind]
+    fake_release = getattr(importlib.import_module(module), writer)(tmp_path / "release")
+    k = RELEASES[kind]
     cfg = apply_release(load_config("smoke", {**FINETUNE, "release": str(fake_release)}))
     final = tmp_path / "results" / "pyramid" / "dit" / "video" / "final"
     open_release(fake_release).load_transformer("384p").save_pretrained(final)
     save_config(cfg, final / TRAIN_CONFIG)
     mine = load_config("smoke", FINETUNE)  # the profile alone: the release comes from the checkpoint
     c, run, label = settle_finetuned(mine, final, "pyramid")
-    assert c.release == str(fake_release) and c.vae.latent_channels == RELEASES["sd3"].latent_channels
-    assert run.preset == PRESETS["official-t2v"] and run.name == "finetuned-384p-pyramid"
-    assert run.label.startswith("fine-tuned SD3 release 384p (pyramid, 4 steps; official-t2v, 64x64, 2 latent")
-    assert run.release_name == "release-384p" and PRESETS["official-t2v"].describe() in label
+    assert c.release == str(fake_release) and c.vae.latent_channels == k.latent_channels and run.kind is k
+    assert run.preset == PRESETS["official-t2v"] and run.name == f"finetuned-{k.folder_prefix}384p-pyramid"
+    assert run.label.startswith(f"fine-tuned {k.label} 384p (pyramid, 4 steps; official-t2v, 64x64, 2 latent")
+    assert run.release_name == f"release-{k.folder_prefix}384p" and PRESETS["official-t2v"].describe() in label
     steps = mine.pyramid.sampler.steps_first_frame
     _, own, label = settle_finetuned(load_config("smoke", {**FINETUNE, "eval": {"release_sampler": "profile"}}),
                                      final, "pyramid")
