@@ -19,7 +19,7 @@ REPO = Path(workflow.basedir)
 # the jobs (pyramid-repro commands) find replication/ here, whatever the working directory
 os.environ.setdefault("PYRAMID_REPRO_ROOT", str(REPO))
 
-from pyramid_repro.cliutil import OVERRIDES_ENV
+from pyramid_repro.base import OVERRIDES_ENV
 from pyramid_repro.workflow import Plan, coerce_cli_values, expand_experiments, explain_failed_submissions
 
 min_version("9.0")

@@ -73,7 +73,7 @@ def test_finetune_workflow_end_to_end(fake_release: Path, tmp_path: Path, monkey
     """The smoke workflow with `release` set, from a fake release folder to reports/smoke/table1.pdf; then `compare`
     of the release and of the fine-tuned checkpoint: its row is named after the release, sampled with the release's
     preset, and set beside the release's row with a paired difference."""
-    from pyramid_repro.cliutil import OVERRIDES_ENV
+    from pyramid_repro.base import OVERRIDES_ENV
     from pyramid_repro.commands.compare import main as compare_main
     from pyramid_repro.eval.method import TRAIN_CONFIG, read_train_config
     from pyramid_repro.workflow import Plan

@@ -109,7 +109,7 @@ class Plan:
         self.seeds = int(self.cfg["train"]["seeds"])  # training runs per trained experiment (layout.run_name)
         self.suite = self.cfg["eval"]["suite"]
         self.backends = list(self.cfg["eval"]["backends"])
-        # handed to every `pyramid-repro` job (environment variable cliutil.OVERRIDES_ENV)
+        # handed to every `pyramid-repro` job (environment variable base.OVERRIDES_ENV)
         self.overrides_json = json.dumps(self.overrides, sort_keys=True)
         # arms that are not what they claim to be: the Snakefile prints these lines when it plans a run (a warning,
         # not a refusal: docs/howto.md §1)
