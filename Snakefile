@@ -3,6 +3,7 @@
 #   snakemake --cores all --config profile=smoke -- reports/smoke/table1.pdf
 #   snakemake --cores all --config train_seeds=3 -- reports/seeds_3/claims.pdf   # claims across 3 training runs each
 #   snakemake -n --profile workflows/profiles/slurm --config profile=paper -- reports/paper/table1.pdf
+#   fine-tune the authors' release (docs/release.md §9): --config profile=finetune release=<release folder>
 # After a run, Snakemake's own HTML report with captioned tables and figures: snakemake --report report.html
 # From another working directory (results/ and reports/ go there): snakemake -s <checkout>/Snakefile --directory DIR
 # Configuration is data: replication/config.yaml selects the profile (replication/profiles/<name>.yaml);
@@ -18,7 +19,7 @@ REPO = Path(workflow.basedir)
 # the jobs (pyramid-repro commands) find replication/ here, whatever the working directory
 os.environ.setdefault("PYRAMID_REPRO_ROOT", str(REPO))
 
-from pyramid_repro.cliutil import OVERRIDES_ENV
+from pyramid_repro.base import OVERRIDES_ENV
 from pyramid_repro.workflow import Plan, coerce_cli_values, expand_experiments, explain_failed_submissions
 
 min_version("9.0")
@@ -32,6 +33,8 @@ validate(config, str(REPO / "replication" / "schemas" / "config.schema.yaml"))
 
 PLAN = Plan(config)
 for _line in PLAN.identical_warnings:  # two experiments that resolve to one configuration (docs/howto.md §1)
+    print(_line, file=sys.stderr)
+for _line in PLAN.release_warnings:  # experiments a release cannot be fine-tuned as (docs/release.md §9)
     print(_line, file=sys.stderr)
 CFG, PROFILE, RES, REPORTS = PLAN.cfg, PLAN.profile, PLAN.res, PLAN.reports
 EXPERIMENTS, TRAINED, CURRICULUM = PLAN.experiments, PLAN.trained, PLAN.curriculum

@@ -16,6 +16,9 @@ from typing import Any
 import yaml
 
 PROFILES = ("smoke", "tiny", "small", "paper", "finetune")
+# JSON of config overrides applied before --set: how the Snakemake workflow hands its --config to every job (here,
+# not in cliutil, so that the Snakefile reads it without importing the commands' layer and its models)
+OVERRIDES_ENV = "PYRAMID_REPRO_OVERRIDES"
 
 
 class ConfigError(ValueError):

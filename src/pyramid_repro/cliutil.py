@@ -6,13 +6,10 @@ import argparse
 import json
 import os
 
+from pyramid_repro.base import OVERRIDES_ENV
 from pyramid_repro.config import PROFILES, Config, ConfigError, deep_merge, load_config, parse_override
 from pyramid_repro.layout import split_run_name
 from pyramid_repro.releases import apply_release
-
-
-# JSON of config overrides applied before --set: how the Snakemake workflow hands its --config to every job
-OVERRIDES_ENV = "PYRAMID_REPRO_OVERRIDES"
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

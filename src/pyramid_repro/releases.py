@@ -57,6 +57,7 @@ from pyramid_repro.models.text import (
     build_text_encoder,
 )
 from pyramid_repro.provenance import atomic_write_bytes, git_commit, utc_now, write_json
+from pyramid_repro.release_specs import VAE_FOLDER
 from pyramid_repro.vae.handle import (
     OFFICIAL_NORMALIZATION,
     LoadedVAE,
@@ -65,7 +66,6 @@ from pyramid_repro.vae.handle import (
     load_vae,
 )
 
-VAE_FOLDER = "causal_video_vae"
 FPS = 24
 DEFAULT_LATENT_FRAMES = 16  # 5 s at 24 fps: 1 + 15 * 8 = 121 frames
 

@@ -264,6 +264,11 @@ class EvalConfig:
     vbench_mode: Literal["standard", "long"] = "standard"
     inception_path: str | None = None
     evalcrafter_path: str | None = None
+    # how a checkpoint fine-tuned from one of the authors' releases (train_config.yaml `release` set) is sampled:
+    # `release` = as the release itself (eval/release.py PRESETS: its steps, guidance, negative prompt, prompt
+    # suffix, one video per batch), so its videos pair with the release's on the same prompts and seeds; `profile` =
+    # the suite's own way with the profile's pyramid.sampler (docs/release.md §12)
+    release_sampler: Literal["release", "profile"] = "release"
 
 
 @dataclass

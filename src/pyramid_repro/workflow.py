@@ -3,25 +3,29 @@
 `Plan(config)` resolves the profile + command-line overrides exactly as the CLI does, and answers the questions
 the rules ask: every path (`Plan.paths`, the run's layout.Layout as strings, wildcards allowed), config sections as
 `params` (so a change reruns the rules that read it), compute resources, the curriculum's previous stage, the
-checkpoint an experiment samples from, the files a job writes, and how to launch a training job.
+checkpoint an experiment samples from, the files a job writes, and how to launch a training job. With `release`
+set (fine-tuning one of the authors' releases, docs/release.md §12) the release's causal VAE stands in for train-vae's
+(`vae_input`) and only the experiments a release can fine-tune run (`finetunable`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pyramid_repro.backend_specs import backend_spec, backends_filling
-from pyramid_repro.config import load_config, load_yaml
+from pyramid_repro.config import Config, ConfigError, for_experiment, load_config, load_yaml
 from pyramid_repro.experiments import experiments, selected_experiments, stage_owner, training_experiments
 from pyramid_repro.launch import launch_prefix
 from pyramid_repro.layout import (EVALCRAFTER_REPORT_FILES, REPORT_FILES, Layout, run_name, run_name_pattern,
                                    split_run_name)
 from pyramid_repro.provenance import identical_experiments, identical_experiments_warning
+from pyramid_repro.release_specs import VAE_FOLDER, method_conflicts, release_vae_config
 
 # files save_pretrained writes into a model folder (diffusers ModelMixin) and the resolved config saved beside them
 MODEL_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "train_config.yaml")
@@ -92,18 +96,41 @@ class Plan:
         # own target (every rule's wildcards accept all of them)
         self.all_experiments = list(experiments())
         self.experiments = selected_experiments(config_obj.experiments)
+        # fine-tuning a release: its VAE folder (checked here, so a wrong folder fails before any job) and the
+        # experiments it can fine-tune (one warning line names the others)
+        self.release = config_obj.release
+        self.release_warnings: list[str] = []
+        if self.release:
+            self.release_vae = str(release_vae_config(self.release))
+            self.experiments, self.release_warnings = finetunable(config_obj, self.experiments)
         self.trained = [e for e in training_experiments() if e in self.experiments]
         self.all_trained = training_experiments()
         self.curriculum = [s["name"] for s in self.cfg["train"]["curriculum"]]
         self.seeds = int(self.cfg["train"]["seeds"])  # training runs per trained experiment (layout.run_name)
         self.suite = self.cfg["eval"]["suite"]
         self.backends = list(self.cfg["eval"]["backends"])
-        # handed to every `pyramid-repro` job (environment variable cliutil.OVERRIDES_ENV)
+        # handed to every `pyramid-repro` job (environment variable base.OVERRIDES_ENV)
         self.overrides_json = json.dumps(self.overrides, sort_keys=True)
         # arms that are not what they claim to be: the Snakefile prints these lines when it plans a run (a warning,
         # not a refusal: docs/howto.md §1)
         self.identical_warnings = identical_experiments_warning(
             self.profile, identical_experiments(config_obj, self.experiments))
+
+    def vae_input(self) -> str:
+        """The file every rule that encodes or decodes latents depends on: train-vae's normalization.json, or with
+        `release` set the release's causal_video_vae/config.json (no VAE is trained; the jobs load the release's
+        through releases.vae_for)."""
+        return self.release_vae if self.release else self.paths.vae_normalization()
+
+    def release_cfg(self) -> str:
+        """JSON of the release a run fine-tunes (`release`, `release_resolution`), for `params`: another release
+        folder or resolution reruns the rules that load it."""
+        return json.dumps({k: self.cfg[k] for k in ("release", "release_resolution")}, sort_keys=True)
+
+    def eval_vae_args(self) -> str:
+        """The eval-vae options of the run's VAE: none for train-vae's, `--vae <release>/causal_video_vae` for a
+        fine-tune (the report's VAE rows then measure the release's VAE on the run's held-out clips)."""
+        return f"--vae {shlex.quote(str(Path(self.release) / VAE_FOLDER))}" if self.release else ""
 
     def section(self, *keys: str) -> str:
         """JSON of a config section, for `params`."""
@@ -291,6 +318,31 @@ class Plan:
         """CPU threads of each training process: the job's CPUs per node shared among its processes."""
         cpus = int(resources.get("cpus_per_task", 1) or 1)
         return max(1, cpus // int(resources.get("processes_per_node", 1) or 1))
+
+
+def finetunable(cfg: Config, chosen: list[str]) -> tuple[list[str], list[str]]:
+    """The experiments of `chosen` a release can be fine-tuned as (their resolved config keeps the method the
+    releases were trained with: release_specs.RELEASE_METHOD), and the warning line naming the others (none when
+    nothing is left out). An inference-only experiment follows its `checkpoint_from`. ConfigError when none is left."""
+    keep, dropped = [], {}
+    for name in chosen:
+        exp = experiments()[name]
+        conflicts = method_conflicts(for_experiment(cfg, exp.checkpoint_from or name).to_dict())
+        if exp.checkpoint_from and not conflicts:  # its own sampling method too
+            conflicts = method_conflicts(for_experiment(cfg, name).to_dict())
+        if conflicts:
+            dropped[name] = conflicts
+        else:
+            keep.append(name)
+    if not keep:
+        raise ConfigError(f"release={cfg.release!r}: none of the experiments {', '.join(chosen)} keeps the method the "
+                          f"release was trained with ({'; '.join(next(iter(dropped.values())))}); set "
+                          "experiments: [pyramid]")
+    if not dropped:
+        return keep, []
+    why = "; ".join(f"{n}: {', '.join(c)}" for n, c in dropped.items())
+    return keep, [f"release={cfg.release}: fine-tuning runs {', '.join(keep)} only; left out, since they change "
+                  f"the method the release was pretrained with (that would be pretraining): {why}"]
 
 
 # -- failed submissions ----------------------------------------------------------------------------------------------

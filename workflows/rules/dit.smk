@@ -13,7 +13,7 @@
 rule train_dit:
     input:
         latents=lambda wc: PLAN.paths.latents(wc.stage),
-        vae=PLAN.paths.vae_normalization(),
+        vae=PLAN.vae_input(),
         previous=lambda wc: PLAN.previous_stage(wc.experiment, wc.stage),
     output:
         done=PLAN.paths.stage_done("{experiment}", "{stage}"),
@@ -24,6 +24,7 @@ rule train_dit:
         pyramid=PLAN.section("pyramid"),
         train=PLAN.train_cfg(),
         experiment=lambda wc: PLAN.experiment_overrides(wc.experiment),
+        release=PLAN.release_cfg(),
         launch=lambda wc, resources: PLAN.launcher(resources),
         proc_threads=lambda wc, resources: PLAN.process_threads(resources),
     wildcard_constraints:
@@ -49,11 +50,12 @@ rule fid_points:
     input:
         done=PLAN.paths.stage_done("{experiment}", "{stage}"),  # and the fid_snapshots/ it finished
         probe=PLAN.paths.probe_info(),
-        vae=PLAN.paths.vae_normalization(),
+        vae=PLAN.vae_input(),
     output:
         PLAN.paths.stage_fid("{experiment}", "{stage}"),
     params:
         fid=PLAN.fid_cfg(),
+        release=PLAN.release_cfg(),
     wildcard_constraints:
         experiment=PLAN.run_pattern(PLAN.all_trained),
         stage="|".join(CURRICULUM),

@@ -8,7 +8,7 @@
 rule sample:
     input:
         checkpoint=lambda wc: PLAN.final_checkpoint(wc.experiment),
-        vae=PLAN.paths.vae_normalization(),
+        vae=PLAN.vae_input(),
     output:
         index=PLAN.paths.samples_index("{experiment}", SUITE),
         sheet=f"{PLAN.paths.samples('{experiment}', SUITE)}/contact_sheet.png",
@@ -17,6 +17,7 @@ rule sample:
         pyramid=PLAN.section("pyramid"),
         eval=PLAN.section("eval"),
         experiment=lambda wc: PLAN.experiment_overrides(wc.experiment),
+        release=PLAN.release_cfg(),
     wildcard_constraints:
         experiment=PLAN.run_pattern(PLAN.all_experiments),
     threads: PLAN.compute("cpus_per_job")

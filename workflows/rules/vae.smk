@@ -1,4 +1,6 @@
 # Causal video VAE: train -> evaluate (PSNR/SSIM) -> encode the latent cache of every curriculum stage.
+# Fine-tuning a release (`release` set): no VAE is trained; eval_vae measures the release's VAE on the run's held-out
+# clips and encode_latents encodes with it (PLAN.vae_input: their input is the release's causal_video_vae/config.json).
 # train_vae's checkpoints/ and ledger.csv are deliberately not outputs (PLAN.vae_outputs says why).
 
 
@@ -31,12 +33,15 @@ rule train_vae:
 
 rule eval_vae:
     input:
-        norm=PLAN.paths.vae_normalization(),
+        norm=PLAN.vae_input(),
+        manifest=PLAN.paths.manifest(),  # the clips (with `release` no train_vae job stands between)
     output:
         eval=PLAN.paths.vae_eval(),
         grid=PLAN.paths.vae_reconstructions(),
     params:
         vae=PLAN.section("vae"),
+        release=PLAN.release_cfg(),
+        which=PLAN.eval_vae_args(),
     threads: PLAN.compute("cpus_per_job")
     resources:
         **PLAN.gpu_resources(runtime=30),
@@ -47,16 +52,18 @@ rule eval_vae:
     conda:
         ENV
     shell:
-        f"pyramid-repro eval-vae --profile {PROFILE} --out $(dirname {{output.eval}}) --threads {{threads}} > {{log}} 2>&1"
+        f"pyramid-repro eval-vae --profile {PROFILE} {{params.which}} --out $(dirname {{output.eval}}) --threads {{threads}} > {{log}} 2>&1"
 
 
 rule encode_latents:
     input:
-        norm=PLAN.paths.vae_normalization(),
+        norm=PLAN.vae_input(),
+        manifest=PLAN.paths.manifest(),  # the clips (with `release` no train_vae job stands between)
     output:
         [directory(PLAN.paths.latents(s)) for s in CURRICULUM],
     params:
         curriculum=PLAN.section("train", "curriculum"),
+        release=PLAN.release_cfg(),
         out=lambda wc, output: Path(output[0]).parent,
     threads: PLAN.compute("cpus_per_job")
     resources:

@@ -12,7 +12,7 @@ from pyramid_repro.cliutil import config_from_args, config_parser
 from pyramid_repro.commands.sample import add_method_args, add_release_args, check_release_only, release_plan
 from pyramid_repro.config import ConfigError
 from pyramid_repro.releases import RELEASES
-from pyramid_repro.report.compare import compare, default_name
+from pyramid_repro.report.compare import compare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     Console(width=200).print(t)
     for line in table.attrs.get("protocol_lines", []):
         print(f"protocol  {line}")
-    name = args.name or default_name(args.checkpoint, rel)
+    name = table.attrs["name"]
     print(f"wrote {cfg.layout.report(f'compare_{name}.csv')} and {cfg.layout.report(f'compare_{name}.pdf')}")
     return 0

@@ -33,10 +33,10 @@ from pyramid_repro.eval.backends import fid_probe_features, frechet_interval, re
 from pyramid_repro.generation.generate import generate_latents
 from pyramid_repro.models import load_dit
 from pyramid_repro.provenance import write_csv, write_npz
+from pyramid_repro.releases import text_encoder_for, vae_for
 from pyramid_repro.train.dit import (FID_COLUMNS, SNAPSHOT_INFO, CaptionBank, curriculum_stage, fid_point_steps,
                                      list_snapshots, snapshot_dir, stage_caption_bank, stage_captions, stage_steps,
                                      training_owner)
-from pyramid_repro.releases import text_encoder_for, vae_for
 from pyramid_repro.vae.handle import decode_latents
 
 FID_RESAMPLES = 200  # bootstrap resamples of a training FID point (its interval; eval/uncertainty.py)

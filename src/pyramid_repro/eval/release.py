@@ -22,17 +22,25 @@ recognised by its transformer config.json (`_class_name: PyramidFluxTransformer`
 miniFLUX image-latent normalisation (its record's `normalization`: shift -0.04, scale 1/1.8726). Its sampling
 settings are the same presets (their README gives the same steps and guidance for both releases). Its 1024p image
 transformer (diffusion_transformer_image/) is not supported.
+
+A checkpoint fine-tuned from a release (the suite's save_pretrained folder whose train_config.yaml has `release`
+set, docs/release.md §12) carries the release's method: `finetuned_run` makes the `ReleaseRun` of it (the release's
+text encoders, VAE and presets, the fine-tuned transformer), sampled by the same code as the release, at the
+profile's video size and length.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from pyramid_repro.config import Config, ConfigError, PyramidConfig, SamplerConfig
+from pyramid_repro.eval.method import TRAIN_CONFIG, SamplingMethod, describe_method, read_train_config, resolve_method
+from pyramid_repro.models import load_dit
 from pyramid_repro.models.attention import DEFAULT_KERNEL, set_kernel
 from pyramid_repro.releases import (
     DEFAULT_LATENT_FRAMES,
@@ -41,6 +49,7 @@ from pyramid_repro.releases import (
     SD3,
     Release,
     ReleaseKind,
+    apply_release,
     find_release,
     open_release,
 )
@@ -74,8 +83,10 @@ class SamplerPreset:
     def describe(self) -> str:
         """One line for tables and samples.json."""
         steps = "/".join(",".join(map(str, s)) for s in (self.steps_first_frame, self.steps_later_frames))
+        prompts = "".join([", negative prompt" if self.negative_prompt else "",
+                           f", prompt suffix {self.prompt_suffix.strip()!r}" if self.prompt_suffix else ""])
         return (f"{self.name}: Euler steps {steps}, guidance {self.guidance_first_frame:g} (first frame) / "
-                f"{self.guidance_video:g} (video), negative prompt, prompt suffix {self.prompt_suffix.strip()!r}")
+                f"{self.guidance_video:g} (video){prompts}")
 
 
 PRESETS = {
@@ -149,14 +160,17 @@ def resolution_of(release: Release, folder: Path, resolution: str | None) -> str
     return have[0]
 
 
-def release_config(cfg: Config, preset: SamplerPreset, kind: ReleaseKind = SD3) -> Config:
+def release_config(cfg: Config, preset: SamplerPreset, kind: ReleaseKind = SD3,
+                   pyramid: PyramidConfig | None = None) -> Config:
     """`cfg` with what the release fixes: the authors' pyramid schedule and sampler settings, the release's latent
     geometry (16 latent channels, 8x8x8 VAE, patch 2) and fps. Prompts, seeds, samples per prompt, device and
-    precision stay the profile's."""
+    precision stay the profile's. `pyramid`: the schedule of a fine-tuned checkpoint (its own method, e.g. an
+    inference-only experiment's corrective noise off) instead of the authors' default, with the preset's sampler."""
     c = copy.deepcopy(cfg)
-    c.pyramid = PyramidConfig(sampler=SamplerConfig(
+    c.pyramid = copy.deepcopy(pyramid) if pyramid is not None else PyramidConfig()
+    c.pyramid.sampler = SamplerConfig(
         steps_first_frame=list(preset.steps_first_frame), steps_later_frames=list(preset.steps_later_frames),
-        guidance_first_frame=preset.guidance_first_frame, guidance_video=preset.guidance_video))
+        guidance_first_frame=preset.guidance_first_frame, guidance_video=preset.guidance_video)
     c.vae.latent_channels, c.vae.spatial_compression = kind.latent_channels, kind.spatial_compression
     c.vae.temporal_compression = kind.temporal_compression
     c.model.patch_size = kind.patch_size
@@ -187,6 +201,10 @@ class ReleaseRun:
     size: tuple[int, int]  # (height, width) pixels
     image: Path | None = None  # image-to-video: the first frame of every video
     model: str = SD3.name  # which release: a key of releases.RELEASES
+    # a checkpoint fine-tuned from the release (save_pretrained folder) sampled in place of its transformer, and
+    # what it was fine-tuned as ("<experiment>, <steps> steps")
+    checkpoint: Path | None = None
+    finetune: str = ""
 
     @property
     def kind(self) -> ReleaseKind:
@@ -195,20 +213,30 @@ class ReleaseRun:
     @property
     def name(self) -> str:
         """The run's name in folders and file names: release-<folder_prefix><resolution> (release-384p for the SD3
-        release, release-miniflux-384p)."""
+        release, release-miniflux-384p); a fine-tuned checkpoint: finetuned-<folder_prefix><resolution>-<experiment>."""
+        if self.checkpoint is not None:
+            return f"finetuned-{self.kind.folder_prefix}{self.resolution}-{self.finetune.split(',')[0]}"
         return f"release-{self.kind.folder_prefix}{self.resolution}"
+
+    @property
+    def release_name(self) -> str:
+        """The name of the release's own run (what a fine-tuned checkpoint is paired with)."""
+        return replace(self, checkpoint=None).name
 
     @property
     def label(self) -> str:
         h, w = self.size
-        return (f"Pyramid Flow {self.kind.table_name} {self.resolution} ({self.preset.name}, {w}x{h}, "
-                f"{self.latent_frames} latent frames)")
+        settings = f"{self.preset.name}, {w}x{h}, {self.latent_frames} latent frames"
+        if self.checkpoint is not None:
+            return f"fine-tuned {self.kind.label} {self.resolution} ({self.finetune}; {settings})"
+        return f"Pyramid Flow {self.kind.table_name} {self.resolution} ({settings})"
 
     def to_dict(self) -> dict:
         return {"release": str(self.root), "model": self.model, "resolution": self.resolution,
                 "preset": self.preset.name, "settings": self.preset.describe(), "latent_frames": self.latent_frames,
                 "height": self.size[0], "width": self.size[1], "fps": self.kind.fps,
-                "image": str(self.image) if self.image else None}
+                "image": str(self.image) if self.image else None,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None, "finetune": self.finetune or None}
 
 
 def _protocol_args(preset: str, resolution: str | None, latent_frames: int | None, size: str | None,
@@ -259,11 +287,72 @@ def plan(folder: str | Path, resolution: str | None = None, latent_frames: int |
     return ReleaseRun(rel.root, res, preset, n, hw, image, rel.model)
 
 
+def finetuned_run(cfg: Config, checkpoint: Path, image: Path | None = None) -> ReleaseRun | None:
+    """The ReleaseRun of a checkpoint fine-tuned from a release (its train_config.yaml has `release` set), None for
+    any other checkpoint: the release folder and resolution it was fine-tuned from (checked: a moved or incomplete
+    release is a ConfigError naming the train_config.yaml), the release's preset (official-t2v, official-i2v with
+    `image`), the profile's video size and length (`cfg`'s last curriculum stage, the protocol of every row of the
+    run), and what it was fine-tuned as: the experiment of its done.json and the steps of every stage beside it (the
+    curriculum's when no done.json is there)."""
+    tc = Path(checkpoint) / TRAIN_CONFIG
+    saved = read_train_config(tc) if tc.is_file() else {}
+    if not saved.get("release"):
+        return None
+    res = saved.get("release_resolution") or "384p"
+    rel = open_release(saved["release"], f"{tc}: release")
+    rel.check(res)
+    last = cfg.train.curriculum[-1]
+    k = rel.kind
+    stage = Path(checkpoint).resolve().parent
+    done = [json.loads(f.read_text()) for f in sorted(stage.parent.glob("*/done.json"))]
+    own = [d for d in done if d.get("stage") == stage.name]
+    experiment = own[0].get("experiment", "pyramid") if own else stage.parent.parent.name
+    steps = (sum(int(d.get("steps", 0)) for d in done) if done
+             else sum(int(s.get("steps", 0)) for s in saved.get("train", {}).get("curriculum", [])))
+    return ReleaseRun(rel.root, res, PRESETS["official-i2v" if image is not None else "official-t2v"],
+                      1 + (last.frames - 1) // k.temporal_compression, (last.height, last.width), image, k.name,
+                      checkpoint=Path(checkpoint), finetune=f"{experiment}, {steps} steps")
+
+
+def finetuned_config(cfg: Config, run: ReleaseRun) -> Config:
+    """`cfg` fine-tuning `run`'s release (`release`, `release_resolution` and the release's latent geometry), so
+    that the shape checks and the release's text encoder and VAE (releases.text_encoder_for / vae_for) follow the
+    checkpoint whatever the profile says."""
+    c = copy.deepcopy(cfg)
+    c.release, c.release_resolution = str(run.root), run.resolution
+    return apply_release(c)
+
+
+def settle_finetuned(cfg: Config, checkpoint: Path, experiment: str | None = None, override_method: bool = False,
+                     image: Path | None = None) -> tuple[Config, ReleaseRun, str] | None:
+    """How a checkpoint fine-tuned from a release is sampled, None for any other checkpoint: the config (the
+    release's geometry, text encoder and VAE; the checkpoint's own method, eval/method.py `resolve_method`, which
+    checks `experiment` and --set against it), its ReleaseRun (`finetuned_run`) and the one-line method label. With
+    eval.release_sampler `profile` the preset is the profile's pyramid.sampler without negative prompt or suffix,
+    frames rounded (the suite's own conversions), named `profile-sampler`."""
+    run = finetuned_run(cfg, checkpoint, image)
+    if run is None:
+        return None
+    cfg, method = resolve_method(finetuned_config(cfg, run), Path(checkpoint), experiment, override_method)
+    if cfg.eval.release_sampler == "profile":
+        s = cfg.pyramid.sampler
+        run = replace(run, preset=SamplerPreset("profile-sampler", tuple(s.steps_first_frame),
+                                                tuple(s.steps_later_frames), s.guidance_first_frame,
+                                                s.guidance_video, "", "", official_conversions=False))
+    used = describe_method(release_config(cfg, run.preset, run.kind, cfg.pyramid))
+    label = SamplingMethod(f"{used}; {run.preset.describe()}", method.source, method.overrides).label
+    return cfg, run, label
+
+
 def load_release(run: ReleaseRun, device, bf16: bool = True, kernel: str = DEFAULT_KERNEL):
     """(DiT, text encoder, VAE) of the release on `device`, each loaded strictly from its folder; the DiT with the
-    attention kernel `kernel` (the config's model.attention_kernel)."""
+    attention kernel `kernel` (the config's model.attention_kernel). A fine-tuned run's DiT is its checkpoint
+    (models.load_dit), the rest the release's."""
     rel = Release(run.root, run.kind)
-    model = set_kernel(rel.load_transformer(run.resolution).to(device), kernel)
+    if run.checkpoint is not None:
+        model = load_dit(run.checkpoint, device, kernel)
+    else:
+        model = set_kernel(rel.load_transformer(run.resolution).to(device), kernel)
     # the encoders in bf16 on a GPU as the authors run them (T5-XXL alone is about 19 GB in float32)
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" and bf16 else torch.float32
     encoder = run.kind.load_text_encoder(rel.root, dtype=dtype).to(device)

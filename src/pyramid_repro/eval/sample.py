@@ -24,7 +24,7 @@ from pyramid_repro.config import Config, ConfigError
 from pyramid_repro.data.video_io import write_video
 from pyramid_repro.device import autocast, config_device, generator
 from pyramid_repro.eval import release
-from pyramid_repro.eval.method import resolve_method
+from pyramid_repro.eval.method import TRAIN_CONFIG, resolve_method
 from pyramid_repro.eval.prompts import load_suite
 from pyramid_repro.experiments import get_experiment
 from pyramid_repro.generation.generate import TextCondition, generate_latents, kv_cache_exact
@@ -191,13 +191,20 @@ def run(cfg: Config, experiment: str | None, suite: str, out: Path | None = None
     only `checkpoint` is given) and the config's user overrides must agree with it, unless the experiment is
     inference-only (its overrides are the point) or `override_method`. The progress bar and samples.json name the
     method. (`main` sends a folder of the authors' release to `sample_release`, which samples it with their
-    settings.)"""
+    settings.) A checkpoint fine-tuned from a release (its train_config.yaml names it: eval/release.py
+    `finetuned_run`) is sampled with the release's text encoders and VAE, and with `eval.release_sampler: release`
+    (the default) by `sample_release` exactly as the release is (its preset, one video per batch, so its videos and
+    the release's share prompts and seeds); with `profile`, with the profile's pyramid.sampler
+    (eval/release.py `settle_finetuned`)."""
     if experiment is None and checkpoint is None:
         raise ConfigError("sample: pass --experiment or --checkpoint")
     exp = get_experiment(experiment) if experiment is not None else None
     ckpt = checkpoint or cfg.layout.stage_final(exp.checkpoint_from or experiment, cfg.train.curriculum[-1].name)
     name = experiment or Path(ckpt).resolve().name
     out = out or cfg.layout.samples(name, suite)
+    tuned = release.settle_finetuned(cfg, Path(ckpt), experiment, override_method, image)
+    if tuned is not None:  # one video per batch, as the release: the pairs share their seeds
+        return sample_release(tuned[0], tuned[1], suite, out, 1, capture, experiment, tuned[2])
     cfg, method = resolve_method(cfg, ckpt, experiment, override_method)
     dev = config_device(cfg)
     model = load_dit(ckpt, dev, cfg.model.attention_kernel)
@@ -219,27 +226,32 @@ def run(cfg: Config, experiment: str | None, suite: str, out: Path | None = None
 
 
 def sample_release(cfg: Config, release_run: release.ReleaseRun, suite: str, out: Path, batch_size: int = 1,
-                   capture: str = "none") -> Path:
+                   capture: str = "none", experiment: str | None = None, method: str | None = None) -> Path:
     """Sample `suite` with the authors' release (eval/release.py) under its official settings into `out`; returns
     samples.json. The authors' presets convert frames to uint8 by truncation and draw the image-to-video latent
     from the posterior (`SamplerPreset.official_conversions`). `capture`: generation/capture.py (``cuda-graph``
-    needs CUDA)."""
+    needs CUDA). A fine-tuned run (`release_run.checkpoint`) keeps `cfg`'s pyramid schedule (its own method,
+    settled by the caller) under the preset's sampler; `experiment` and `method` (its label) name it in
+    samples.json."""
     rr = release_run
-    c = release.release_config(cfg, rr.preset, rr.kind)
+    c = release.release_config(cfg, rr.preset, rr.kind, cfg.pyramid if rr.checkpoint is not None else None)
     model, encoder, vae = release.load_release(rr, config_device(c), c.train.precision == "bf16",
                                                c.model.attention_kernel)
     prompts = suite_prompts(c, suite)
     s = c.vae.spatial_compression
     records = sample_videos(model, encoder, vae, c, prompts, out, rr.latent_frames,
-                            (rr.size[0] // s, rr.size[1] // s), label=f"release {rr.resolution} [{rr.preset.name}]",
+                            (rr.size[0] // s, rr.size[1] // s), label=f"{rr.name} [{rr.preset.name}]",
                             batch_size=batch_size, negative_prompt=rr.preset.negative_prompt,
                             prompt_suffix=rr.preset.prompt_suffix, image=rr.image, fps=rr.kind.fps, capture=capture,
                             official=rr.preset.official_conversions)
     index = out / "samples.json"
     size = (rr.size[0] // s, rr.size[1] // s)
-    write_json(index, {"suite": suite, "experiment": "release", "checkpoint": str(rr.root),
-                       "model": rr.label, "release": rr.to_dict(), "samples": records,
-                       "method": {"method": rr.preset.describe(), "source": "eval/release.py PRESETS",
+    write_json(index, {"suite": suite, "experiment": experiment or "release",
+                       "checkpoint": str(rr.checkpoint or rr.root), "model": rr.label, "release": rr.to_dict(),
+                       "samples": records,
+                       "method": {"method": method or rr.preset.describe(),
+                                  "source": "eval/release.py PRESETS" if rr.checkpoint is None
+                                  else f"{rr.checkpoint / TRAIN_CONFIG} and eval/release.py PRESETS",
                                   "overrides": []},
                        "protocol": samples_protocol(rr.kind.fps, rr.latent_frames, size, c,
                                                     prompt_suffix=rr.preset.prompt_suffix),

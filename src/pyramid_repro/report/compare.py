@@ -27,7 +27,7 @@ from pyramid_repro.eval.sample import run as sample_run
 from pyramid_repro.eval.score import score_experiment
 from pyramid_repro.eval.uncertainty import separated
 from pyramid_repro.report.paper import load_paper_table
-from pyramid_repro.report.render import _draw_table, interval_columns, with_intervals
+from pyramid_repro.report.render import _draw_table, ablation_deltas, interval_columns, with_intervals
 from pyramid_repro.report.style import footer
 
 METRICS = ("total", "quality", "semantic", "fid")
@@ -117,8 +117,54 @@ def comparison_table(new: dict, ours: dict | None, backend: str, name: str) -> p
 
 def default_name(checkpoint: Path, release_run=None) -> str:
     """The checkpoint's name in file names (compare_<name>.csv): release-<resolution> for the authors' release,
-    else its folder's name."""
+    finetuned-<resolution>-<experiment> for a checkpoint fine-tuned from it, else its folder's name."""
     return release_run.name if release_run is not None else Path(checkpoint).resolve().name
+
+
+def _sampled_as(videos: Path) -> tuple[dict | None, list[tuple]]:
+    """(protocol, [(prompt id, sample index, seed)]) of a samples.json folder; (None, []) without one."""
+    index = Path(videos) / "samples.json"
+    if not index.is_file():
+        return None, []
+    doc = json.loads(index.read_text())
+    return doc.get("protocol"), sorted((s["prompt_id"], s["sample_index"], s["seed"]) for s in doc["samples"])
+
+
+def with_release_row(table: pd.DataFrame, cfg: Config, run, new: dict, videos: Path,
+                     backend: str) -> tuple[pd.DataFrame, list[str]]:
+    """A fine-tuned release's table with the release's own row (its `compare` of this profile and backend:
+    results/<profile>/compare/release-<resolution>/) and the paired difference fine-tuned − release: resampled
+    prompt by prompt over the same videos (report/render.py `ablation_deltas`, the ablations' paired test) when both
+    were generated under one protocol from the same prompts and seeds, else the marginal difference, noted. Without
+    the release's samples the table is unchanged and the line returned says how to make them."""
+    work = cfg.layout.compare(run.release_name)
+    f = work / f"{backend}.json"
+    h, w = run.size
+    if not f.is_file():
+        return table, [f"no paired row for the release: sample it first with `pyramid-repro compare --checkpoint "
+                     f"{run.root} --resolution {run.resolution} --size {w}x{h} --latent-frames {run.latent_frames} "
+                     f"--backend {backend}` (same profile)"]
+    base = {**json.loads(f.read_text()), "_path": str(f), "experiment": run.release_name}
+    ours = {**new, "_path": str(Path(videos).parent / f"{backend}.json")}
+    rel_label = json.loads((work / "samples" / "samples.json").read_text()).get("model", run.release_name) \
+        if (work / "samples" / "samples.json").is_file() else run.release_name
+    same = _sampled_as(videos) == _sampled_as(work / "samples") and _sampled_as(videos)[1]
+    deltas = ablation_deltas(cfg, ours, base) if same else {}
+    row = {"model": f"Δ {run.name} − {run.release_name}", "backend": backend}
+    n, b = _row(run.label, new), _row(rel_label, base)
+    for k in METRICS:
+        row[k] = n[k] - b[k] if n.get(k) is not None and b.get(k) is not None else None
+    words = []
+    for col, d in deltas.items():
+        k = "total" if col.startswith("total (") else "fid" if col.startswith("FID (") else None
+        if k is not None and d.get(" paired"):
+            row[k], row[f"{k}_lo"], row[f"{k}_hi"] = d[""], d[" lo"], d[" hi"]
+            words.append(f"{k}: paired, {'outside' if d[' separated'] else 'within'} the noise")
+    row["note"] = "; ".join(words) or ("marginal (no per-video units)" if same else
+                                       "marginal: not the same protocol, prompts and seeds as the release's samples")
+    rows = table.to_dict("records")
+    at = next(i for i, r in enumerate(rows) if r["model"] == run.label)
+    return pd.DataFrame(rows[:at] + [b] + rows[at:at + 1] + [row] + rows[at + 1:]), []
 
 
 def protocol_lines(doc: dict | None, name: str) -> list[str]:
@@ -154,11 +200,17 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
     checkpoint is sampled with its own method (eval/method.py `resolve_method`: the train_config.yaml beside it;
     `experiment` / the config's --set must agree unless `override_method`); its row's `method` column names it.
     Every row's `protocol` column says whether its fps, frames, size or VBench mode differ from the paper's."""
-    name = name or default_name(checkpoint, release_run)
+    tuned = None if release_run is not None else release.settle_finetuned(cfg, Path(checkpoint), experiment,
+                                                                         override_method)
+    name = name or default_name(checkpoint, release_run or (tuned and tuned[1]))
     if release_run is not None:
         label = release_run.label
         method_label = release_run.preset.describe()
         sample_fn = sample_fn or (lambda c, ck, out: sample_release(c, release_run, c.eval.suite, out))
+    elif tuned is not None:  # fine-tuned from a release: sampled as the release (eval/release.py)
+        cfg, run, method_label = tuned
+        label = run.label
+        check_compatible(checkpoint, cfg)
     else:
         label = name
         check_compatible(checkpoint, cfg)
@@ -174,6 +226,9 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
     ours_f = cfg.layout.metrics("pyramid", backend)
     ours = json.loads(ours_f.read_text()) if ours_f.is_file() else None
     table = comparison_table(new, ours, backend, label)
+    extra: list[str] = []
+    if tuned is not None:
+        table, extra = with_release_row(table, cfg, tuned[1], new, videos, backend)
     table["method"] = None
     table.loc[table["model"] == label, "method"] = method_label
     proto = _protocol_of(new, videos)
@@ -186,7 +241,8 @@ def compare(cfg: Config, checkpoint: Path, backend: str, name: str | None = None
     if release_run is not None:
         table["settings"] = None
         table.loc[table["model"] == label, "settings"] = release_run.preset.describe()
-    table.attrs["protocol_lines"] = protocol_lines(new, label)
+    table.attrs["protocol_lines"] = protocol_lines(new, label) + extra
+    table.attrs["name"] = name  # in the file names below
     out = cfg.layout.reports
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"compare_{name}.csv", index=False)

@@ -12,7 +12,7 @@ weights with the compute spent so far (fid_snapshots/step_<global step>/: `FidSn
 probe or samples while the other processes idle. At the end: final/ (EMA weights, save_pretrained), done.json and
 one ledger row.
 
-With `release` set the run fine-tunes an authors' release (docs/release.md §9): the first stage starts from the
+With `release` set the run fine-tunes an authors' release (docs/release.md §11): the first stage starts from the
 release's transformer in its own class, captions come from the release's text encoders (releases.text_encoder_for)
 and the latent cache from its VAE (encode-latents, releases.vae_for); the loop is the same.
 """
