@@ -15,6 +15,7 @@ import yaml
 
 from pyramid_repro.config import ConfigError
 from pyramid_repro.release_specs import RELEASE_METHOD, VAE_FOLDER
+from pyramid_repro.models.registry import dit_class
 from pyramid_repro.releases import RELEASES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,8 @@ def test_finetune_workflow_end_to_end(fake_release: Path, tmp_path: Path, monkey
     final = res / "pyramid" / "dit" / "video" / "final"
     saved = read_train_config(final / TRAIN_CONFIG)
     assert saved["release"] == str(fake_release) and saved["vae"]["latent_channels"] == 16
+    # what was trained is the release's own class, not the suite's MM-DiT
+    assert dit_class(json.loads((final / "config.json").read_text())) is RELEASES["sd3"].model_class
     samples = json.loads((res / "pyramid" / "samples" / "synthetic" / "samples.json").read_text())
     assert samples["model"].startswith("fine-tuned SD3 release 384p (pyramid, 4 steps; official-t2v")
     assert samples["protocol"]["width"] == 64 and samples["protocol"]["frames"] == 9
