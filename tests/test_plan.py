@@ -169,8 +169,8 @@ def test_paper_vae_fits_on_crops_and_a_crop_is_drawn_per_clip():
     assert row.fits and row.tokens == row.micro_batch * 17 * 256 * 256
     whole = load_config("paper", {"vae": {"train_crop": 0}})
     assert plan_vae(whole, 128, 80 * GB, "cuda").fits is False
-    with pytest.raises(ConfigError, match="vae.train_crop=20: expected 0"):
-        load_config("smoke", {"vae": {"train_crop": 20}})
+    with pytest.raises(ConfigError, match="vae.train_crop=6: expected 0"):
+        load_config("smoke", {"vae": {"train_crop": 6}})
     clips = torch.arange(2 * 3 * 2 * 16 * 16, dtype=torch.float32).reshape(2, 3, 2, 16, 16)
     g = torch.Generator().manual_seed(0)
     crops = random_crops(clips, 8, g)
@@ -178,5 +178,7 @@ def test_paper_vae_fits_on_crops_and_a_crop_is_drawn_per_clip():
     for c, x in zip(crops, clips):  # each crop is a window of its own clip
         t, w = divmod(int((c[0, 0, 0, 0] - x[0, 0, 0, 0]).item()), 16)
         assert torch.equal(c, x[..., t:t + 8, w:w + 8])
+    assert random_crops(clips[..., :6, :], 8, g).shape == (2, 3, 2, 6, 8)  # a short side is taken whole
     state = g.get_state()
     assert random_crops(clips, 0, g) is clips and torch.equal(g.get_state(), state)
+    assert random_crops(clips, 16, g) is clips and torch.equal(g.get_state(), state)

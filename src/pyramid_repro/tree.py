@@ -113,9 +113,10 @@ class VAEConfig:
     eval_clips: int = 16
     train_frames: int = 0  # frames per training clip (1 + k*T); 0 = data.frames. The VAE is causal-convolutional
     # in time, so short clips train it for any length (the tiny profile uses this to fit 2 CPU cores)
-    # > 0: train on random train_crop x train_crop pixel windows of the clips (a multiple of spatial_compression x
-    # patch_size, at most the frame size), a window per clip drawn with the step's generator; 0 = whole frames. The
-    # VAE is convolutional, so crops train it for any frame size; the authors train theirs on 256 x 256 crops
+    # > 0: train on random train_crop x train_crop pixel windows of the clips (a multiple of spatial_compression; a
+    # side longer than the frame's takes the whole side), one per clip drawn with the step's generator; 0 = whole
+    # frames. The VAE is convolutional, so crops train it for any frame size; the authors train theirs on 256 x 256
+    # crops
     train_crop: int = 0
     encode_chunk_frames: int = 0  # 0 = whole clip at once; else causal chunks of this many latent frames
     tile_size: int = 0  # 0 = no spatial tiling
@@ -534,10 +535,9 @@ def check_consistency(cfg: Config) -> None:
         shapes.append(("vae.train_frames", cfg.data.height, cfg.data.width, v.train_frames))
     if v.train_crop:
         unit = v.spatial_compression
-        if v.train_crop < 0 or v.train_crop % unit or v.train_crop > min(cfg.data.height, cfg.data.width):
-            errs.append(f"vae.train_crop={v.train_crop}: expected 0 (whole frames) or a multiple of "
-                        f"vae.spatial_compression ({unit}) of at most the frame size "
-                        f"({cfg.data.height}x{cfg.data.width})")
+        if v.train_crop < 0 or v.train_crop % unit:
+            errs.append(f"vae.train_crop={v.train_crop}: expected 0 (whole frames) or a positive multiple of "
+                        f"vae.spatial_compression ({unit})")
     for where, h, w, t in shapes:
         if h % factor or w % factor:
             errs.append(

@@ -974,7 +974,9 @@ def plan_vae(cfg: Config, processes: int, memory: float | None, target: str) -> 
     n = vae_processes(cfg, processes)
     micro = tc.micro_batch_size or max(1, tc.batch_size // n)
     frames = v.train_frames or cfg.data.frames
-    H, W = (v.train_crop, v.train_crop) if v.train_crop else (cfg.data.height, cfg.data.width)
+    H, W = cfg.data.height, cfg.data.width
+    if v.train_crop:  # a side longer than the frame's takes the whole side (train/vae.py random_crops)
+        H, W = min(v.train_crop, H), min(v.train_crop, W)
     bf16 = bf16_on(target, tc.precision)
     vae, loss = _meta_vae(cfg)
     params = sum(p.numel() for p in vae.parameters())

@@ -46,16 +46,17 @@ class ClipBank:
 
 
 def random_crops(clips: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A random `size` x `size` pixel window of each clip (B, 3, T, H, W), its corner drawn uniformly with
-    `generator` (vae.train_crop, as the authors train their VAE on 256 x 256 crops); `size` 0 (or the whole frame):
-    the clips as they are, nothing drawn."""
+    """A random window of each clip (B, 3, T, H, W), `size` x `size` pixels (a side longer than the frame's takes
+    the whole side), its corner drawn uniformly with `generator` (vae.train_crop, as the authors train their VAE on
+    256 x 256 crops); `size` 0, or a window that is the whole frame: the clips as they are, nothing drawn."""
     H, W = clips.shape[-2:]
-    if not size or (size >= H and size >= W):
+    h, w = min(size, H), min(size, W)
+    if not size or (h == H and w == W):
         return clips
     n = clips.shape[0]
-    top = torch.randint(0, H - size + 1, (n,), generator=generator, device=generator.device).tolist()
-    left = torch.randint(0, W - size + 1, (n,), generator=generator, device=generator.device).tolist()
-    return torch.stack([c[..., t:t + size, w:w + size] for c, t, w in zip(clips, top, left)])
+    top = torch.randint(0, H - h + 1, (n,), generator=generator, device=generator.device).tolist()
+    left = torch.randint(0, W - w + 1, (n,), generator=generator, device=generator.device).tolist()
+    return torch.stack([c[..., t:t + h, x:x + w] for c, t, x in zip(clips, top, left)])
 
 
 def vae_step_key(seed: int, step: int) -> int:
