@@ -326,7 +326,7 @@ def test_text_encoder_folder_missing_is_named(tmp_path):
 
 
 def test_release_detection_and_loading(fake_flux_release, tmp_path):
-    rel = release.find_release(fake_flux_release)
+    rel = releases.find_release(fake_flux_release)
     assert rel.model == "miniflux" and rel.resolutions() == ["384p", "768p"]
     run = release.plan(fake_flux_release / "diffusion_transformer_768p", latent_frames=31)
     assert (run.model, run.resolution, run.size, run.name) == ("miniflux", "768p", (768, 1280),
@@ -346,7 +346,7 @@ def test_release_detection_and_loading(fake_flux_release, tmp_path):
         (sd3 / name).mkdir(parents=True)
     (sd3 / "diffusion_transformer_384p" / "config.json").write_text(json.dumps({"_class_name":
                                                                                "PyramidDiffusionMMDiT"}))
-    assert release.find_release(sd3).model == "sd3" and release.plan(sd3).name == "release-384p"
+    assert releases.find_release(sd3).model == "sd3" and release.plan(sd3).name == "release-384p"
 
 
 def _args(tmp_path: Path) -> list[str]:

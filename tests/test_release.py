@@ -46,12 +46,12 @@ def _layout(root: Path, skip: str = "") -> Path:
 
 def test_release_detection_and_clear_errors(tmp_path):
     root = _layout(tmp_path / "rel")
-    assert release.find_release(root).root == root
-    assert release.find_release(root / "diffusion_transformer_384p").root == root  # the transformer folder itself
+    assert releases.find_release(root).root == root
+    assert releases.find_release(root / "diffusion_transformer_384p").root == root  # the transformer folder itself
     suite_ckpt = tmp_path / "ckpt"
     suite_ckpt.mkdir()
     (suite_ckpt / "config.json").write_text("{}")
-    assert release.find_release(suite_ckpt) is None
+    assert releases.find_release(suite_ckpt) is None
     run = release.plan(root)
     assert (run.resolution, run.size, run.latent_frames, run.preset.name) == ("384p", (384, 640), 16,
                                                                               "official-t2v")

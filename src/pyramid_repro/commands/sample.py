@@ -15,7 +15,7 @@ from pyramid_repro.device import config_device
 from pyramid_repro.eval import release
 from pyramid_repro.eval.sample import run, sample_release
 from pyramid_repro.generation.capture import CLI_CAPTURE_CHOICES, check_capture
-from pyramid_repro.releases import all_resolutions
+from pyramid_repro.releases import all_resolutions, find_release
 
 
 def add_release_args(ap: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def check_release_only(args: argparse.Namespace, rel) -> None:
 
 def release_plan(args: argparse.Namespace) -> release.ReleaseRun | None:
     """The ReleaseRun of the command line when --checkpoint is a release folder, else None."""
-    if args.checkpoint is None or release.find_release(args.checkpoint) is None:
+    if args.checkpoint is None or find_release(args.checkpoint) is None:
         return None
     return release.plan(args.checkpoint, args.resolution, args.latent_frames, args.size, args.image,
                         args.guidance, args.video_guidance, args.preset)

@@ -50,12 +50,10 @@ from pyramid_repro.releases import (
     Release,
     ReleaseKind,
     apply_release,
-    find_release,
     open_release,
 )
 
 VAE_CHUNK_FRAMES, VAE_TILE = 1, 256  # the authors' decode_latent(save_memory=True): window 1, tiles of 256 px
-__all__ = ["DEFAULT_LATENT_FRAMES", "FPS", "RELEASES", "Release", "find_release"]  # the records (releases.py)
 
 
 # the authors' pipeline's defaults (generate / generate_i2v)
